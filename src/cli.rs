@@ -1,0 +1,34 @@
+//! Command-line interface: the subcommands and their flags.
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{deploy::DeployArgs, hook::HookArgs, init::InitArgs, status::StatusArgs};
+
+/// Zero-downtime deploys of a site on `git push`.
+///
+/// pushdeploy runs as the post-receive hook of a bare repository. On each push of the deploy
+/// branch it writes the pushed commit into whichever of TARGET/blue or TARGET/green is not
+/// live, runs the build, switches the served symlink (TARGET/public_html) with one atomic
+/// rename, and removes the old release. A failure before the switch leaves the live site as it
+/// was.
+///
+/// Set PUSHDEPLOY_LOG (e.g. `debug`) for operator tracing on stderr.
+#[derive(Debug, Parser)]
+#[command(name = "pushdeploy", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(InitArgs),
+    Hook(HookArgs),
+    Deploy(DeployArgs),
+    Status(StatusArgs),
+}
+
+/// Parses the command line, exiting with clap's message and code 2 on a usage error.
+pub fn parse() -> Cli {
+    Cli::parse()
+}

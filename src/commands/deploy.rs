@@ -1,0 +1,37 @@
+//! `pushdeploy deploy`: the manual re-run.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config;
+use crate::error::{Error, ExitCode};
+use crate::git::Repo;
+use crate::pipeline::{self, Request};
+
+/// Deploys a revision by hand, exactly as a push of the deploy branch would.
+///
+/// Without REV, deploys the tip of the deploy branch (after fixing a build, say). With REV (a
+/// branch, tag or commit id), deploys that commit: the way to go back to an older release.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The bare repository [default: $GIT_DIR, else the current directory]
+    #[arg(long, value_name = "REPO")]
+    repo: Option<PathBuf>,
+    /// The revision to deploy [default: the deploy branch's tip]
+    #[arg(value_name = "REV")]
+    rev: Option<String>,
+}
+
+pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
+    let repo = Repo::open(&super::repo_path(args.repo))?;
+    let config = config::load(repo.path())?;
+    let ref_name = args.rev.unwrap_or_else(|| config.branch_ref());
+    let commit = repo.resolve(&ref_name)?;
+    let request = Request {
+        commit,
+        ref_name,
+        skip_if_superseded: false,
+    };
+    pipeline::deploy(&config, &repo, &request)
+}

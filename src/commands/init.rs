@@ -1,0 +1,254 @@
+//! `pushdeploy init`: set up a bare repository for push-to-deploy.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::config::{self, toml_string};
+use crate::error::{Error, ExitCode};
+use crate::git::Repo;
+use crate::report::{self, escape_path};
+
+/// The hook script, with `@PUSHDEPLOY@` standing for the binary's quoted path.
+const HOOK_TEMPLATE: &str = include_str!("../../hooks/post-receive");
+/// The line that marks a hook as written by pushdeploy.
+const HOOK_MARKER: &str = "# pushdeploy post-receive hook";
+/// What a replaced file is kept as, with `--force`.
+const BACKUP_SUFFIX: &str = ".pushdeploy-backup";
+
+/// Sets up a bare repository so that pushing its deploy branch deploys to DIR.
+///
+/// Creates the bare repository REPO if it does not exist (an existing one keeps its history),
+/// points its HEAD at the deploy branch, writes REPO/pushdeploy.toml, installs
+/// REPO/hooks/post-receive, and creates the target directory. Running it again with the same
+/// arguments changes nothing. It refuses to replace a configuration that differs, or a hook it
+/// did not write, unless --force is given; the replaced file is kept as FILE.pushdeploy-backup.
+///
+/// Then, on your machine: `git remote add production ssh://SERVER/REPO` and
+/// `git push production main`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The bare repository to push to (created if missing)
+    #[arg(value_name = "REPO")]
+    repo: PathBuf,
+    /// The directory that holds the releases and the served link (created if missing)
+    #[arg(long, value_name = "DIR")]
+    target: PathBuf,
+    /// The branch whose pushes deploy
+    #[arg(long, value_name = "BRANCH", default_value = config::DEFAULT_BRANCH)]
+    branch: String,
+    /// The name of the symlink, inside DIR, that the web server serves
+    #[arg(long, value_name = "NAME", default_value = config::DEFAULT_LINK)]
+    link: String,
+    /// The build command, run by `sh -c` in the new release (e.g. "hugo --minify")
+    #[arg(long, value_name = "CMD")]
+    build: Option<String>,
+    /// The subdirectory of the release to serve (e.g. "public" for Hugo)
+    #[arg(long, value_name = "SUBDIR")]
+    publish: Option<PathBuf>,
+    /// Replace a differing configuration or a foreign hook, keeping a backup
+    #[arg(long)]
+    force: bool,
+}
+
+/// A file init wants to write, and what is there now.
+struct Planned {
+    path: PathBuf,
+    content: String,
+    state: FileState,
+    mode: u32,
+}
+
+enum FileState {
+    Missing,
+    Same,
+    /// Ours, or a difference the user allowed with --force: replaced (with a backup if foreign).
+    Replace {
+        backup: bool,
+    },
+}
+
+pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
+    let target = std::path::absolute(&args.target).map_err(|err| {
+        Error::user(
+            format!("cannot use target {}: {err}", escape_path(&args.target)),
+            "pass an absolute path",
+        )
+    })?;
+    let config_text = config_text(&args, &target);
+    // Validate exactly what will be written, with the same loader every command uses.
+    let config =
+        config::parse(&args.repo.join(config::FILE_NAME), &config_text).map_err(|err| {
+            let message = match err {
+                config::Error::Invalid { message, .. } => message,
+                err => err.to_string(),
+            };
+            Error::user(
+                format!("invalid option: {message}"),
+                "see `pushdeploy init --help`",
+            )
+        })?;
+
+    let exe = std::env::current_exe().map_err(|err| {
+        Error::user(
+            format!("cannot find the pushdeploy binary's path: {err}"),
+            "run pushdeploy by its absolute path",
+        )
+    })?;
+    let hook_text = HOOK_TEMPLATE.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()));
+
+    let repo_exists = args.repo.exists();
+    let config_path = args.repo.join(config::FILE_NAME);
+    let hook_path = args.repo.join("hooks").join("post-receive");
+    // Decide about both files before touching anything, so a refusal changes nothing.
+    let planned = [
+        plan(&config_path, config_text, 0o644, args.force, |_| false)?,
+        plan(&hook_path, hook_text, 0o755, args.force, |old| {
+            old.contains(HOOK_MARKER)
+        })?,
+    ];
+
+    let (repo, created) = Repo::open_or_init_bare(&args.repo)?;
+    report::line(&format!(
+        "{} bare repository {}",
+        if created {
+            "created"
+        } else if repo_exists {
+            "using the existing"
+        } else {
+            "opened"
+        },
+        escape_path(repo.path())
+    ));
+    repo.set_head_branch(&config.branch)?;
+    for file in &planned {
+        write_planned(file)?;
+    }
+    if !target.exists() {
+        fs::create_dir_all(&target).map_err(|err| {
+            Error::user(
+                format!("cannot create target {}: {err}", escape_path(&target)),
+                "create it yourself with the right owner, then run init again",
+            )
+        })?;
+        report::line(&format!("created target {}", escape_path(&target)));
+    }
+    report::line(&format!(
+        "ready: pushes of {:?} to {} deploy to {}",
+        config.branch,
+        escape_path(repo.path()),
+        escape_path(&config.link_path())
+    ));
+    Ok(ExitCode::Success)
+}
+
+fn config_text(args: &InitArgs, target: &Path) -> String {
+    let mut text = format!(
+        "# pushdeploy configuration, written by `pushdeploy init`. Reference: the README.\n\
+         branch = {}\ntarget = {}\nlink = {}\n",
+        toml_string(&args.branch),
+        toml_string(&target.to_string_lossy()),
+        toml_string(&args.link),
+    );
+    if args.build.is_some() || args.publish.is_some() {
+        text.push_str("\n[build]\n");
+        if let Some(command) = &args.build {
+            text.push_str(&format!("command = {}\n", toml_string(command)));
+        }
+        if let Some(publish) = &args.publish {
+            text.push_str(&format!(
+                "publish = {}\n",
+                toml_string(&publish.to_string_lossy())
+            ));
+        }
+        text.push_str("timeout = \"10m\"\n");
+    }
+    text
+}
+
+/// Decides what to do with one file; refuses when it differs and is not ours, without --force.
+fn plan(
+    path: &Path,
+    content: String,
+    mode: u32,
+    force: bool,
+    is_ours: impl Fn(&str) -> bool,
+) -> Result<Planned, Error> {
+    let state = match fs::read(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => FileState::Missing,
+        Err(err) => {
+            return Err(Error::user(
+                format!("cannot read {}: {err}", escape_path(path)),
+                "check its permissions",
+            ));
+        }
+        Ok(old) if old == content.as_bytes() => FileState::Same,
+        Ok(old) if is_ours(&String::from_utf8_lossy(&old)) => FileState::Replace { backup: false },
+        Ok(_) if force => FileState::Replace { backup: true },
+        Ok(_) => {
+            return Err(Error::user(
+                format!(
+                    "{} exists and differs from what init would write; nothing was changed",
+                    escape_path(path)
+                ),
+                "edit it by hand, or pass --force to replace it (the old file is kept as *.pushdeploy-backup)",
+            ));
+        }
+    };
+    Ok(Planned {
+        path: path.to_owned(),
+        content,
+        state,
+        mode,
+    })
+}
+
+fn write_planned(file: &Planned) -> Result<(), Error> {
+    let error = |err: io::Error| {
+        Error::user(
+            format!("cannot write {}: {err}", escape_path(&file.path)),
+            "check the repository's permissions",
+        )
+    };
+    let shown = escape_path(&file.path);
+    match file.state {
+        FileState::Same => {
+            report::line(&format!("unchanged {shown}"));
+            return Ok(());
+        }
+        FileState::Replace { backup: true } => {
+            let mut backup = file.path.clone().into_os_string();
+            backup.push(BACKUP_SUFFIX);
+            fs::rename(&file.path, &backup).map_err(error)?;
+            report::line(&format!(
+                "kept the old file as {}",
+                escape_path(Path::new(&backup))
+            ));
+        }
+        FileState::Replace { backup: false } | FileState::Missing => {}
+    }
+    if let Some(parent) = file.path.parent() {
+        fs::create_dir_all(parent).map_err(error)?;
+    }
+    // Write beside and rename, so git never runs a half-written hook.
+    let mut temp = file.path.clone().into_os_string();
+    temp.push(".pushdeploy-new");
+    fs::write(&temp, &file.content).map_err(error)?;
+    fs::set_permissions(&temp, fs::Permissions::from_mode(file.mode)).map_err(error)?;
+    fs::rename(&temp, &file.path).map_err(error)?;
+    let verb = if matches!(file.state, FileState::Missing) {
+        "wrote"
+    } else {
+        "updated"
+    };
+    report::line(&format!("{verb} {shown}"));
+    Ok(())
+}
+
+/// Quotes a string for sh: `'...'`, with embedded quotes as `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}

@@ -1,0 +1,372 @@
+//! `REPO/pushdeploy.toml`: the file's serde types, validation, and defaults.
+//!
+//! The file is parsed into `raw` types that mirror it (with spans, so errors can name the line),
+//! then validated into [`Config`], which is all the pipeline ever reads. A later table (say
+//! `[retire]`) is one more optional field in `raw::File` and one more field in `Config`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+/// The configuration file's name inside the bare repository.
+pub const FILE_NAME: &str = "pushdeploy.toml";
+/// The deploy branch when the file names none.
+pub const DEFAULT_BRANCH: &str = "main";
+/// The link name when the file names none.
+pub const DEFAULT_LINK: &str = "public_html";
+/// How long a build may run when the file does not say.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Names under the target that pushdeploy owns, so the link may not take them.
+const RESERVED_NAMES: [&str; 3] = ["blue", "green", ".pushdeploy"];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// The branch whose pushes deploy (short name, e.g. `main`).
+    pub branch: String,
+    /// The absolute directory that holds the slots, the link and the state.
+    pub target: PathBuf,
+    /// The link's file name inside `target`.
+    pub link: String,
+    /// The umask releases are written with (and the build runs with).
+    pub umask: u32,
+    pub build: Build,
+}
+
+/// The `[build]` table.
+#[derive(Debug, Clone, Default)]
+pub struct Build {
+    /// Run by `sh -c` in the new release directory.
+    pub command: Option<String>,
+    /// The subdirectory of the release the link points at.
+    pub publish: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Extra environment for the build, applied after pushdeploy's own variables.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Returns the full name of the deploy branch's ref.
+    pub fn branch_ref(&self) -> String {
+        format!("refs/heads/{}", self.branch)
+    }
+
+    /// Returns the path of the link.
+    pub fn link_path(&self) -> PathBuf {
+        self.target.join(&self.link)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: line {line}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+impl Error {
+    /// Returns what to do about the error.
+    pub fn hint(&self) -> String {
+        match self {
+            Error::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "run `pushdeploy init REPO --target DIR` to set this repository up, or pass --repo"
+                    .into()
+            }
+            Error::Read { .. } => "check the file's permissions".into(),
+            Error::Invalid { path, .. } => format!("fix {} and try again", path.display()),
+        }
+    }
+}
+
+mod raw {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub branch: Option<Spanned<String>>,
+        pub target: Spanned<PathBuf>,
+        pub link: Option<Spanned<String>>,
+        pub umask: Option<Spanned<String>>,
+        pub build: Option<Build>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Build {
+        pub command: Option<Spanned<String>>,
+        pub publish: Option<Spanned<PathBuf>>,
+        pub timeout: Option<Spanned<String>>,
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+    }
+}
+
+/// Reads and validates `REPO/pushdeploy.toml`.
+pub fn load(repo: &Path) -> Result<Config, Error> {
+    let path = repo.join(FILE_NAME);
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&path, &text)
+}
+
+/// Validates the text of a configuration file; `path` only names it in errors.
+pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+    let invalid = |span: Option<Range<usize>>, message: String| Error::Invalid {
+        path: path.to_owned(),
+        line: span.map_or(1, |span| line_of(text, span.start)),
+        message,
+    };
+    let file: raw::File =
+        toml::from_str(text).map_err(|err| invalid(err.span(), one_line(err.message())))?;
+
+    let branch = match file.branch {
+        Some(branch) => {
+            let name = branch.get_ref();
+            if !git2::Branch::name_is_valid(name).unwrap_or(false) {
+                return Err(invalid(
+                    Some(branch.span()),
+                    format!("`branch`: {name:?} is not a valid branch name"),
+                ));
+            }
+            branch.into_inner()
+        }
+        None => DEFAULT_BRANCH.to_owned(),
+    };
+
+    let target_span = file.target.span();
+    let target = file.target.into_inner();
+    if !target.is_absolute() {
+        return Err(invalid(
+            Some(target_span),
+            format!("`target`: {} is not an absolute path", target.display()),
+        ));
+    }
+
+    let link = match file.link {
+        Some(link) => {
+            let span = link.span();
+            let link = link.into_inner();
+            if let Err(why) = check_link_name(&link) {
+                return Err(invalid(Some(span), format!("`link`: {link:?} {why}")));
+            }
+            link
+        }
+        None => DEFAULT_LINK.to_owned(),
+    };
+
+    let umask = match file.umask {
+        Some(umask) => parse_umask(umask.get_ref()).ok_or_else(|| {
+            invalid(
+                Some(umask.span()),
+                format!(
+                    "`umask`: {:?} is not an octal umask such as \"022\"",
+                    umask.get_ref()
+                ),
+            )
+        })?,
+        None => 0o022,
+    };
+
+    let build = match file.build {
+        None => Build {
+            timeout: DEFAULT_BUILD_TIMEOUT,
+            ..Build::default()
+        },
+        Some(build) => {
+            let publish = match build.publish {
+                Some(publish) => {
+                    let span = publish.span();
+                    let publish = publish.into_inner();
+                    if let Err(why) = check_publish(&publish) {
+                        return Err(invalid(
+                            Some(span),
+                            format!("`build.publish`: {} {why}", publish.display()),
+                        ));
+                    }
+                    Some(publish)
+                }
+                None => None,
+            };
+            let timeout = match build.timeout {
+                Some(timeout) => match humantime::parse_duration(timeout.get_ref()) {
+                    Ok(duration) if !duration.is_zero() => duration,
+                    _ => {
+                        return Err(invalid(
+                            Some(timeout.span()),
+                            format!(
+                                "`build.timeout`: {:?} is not a duration such as \"90s\" or \"10m\"",
+                                timeout.get_ref()
+                            ),
+                        ));
+                    }
+                },
+                None => DEFAULT_BUILD_TIMEOUT,
+            };
+            let command = match build.command {
+                Some(command) if command.get_ref().trim().is_empty() => {
+                    return Err(invalid(
+                        Some(command.span()),
+                        "`build.command` is empty; remove it to deploy without a build".into(),
+                    ));
+                }
+                command => command.map(Spanned::into_inner),
+            };
+            Build {
+                command,
+                publish,
+                timeout,
+                env: build.env,
+            }
+        }
+    };
+
+    Ok(Config {
+        path: path.to_owned(),
+        branch,
+        target,
+        link,
+        umask,
+        build,
+    })
+}
+
+/// Explains why a link name is unusable, or accepts it.
+pub fn check_link_name(link: &str) -> Result<(), &'static str> {
+    if link.is_empty() || link == "." || link == ".." {
+        Err("is not a file name")
+    } else if link.contains('/') || link.contains('\0') {
+        Err("must be a plain file name inside the target, without `/`")
+    } else if RESERVED_NAMES.contains(&link) || link.starts_with(".pushdeploy") {
+        Err("is a name pushdeploy uses for itself; choose another, such as \"public_html\"")
+    } else {
+        Ok(())
+    }
+}
+
+/// Explains why a publish directory is unusable, or accepts it.
+pub fn check_publish(publish: &Path) -> Result<(), &'static str> {
+    let mut normal = 0;
+    for component in publish.components() {
+        match component {
+            Component::Normal(_) => normal += 1,
+            Component::CurDir => {}
+            _ => return Err("must be a relative path inside the release, without `..`"),
+        }
+    }
+    if normal == 0 {
+        Err("names the release itself; leave `publish` out instead")
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_umask(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|umask| *umask <= 0o777)
+}
+
+/// Returns the 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Returns `value` as a TOML string literal.
+pub fn toml_string(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        parse(Path::new("/r/pushdeploy.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let config = parse(Path::new("p"), "target = \"/srv/www\"\n").unwrap();
+        assert_eq!(config.branch, "main");
+        assert_eq!(config.link, "public_html");
+        assert_eq!(config.umask, 0o022);
+        assert_eq!(config.build.timeout, DEFAULT_BUILD_TIMEOUT);
+        assert!(config.build.command.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse_err("target = \"/srv\"\n[build]\ncomand = \"make\"\n");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("comand"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = parse_err("target = \"/srv\"\nbranch = 3\n");
+        assert!(err.starts_with("/r/pushdeploy.toml: line 2:"), "{err}");
+    }
+
+    #[test]
+    fn relative_target_is_refused() {
+        let err = parse_err("target = \"srv/www\"\n");
+        assert_eq!(
+            err,
+            "/r/pushdeploy.toml: line 1: `target`: srv/www is not an absolute path"
+        );
+    }
+
+    #[test]
+    fn link_with_slash_is_refused() {
+        let err = parse_err("target = \"/srv\"\nlink = \"a/b\"\n");
+        assert!(
+            err.contains("line 2") && err.contains("without `/`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn publish_may_not_climb() {
+        let err = parse_err("target = \"/srv\"\n[build]\npublish = \"../x\"\n");
+        assert!(err.contains("line 3") && err.contains("`..`"), "{err}");
+    }
+
+    #[test]
+    fn timeout_parses_durations() {
+        let config = parse(
+            Path::new("p"),
+            "target = \"/s\"\n[build]\ntimeout = \"1m 30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.build.timeout, Duration::from_secs(90));
+        assert!(parse_err("target = \"/s\"\n[build]\ntimeout = \"soon\"\n").contains("line 3"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Every git2 call pushdeploy makes. No git2 type leaks out of this module.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{} is not a git repository: {}", path.display(), source.message())]
+    Open { path: PathBuf, source: git2::Error },
+    #[error("cannot create the bare repository {}: {}", path.display(), source.message())]
+    Init { path: PathBuf, source: git2::Error },
+    #[error("{rev:?} does not name a commit in {}: {}", repo.display(), source.message())]
+    Resolve {
+        repo: PathBuf,
+        rev: String,
+        source: git2::Error,
+    },
+    #[error("cannot read {what} from {}: {}", repo.display(), source.message())]
+    Read {
+        repo: PathBuf,
+        what: String,
+        source: git2::Error,
+    },
+}
+
+impl Error {
+    /// Returns what to do about the error, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Open { .. } => {
+                Some("pass --repo with the path of the bare repository pushdeploy init made".into())
+            }
+            Error::Resolve { .. } => {
+                Some("name a branch, tag or commit that exists in the repository".into())
+            }
+            Error::Init { .. } | Error::Read { .. } => None,
+        }
+    }
+}
+
+/// A commit id, opaque outside this module except through its hex forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitId(Oid);
+
+impl CommitId {
+    /// Parses a full hex object id.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        Oid::from_str(hex)
+            .ok()
+            .filter(|_| hex.len() == 40)
+            .map(CommitId)
+    }
+
+    /// Returns the full hex id.
+    pub fn hex(&self) -> String {
+        self.0.to_string()
+    }
+
+    /// Returns the seven-character abbreviation used in messages.
+    pub fn short(&self) -> String {
+        let mut hex = self.0.to_string();
+        hex.truncate(7);
+        hex
+    }
+
+    /// Tells whether this is git's all-zero id (a created or deleted ref on the other side).
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+/// A blob's id, to read it back with [`Repo::write_blob`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobId(Oid);
+
+/// What a tree entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File {
+        executable: bool,
+        blob: BlobId,
+    },
+    /// A symlink and the raw bytes of its target.
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// A gitlink: a submodule's commit, which `git archive` writes as an empty directory.
+    Submodule {
+        commit: CommitId,
+    },
+}
+
+/// One entry of a commit's tree, in pre-order (a directory comes before what it holds).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The path of the directory that holds the entry, relative to the tree's root.
+    pub parent: PathBuf,
+    /// The entry's own name, exactly as the tree holds it (it may contain anything but NUL).
+    pub name: OsString,
+    pub kind: EntryKind,
+}
+
+impl Entry {
+    /// Returns the entry's path relative to the tree's root.
+    pub fn path(&self) -> PathBuf {
+        self.parent.join(&self.name)
+    }
+}
+
+/// An open repository.
+pub struct Repo {
+    inner: Repository,
+    path: PathBuf,
+}
+
+impl Repo {
+    /// Opens the repository at `path` (bare or not).
+    pub fn open(path: &Path) -> Result<Repo, Error> {
+        let inner = Repository::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let path = inner.path().to_owned();
+        Ok(Repo { inner, path })
+    }
+
+    /// Opens the bare repository at `path`, creating it when it does not exist.
+    /// Returns the repository and whether it was created.
+    pub fn open_or_init_bare(path: &Path) -> Result<(Repo, bool), Error> {
+        if path.exists() {
+            return Repo::open(path).map(|repo| (repo, false));
+        }
+        let mut options = RepositoryInitOptions::new();
+        options.bare(true).no_reinit(true).mkpath(true);
+        let inner = Repository::init_opts(path, &options).map_err(|source| Error::Init {
+            path: path.to_owned(),
+            source,
+        })?;
+        let path = inner.path().to_owned();
+        Ok((Repo { inner, path }, true))
+    }
+
+    /// Returns the repository's directory (the `.git` directory of a non-bare one).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Points HEAD at `refs/heads/<branch>`, so clones check out the deploy branch.
+    pub fn set_head_branch(&self, branch: &str) -> Result<(), Error> {
+        self.inner
+            .set_head(&format!("refs/heads/{branch}"))
+            .map_err(|source| self.read_error("HEAD", source))
+    }
+
+    /// Resolves a revision (branch, tag, ref, or commit id) to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<CommitId, Error> {
+        self.inner
+            .revparse_single(rev)
+            .and_then(|object| object.peel_to_commit())
+            .map(|commit| CommitId(commit.id()))
+            .map_err(|source| Error::Resolve {
+                repo: self.path.clone(),
+                rev: rev.to_owned(),
+                source,
+            })
+    }
+
+    /// Returns the commit a ref points at, or `None` when the ref does not exist.
+    pub fn ref_target(&self, name: &str) -> Result<Option<CommitId>, Error> {
+        match self.inner.find_reference(name) {
+            Ok(reference) => reference
+                .peel_to_commit()
+                .map(|commit| Some(CommitId(commit.id())))
+                .map_err(|source| self.read_error(name, source)),
+            Err(err) if err.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(source) => Err(self.read_error(name, source)),
+        }
+    }
+
+    /// Returns the first line of a commit's message.
+    pub fn summary(&self, commit: CommitId) -> Result<String, Error> {
+        let commit = self
+            .inner
+            .find_commit(commit.0)
+            .map_err(|source| self.read_error("commit", source))?;
+        Ok(String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned())
+    }
+
+    /// Lists every entry of a commit's tree, in pre-order.
+    pub fn tree_entries(&self, commit: CommitId) -> Result<Vec<Entry>, Error> {
+        let tree = self
+            .inner
+            .find_commit(commit.0)
+            .and_then(|commit| commit.tree())
+            .map_err(|source| self.read_error("the commit's tree", source))?;
+        let mut entries = Vec::new();
+        let mut failure = None;
+        tree.walk(TreeWalkMode::PreOrder, |root, entry| {
+            // libgit2 hands the parent as "a/b/" text; tree paths are bytes on unix.
+            let parent = PathBuf::from(OsString::from_vec(
+                root.as_bytes()
+                    .strip_suffix(b"/")
+                    .unwrap_or(root.as_bytes())
+                    .to_vec(),
+            ));
+            let name = OsString::from_vec(entry.name_bytes().to_vec());
+            let kind = match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Tree), _) => EntryKind::Dir,
+                (Some(ObjectType::Commit), _) => EntryKind::Submodule {
+                    commit: CommitId(entry.id()),
+                },
+                (Some(ObjectType::Blob), 0o120000) => match self.inner.find_blob(entry.id()) {
+                    Ok(blob) => EntryKind::Symlink {
+                        target: blob.content().to_vec(),
+                    },
+                    Err(source) => {
+                        failure = Some(self.read_error("a symlink", source));
+                        return TreeWalkResult::Abort;
+                    }
+                },
+                (Some(ObjectType::Blob), mode) => EntryKind::File {
+                    executable: mode & 0o111 != 0,
+                    blob: BlobId(entry.id()),
+                },
+                _ => return TreeWalkResult::Ok,
+            };
+            entries.push(Entry { parent, name, kind });
+            TreeWalkResult::Ok
+        })
+        .map_err(|source| self.read_error("the commit's tree", source))?;
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(entries),
+        }
+    }
+
+    /// Writes a blob's bytes to `out`, returning how many were written.
+    pub fn write_blob(&self, blob: BlobId, out: &mut impl Write) -> Result<u64, BlobError> {
+        let blob = self
+            .inner
+            .find_blob(blob.0)
+            .map_err(|err| BlobError::Git(err.message().into()))?;
+        out.write_all(blob.content()).map_err(BlobError::Io)?;
+        Ok(blob.size() as u64)
+    }
+
+    fn read_error(&self, what: &str, source: git2::Error) -> Error {
+        Error::Read {
+            repo: self.path.clone(),
+            what: what.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Why a blob could not be written out.
+#[derive(Debug)]
+pub enum BlobError {
+    Git(String),
+    Io(std::io::Error),
+}

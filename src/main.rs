@@ -1,0 +1,27 @@
+//! pushdeploy: zero-downtime blue/green deploys of a site on `git push`.
+
+mod build;
+mod cli;
+mod commands;
+mod config;
+mod error;
+mod git;
+mod history;
+mod lock;
+mod pipeline;
+mod release;
+mod report;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    report::init_tracing();
+    let cli = cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            report::error(&err);
+            err.exit_code().into()
+        }
+    }
+}

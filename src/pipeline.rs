@@ -1,0 +1,401 @@
+//! The deploy pipeline: lock, prepare, materialize, build, verify, activate, retire, record.
+//!
+//! Until `activate` renames the new link over the live one, nothing a deploy does is visible:
+//! it writes only into the slot that is not live. A failure before then removes that slot and
+//! leaves the site exactly as it was.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::stat::{Mode, umask};
+use tracing::info_span;
+
+use crate::build;
+use crate::config::Config;
+use crate::error::{Error, ExitCode};
+use crate::git::{CommitId, Repo};
+use crate::history::{self, HistoryEntry, ReleaseRecord};
+use crate::lock;
+use crate::release::{self, Layout, Live, Slot};
+use crate::report::{self, escape, escape_path};
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub commit: CommitId,
+    /// The ref that was pushed, or the revision named to `deploy`.
+    pub ref_name: String,
+    /// Skip the deploy if, once the lock is ours, the deploy branch no longer points at
+    /// `commit`: a newer push is queued and will deploy its own commit.
+    pub skip_if_superseded: bool,
+}
+
+/// The stages that can fail before the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Prepare,
+    Materialize,
+    Build,
+    Verify,
+    Activate,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Prepare => "prepare",
+            Stage::Materialize => "materialize",
+            Stage::Build => "build",
+            Stage::Verify => "verify",
+            Stage::Activate => "activate",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a stage failed, and what the pusher can do about it.
+struct Failure {
+    stage: Stage,
+    reason: String,
+    hint: String,
+}
+
+impl Failure {
+    fn new(stage: Stage, reason: impl fmt::Display, hint: impl Into<String>) -> Failure {
+        Failure {
+            stage,
+            reason: reason.to_string(),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// Times the stages of one deploy.
+struct Clock {
+    started: Instant,
+    started_at: SystemTime,
+    stages: Vec<(String, f64)>,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            stages: Vec::new(),
+        }
+    }
+
+    /// Runs one stage inside its tracing span and records how long it took.
+    fn stage<T>(&mut self, stage: Stage, work: impl FnOnce() -> T) -> (T, Duration) {
+        let _span = info_span!("stage", name = stage.name()).entered();
+        let start = Instant::now();
+        let result = work();
+        let took = start.elapsed();
+        self.stages
+            .push((stage.name().to_owned(), took.as_secs_f64()));
+        (result, took)
+    }
+}
+
+/// Runs one deploy under the target's lock and tells the pusher how it ended.
+pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCode, Error> {
+    let layout = Layout::new(config);
+    if !layout.target.is_dir() {
+        return Err(Error::user(
+            format!(
+                "target {} does not exist or is not a directory",
+                escape_path(&layout.target)
+            ),
+            format!(
+                "create it, or fix `target` in {}",
+                escape_path(&config.path)
+            ),
+        ));
+    }
+    layout.ensure_state_dir()?;
+    let _lock = lock::acquire(&layout.state.join("lock"), |holder| {
+        let holder = holder
+            .map(|pid| format!(" (pid {pid})"))
+            .unwrap_or_default();
+        report::line(&format!(
+            "waiting for the deploy in progress{holder} to finish"
+        ));
+    })?;
+
+    let short = request.commit.short();
+    if request.skip_if_superseded {
+        let tip = repo.ref_target(&config.branch_ref())?;
+        if tip != Some(request.commit) {
+            let why = match tip {
+                Some(tip) => format!(
+                    "{} has moved on to {}, which its own push deploys",
+                    config.branch,
+                    tip.short()
+                ),
+                None => format!("{} was deleted meanwhile", config.branch),
+            };
+            report::line(&format!("skipped {short}: {why}"));
+            return Ok(ExitCode::Success);
+        }
+    }
+
+    umask(Mode::from_bits_truncate(config.umask as nix::libc::mode_t));
+    let live = layout.live()?;
+    let slot = live.as_ref().map_or(Slot::Blue, |live| live.slot.other());
+    let ref_name = escape(&request.ref_name);
+    report::line(&format!("deploying {short} ({ref_name}) into {slot}"));
+
+    let mut clock = Clock::start();
+    let outcome = build_release(config, repo, request, &layout, slot, &mut clock);
+    let entry = |result: &str, failure: Option<&Failure>, time_to_live: Option<f64>| HistoryEntry {
+        started_at: history::timestamp(clock.started_at),
+        commit: request.commit.hex(),
+        ref_name: request.ref_name.clone(),
+        slot,
+        result: result.to_owned(),
+        failed_stage: failure.map(|f| f.stage.name().to_owned()),
+        error: failure.map(|f| f.reason.clone()),
+        stages: clock.stages.clone(),
+        time_to_live,
+        total: clock.started.elapsed().as_secs_f64(),
+    };
+
+    let link_target = match outcome {
+        Ok(link_target) => link_target,
+        Err(failure) => {
+            // Nothing visible changed; take back what this deploy wrote.
+            let _ = history::remove_record(&layout, slot);
+            let _ = release::remove_path(&layout.slot_dir(slot));
+            let _ = history::append(&layout, &entry("failed", Some(&failure), None));
+            report::line(&format!(
+                "failed at {}: {}; the live site is unchanged ({}); {}",
+                failure.stage,
+                failure.reason,
+                describe_live(&layout, live.as_ref()),
+                failure.hint
+            ));
+            return Ok(ExitCode::DeployFailed);
+        }
+    };
+    let time_to_live = clock.started.elapsed();
+
+    // Live from here on: what follows can only warn.
+    let record = ReleaseRecord {
+        live_since: Some(history::timestamp(SystemTime::now())),
+        ..release_record(request, slot, &link_target)
+    };
+    if let Err(err) = history::write_record(&layout, &record) {
+        report::line(&format!("warning: {err}"));
+    }
+    if let Some(old) = live.filter(|old| old.slot != slot) {
+        let retired = history::remove_record(&layout, old.slot)
+            .map_err(|err| err.to_string())
+            .and_then(|()| release::retire(&layout, old.slot).map_err(|err| err.to_string()));
+        if let Err(err) = retired {
+            report::line(&format!(
+                "warning: could not remove the old release in {}: {err}; the next deploy retries",
+                old.slot
+            ));
+        }
+    }
+    let total = clock.started.elapsed();
+    if let Err(err) = history::append(
+        &layout,
+        &entry("live", None, Some(time_to_live.as_secs_f64())),
+    ) {
+        report::line(&format!("warning: {err}"));
+    }
+    report::line(&format!(
+        "live: {short} ({ref_name}) in {slot}: {} -> {} (live after {}, done in {})",
+        escape_path(&layout.link),
+        escape_path(&link_target),
+        report::seconds(time_to_live),
+        report::seconds(total),
+    ));
+    Ok(ExitCode::Success)
+}
+
+/// Builds the release in `slot` and activates it. Returns the link's new target.
+fn build_release(
+    config: &Config,
+    repo: &Repo,
+    request: &Request,
+    layout: &Layout,
+    slot: Slot,
+    clock: &mut Clock,
+) -> Result<PathBuf, Failure> {
+    let retry = "fix the problem and push again, or run `pushdeploy deploy`";
+    let (dir, _) = clock.stage(Stage::Prepare, || {
+        history::remove_record(layout, slot).map_err(|err| err.to_string())?;
+        release::prepare(layout, slot).map_err(|err| err.to_string())
+    });
+    let dir = dir.map_err(|reason| Failure::new(Stage::Prepare, reason, retry))?;
+
+    let (written, took) = clock.stage(Stage::Materialize, || {
+        let entries = repo.tree_entries(request.commit).map_err(|err| {
+            Failure::new(
+                Stage::Materialize,
+                err,
+                "check the repository with `git fsck`",
+            )
+        })?;
+        release::check_tree(&entries).map_err(|err| {
+            Failure::new(
+                Stage::Materialize,
+                err,
+                "remove or fix that path in the repository and push again",
+            )
+        })?;
+        release::materialize(repo, &entries, &dir)
+            .map_err(|err| Failure::new(Stage::Materialize, err, retry))
+    });
+    let written = written?;
+    for warning in &written.warnings {
+        report::line(&format!("warning: {warning}"));
+    }
+    report::line(&format!(
+        "wrote {} files ({}) in {}",
+        report::count(written.files),
+        report::bytes(written.bytes),
+        report::seconds(took)
+    ));
+
+    if let Some(command) = &config.build.command {
+        report::line(&format!("building: {}", escape(command)));
+        let build = build::Build {
+            command,
+            dir: &dir,
+            env: build_env(config, request, layout, slot, &dir),
+            timeout: config.build.timeout,
+        };
+        let (result, took) = clock.stage(Stage::Build, || build::run(&build));
+        result.map_err(|err| {
+            Failure::new(
+                Stage::Build,
+                err,
+                "fix the build and push again (its output is above)",
+            )
+        })?;
+        report::line(&format!("built in {}", report::seconds(took)));
+    }
+
+    let (verified, _) = clock.stage(Stage::Verify, || verify(config, &dir));
+    verified?;
+
+    let link_target = match &config.build.publish {
+        Some(publish) => Path::new(slot.name()).join(publish),
+        None => PathBuf::from(slot.name()),
+    };
+    let (activated, _) = clock.stage(Stage::Activate, || {
+        history::write_record(layout, &release_record(request, slot, &link_target))
+            .map_err(|err| err.to_string())?;
+        release::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
+        release::activate(layout, &link_target).map_err(|err| err.to_string())
+    });
+    activated.map_err(|reason| Failure::new(Stage::Activate, reason, retry))?;
+    Ok(link_target)
+}
+
+/// Checks that what the link will point at is a real, non-empty directory of the release.
+fn verify(config: &Config, dir: &Path) -> Result<(), Failure> {
+    let (served, what) = match &config.build.publish {
+        Some(publish) => (
+            dir.join(publish),
+            format!("publish directory {}", escape_path(publish)),
+        ),
+        None => (dir.to_owned(), "release".to_owned()),
+    };
+    let hint = match &config.build.publish {
+        Some(_) => format!(
+            "make the build write it, or fix `build.publish` in {}",
+            escape_path(&config.path)
+        ),
+        None => "push a commit that has files in it".to_owned(),
+    };
+    // lstat, not stat: a publish path that is a symlink could lead anywhere.
+    let meta = fs::symlink_metadata(&served);
+    if !meta.as_ref().is_ok_and(|meta| meta.is_dir()) {
+        let problem = match meta {
+            Ok(meta) if meta.file_type().is_symlink() => "is a symlink, not a directory",
+            Ok(_) => "is not a directory",
+            Err(_) => "does not exist",
+        };
+        return Err(Failure::new(
+            Stage::Verify,
+            format!("the {what} {problem}"),
+            hint,
+        ));
+    }
+    let empty = fs::read_dir(&served)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(true);
+    if empty {
+        return Err(Failure::new(
+            Stage::Verify,
+            format!("the {what} is empty"),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+fn build_env(
+    config: &Config,
+    request: &Request,
+    layout: &Layout,
+    slot: Slot,
+    dir: &Path,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PUSHDEPLOY_COMMIT".to_owned(), request.commit.hex()),
+        ("PUSHDEPLOY_REF".to_owned(), request.ref_name.clone()),
+        ("PUSHDEPLOY_BRANCH".to_owned(), config.branch.clone()),
+        ("PUSHDEPLOY_SLOT".to_owned(), slot.name().to_owned()),
+        (
+            "PUSHDEPLOY_RELEASE_DIR".to_owned(),
+            dir.to_string_lossy().into_owned(),
+        ),
+        (
+            "PUSHDEPLOY_TARGET".to_owned(),
+            layout.target.to_string_lossy().into_owned(),
+        ),
+    ];
+    env.extend(config.build.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+fn release_record(request: &Request, slot: Slot, link_target: &Path) -> ReleaseRecord {
+    ReleaseRecord {
+        slot,
+        commit: request.commit.hex(),
+        ref_name: request.ref_name.clone(),
+        link_target: link_target.to_string_lossy().into_owned(),
+        built_at: history::timestamp(SystemTime::now()),
+        live_since: None,
+    }
+}
+
+/// Says what is live, for a failure line: `blue, 1a2b3c4` or `nothing deployed yet`.
+fn describe_live(layout: &Layout, live: Option<&Live>) -> String {
+    match live {
+        None => "nothing deployed yet".to_owned(),
+        Some(live) => match history::read_record(layout, live.slot) {
+            Ok(Some(record)) => {
+                format!(
+                    "{}, {}",
+                    live.slot,
+                    record.commit.get(..7).unwrap_or(&record.commit)
+                )
+            }
+            _ => live.slot.to_string(),
+        },
+    }
+}

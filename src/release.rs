@@ -1,0 +1,501 @@
+//! Slots and releases: which slot is live, writing a commit's tree into a slot, activating it
+//! with one rename, and retiring the old one.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use tracing::instrument;
+
+use crate::config::Config;
+use crate::git::{BlobError, EntryKind, Repo};
+use crate::git::{CommitId, Entry};
+use crate::report::escape_path;
+
+/// One of the two directories a release can live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub const ALL: [Slot; 2] = [Slot::Blue, Slot::Green];
+
+    /// Returns the slot's directory name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    /// Returns the other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    fn from_name(name: &OsStr) -> Option<Slot> {
+        Slot::ALL
+            .into_iter()
+            .find(|slot| OsStr::new(slot.name()) == name)
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", escape_path(path))]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{} is a {kind}, not a symlink; move it away (pushdeploy replaces it with a link to the live release)",
+        escape_path(path)
+    )]
+    NotALink { path: PathBuf, kind: &'static str },
+    #[error(
+        "{} points at {}, not at a pushdeploy slot; remove it or configure another `link`",
+        escape_path(path),
+        escape_path(target)
+    )]
+    ForeignLink { path: PathBuf, target: PathBuf },
+    #[error("refused {}: {why}", escape_path(path))]
+    Refused { path: PathBuf, why: String },
+    #[error("cannot read {} from the repository: {message}", escape_path(path))]
+    Blob { path: PathBuf, message: String },
+}
+
+impl Error {
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Where everything lives under the target directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub target: PathBuf,
+    pub link: PathBuf,
+    /// `TARGET/.pushdeploy`: lock, history, release records. Never under the link.
+    pub state: PathBuf,
+    link_name: String,
+}
+
+/// What the link serves now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub slot: Slot,
+    /// The link's own (relative) target, e.g. `green/public`.
+    pub link_target: PathBuf,
+}
+
+impl Layout {
+    pub fn new(config: &Config) -> Layout {
+        Layout {
+            target: config.target.clone(),
+            link: config.link_path(),
+            state: config.target.join(".pushdeploy"),
+            link_name: config.link.clone(),
+        }
+    }
+
+    /// Returns a slot's directory.
+    pub fn slot_dir(&self, slot: Slot) -> PathBuf {
+        self.target.join(slot.name())
+    }
+
+    /// Returns where a retired tree waits to be removed.
+    fn trash(&self) -> PathBuf {
+        self.state.join("trash")
+    }
+
+    /// The temporary link that is renamed over the live one.
+    fn new_link(&self) -> PathBuf {
+        self.target
+            .join(format!(".{}.pushdeploy-new", self.link_name))
+    }
+
+    /// Reads the link: `None` before the first deploy.
+    pub fn live(&self) -> Result<Option<Live>, Error> {
+        let meta = match fs::symlink_metadata(&self.link) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.link.clone(),
+                    source,
+                });
+            }
+        };
+        if !meta.file_type().is_symlink() {
+            let kind = if meta.is_dir() { "directory" } else { "file" };
+            return Err(Error::NotALink {
+                path: self.link.clone(),
+                kind,
+            });
+        }
+        let link_target = fs::read_link(&self.link).map_err(Error::io(&self.link))?;
+        let slot = match link_target.components().next() {
+            Some(Component::Normal(first)) => Slot::from_name(first),
+            _ => None,
+        };
+        match slot {
+            Some(slot) => Ok(Some(Live { slot, link_target })),
+            None => Err(Error::ForeignLink {
+                path: self.link.clone(),
+                target: link_target,
+            }),
+        }
+    }
+
+    /// Creates the target's state directory when missing.
+    pub fn ensure_state_dir(&self) -> Result<(), Error> {
+        fs::create_dir_all(&self.state).map_err(Error::io(&self.state))
+    }
+}
+
+/// Empties `slot` (the one that is not live) and what interrupted deploys left behind.
+#[instrument(skip_all, fields(slot = %slot))]
+pub fn prepare(layout: &Layout, slot: Slot) -> Result<PathBuf, Error> {
+    remove_path(&layout.new_link())?;
+    remove_path(&layout.trash())?;
+    let dir = layout.slot_dir(slot);
+    remove_path(&dir)?;
+    Ok(dir)
+}
+
+/// What materializing wrote.
+#[derive(Debug, Default, Clone)]
+pub struct Written {
+    pub files: u64,
+    pub bytes: u64,
+    pub symlinks: u64,
+    pub dirs: u64,
+    /// Things the pusher should know that do not fail the deploy.
+    pub warnings: Vec<String>,
+}
+
+/// Checks a whole tree before anything is written: every name is a plain file name, and every
+/// symlink resolves inside the release.
+#[instrument(skip_all)]
+pub fn check_tree(entries: &[Entry]) -> Result<(), Error> {
+    let mut index: HashMap<PathBuf, &EntryKind> = HashMap::with_capacity(entries.len());
+    for entry in entries {
+        let path = entry.path();
+        if let Err(why) = check_name(&entry.name) {
+            return Err(Error::Refused {
+                path: entry.parent.join(&entry.name),
+                why: why.into(),
+            });
+        }
+        if index.insert(path.clone(), &entry.kind).is_some() {
+            return Err(Error::Refused {
+                path,
+                why: "the tree holds two entries of this name".into(),
+            });
+        }
+    }
+    for entry in entries {
+        if let EntryKind::Symlink { target } = &entry.kind {
+            let mut hops = 0;
+            resolve_inside(&index, components(&entry.parent), target, &mut hops).map_err(
+                |why| Error::Refused {
+                    path: entry.path(),
+                    why: format!(
+                        "symlink to {} {why}",
+                        escape_path(Path::new(OsStr::from_bytes(target)))
+                    ),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn check_name(name: &OsStr) -> Result<(), &'static str> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." {
+        Err("a tree entry may not be named `.`, `..` or nothing")
+    } else if bytes.contains(&b'/') {
+        Err("a tree entry name may not contain `/`")
+    } else if bytes.eq_ignore_ascii_case(b".git") {
+        Err("a tree entry may not be named `.git`")
+    } else {
+        Ok(())
+    }
+}
+
+fn components(path: &Path) -> Vec<OsString> {
+    path.components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect()
+}
+
+/// The most symlinks followed while resolving one, as Linux allows (ELOOP).
+const MAX_HOPS: usize = 40;
+
+/// Resolves a symlink target found in directory `dir` the way the kernel would, through the
+/// tree's own symlinks, and fails if it ever leaves the release. Returns the resolved path.
+fn resolve_inside(
+    index: &HashMap<PathBuf, &EntryKind>,
+    dir: Vec<OsString>,
+    target: &[u8],
+    hops: &mut usize,
+) -> Result<Vec<OsString>, &'static str> {
+    if target.starts_with(b"/") {
+        return Err("is absolute; only relative links inside the release are allowed");
+    }
+    let mut current = dir;
+    // Past a missing entry the kernel would fail; keep resolving lexically, conservatively.
+    let mut dangling = false;
+    for part in target.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                if current.pop().is_none() {
+                    return Err("leads out of the release");
+                }
+            }
+            name => {
+                current.push(OsStr::from_bytes(name).to_owned());
+                if dangling {
+                    continue;
+                }
+                let path: PathBuf = current.iter().collect();
+                match index.get(&path) {
+                    Some(EntryKind::Symlink { target }) => {
+                        *hops += 1;
+                        if *hops > MAX_HOPS {
+                            return Err("is part of a symlink loop");
+                        }
+                        current.pop();
+                        current = resolve_inside(index, current, target, hops)?;
+                    }
+                    Some(_) => {}
+                    None => dangling = true,
+                }
+            }
+        }
+    }
+    Ok(current)
+}
+
+/// Writes a checked tree into `dir`, which must not exist yet.
+///
+/// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
+/// written through a symlink, even one the tree itself just created.
+#[instrument(skip_all)]
+pub fn materialize(repo: &Repo, entries: &[Entry], dir: &Path) -> Result<Written, Error> {
+    let mut written = Written::default();
+    let mut dirs = DirBuilder::new();
+    dirs.mode(0o777);
+    dirs.create(dir).map_err(Error::io(dir))?;
+    for entry in entries {
+        let path = dir.join(entry.path());
+        match &entry.kind {
+            EntryKind::Dir => {
+                dirs.create(&path).map_err(Error::io(&path))?;
+                written.dirs += 1;
+            }
+            EntryKind::Submodule { commit } => {
+                dirs.create(&path).map_err(Error::io(&path))?;
+                written
+                    .warnings
+                    .push(submodule_warning(&entry.path(), *commit));
+            }
+            EntryKind::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
+                    .map_err(Error::io(&path))?;
+                written.symlinks += 1;
+            }
+            EntryKind::File { executable, blob } => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(if *executable { 0o777 } else { 0o666 })
+                    .open(&path)
+                    .map_err(Error::io(&path))?;
+                written.bytes += repo.write_blob(*blob, &mut file).map_err(|err| match err {
+                    BlobError::Io(source) => Error::Io {
+                        path: path.clone(),
+                        source,
+                    },
+                    BlobError::Git(message) => Error::Blob {
+                        path: entry.path(),
+                        message,
+                    },
+                })?;
+                written.files += 1;
+            }
+        }
+    }
+    Ok(written)
+}
+
+fn submodule_warning(path: &Path, commit: CommitId) -> String {
+    format!(
+        "submodule {} (commit {}) is not deployed: its directory is empty, as `git archive` makes it; vendor its files into the repository to deploy them",
+        escape_path(path),
+        commit.short()
+    )
+}
+
+/// Switches the link to `link_target` (relative to the target directory) with one rename.
+///
+/// The new link is made beside the live one and renamed over it: at every instant the link
+/// exists and points at a complete release. Unlinking first would leave a moment with no site.
+#[instrument(skip_all)]
+pub fn activate(layout: &Layout, link_target: &Path) -> Result<(), Error> {
+    let new_link = layout.new_link();
+    remove_path(&new_link)?;
+    std::os::unix::fs::symlink(link_target, &new_link).map_err(Error::io(&new_link))?;
+    fs::rename(&new_link, &layout.link).map_err(Error::io(&layout.link))?;
+    // The rename lives in the directory's entries: without this fsync a power cut could bring
+    // back the old link after the pusher was told the new release is live. The switch has
+    // happened either way, so a failed fsync must not be reported as a failed activation.
+    if let Err(err) = sync_dir(&layout.target) {
+        tracing::warn!("cannot fsync {}: {err}", layout.target.display());
+    }
+    Ok(())
+}
+
+/// Flushes the whole filesystem that holds `dir`, so a release's files are on disk before the
+/// link can point at them (after a power cut a renamed link must not lead to empty files).
+#[instrument(skip_all)]
+pub fn sync_filesystem(dir: &Path) -> Result<(), Error> {
+    let file = File::open(dir).map_err(Error::io(dir))?;
+    nix::unistd::syncfs(&file).map_err(|errno| Error::Io {
+        path: dir.to_owned(),
+        source: errno.into(),
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(Error::io(dir))
+}
+
+/// Removes a release that is no longer live. It is first renamed into the state directory so
+/// that, if removal is interrupted, the slot is already free and the next deploy cleans up.
+#[instrument(skip_all, fields(slot = %slot))]
+pub fn retire(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    let dir = layout.slot_dir(slot);
+    if fs::symlink_metadata(&dir).is_err() {
+        return Ok(());
+    }
+    let trash = layout.trash();
+    fs::create_dir_all(&trash).map_err(Error::io(&trash))?;
+    let parked = trash.join(slot.name());
+    remove_path(&parked)?;
+    fs::rename(&dir, &parked).map_err(Error::io(&dir))?;
+    remove_path(&parked)
+}
+
+/// Removes a file, link or whole tree; a missing path is fine. Directories a build left
+/// without write permission are opened up first (as `go clean -modcache` must).
+pub fn remove_path(path: &Path) -> Result<(), Error> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path).map_err(Error::io(path));
+    }
+    match fs::remove_dir_all(path) {
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+                }
+            }
+            fs::remove_dir_all(path).map_err(Error::io(path))
+        }
+        result => result.map_err(Error::io(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(parent: &str, name: &str) -> Entry {
+        Entry {
+            parent: parent.into(),
+            name: name.into(),
+            kind: EntryKind::Dir,
+        }
+    }
+
+    fn link(parent: &str, name: &str, target: &str) -> Entry {
+        Entry {
+            parent: parent.into(),
+            name: name.into(),
+            kind: EntryKind::Symlink {
+                target: target.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    fn refused(entries: &[Entry]) -> String {
+        check_tree(entries).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn links_inside_the_release_pass() {
+        let tree = [
+            dir("", "a"),
+            dir("a", "b"),
+            link("a/b", "up", "../../a"),
+            link("", "x", "a/b/up/b"),
+        ];
+        check_tree(&tree).unwrap();
+    }
+
+    #[test]
+    fn absolute_and_climbing_links_are_refused() {
+        assert!(refused(&[link("", "leak", "/etc/passwd")]).contains("absolute"));
+        assert!(refused(&[dir("", "a"), link("a", "up", "../../x")]).contains("out of"));
+    }
+
+    #[test]
+    fn chain_through_a_link_to_root_is_refused() {
+        // Lexically `l/..` is `.`, but `l` is the root itself, so `l/..` is its parent.
+        let err = refused(&[link("", "l", "."), link("", "m", "l/..")]);
+        assert_eq!(err, "refused m: symlink to l/.. leads out of the release");
+    }
+
+    #[test]
+    fn loops_are_refused() {
+        assert!(refused(&[link("", "a", "b/x"), link("", "b", "a/x")]).contains("loop"));
+    }
+
+    #[test]
+    fn crafted_names_are_refused() {
+        assert!(refused(&[dir("", "..")]).contains("`..`"));
+        assert!(refused(&[dir("", ".GIT")]).contains("`.git`"));
+        assert!(refused(&[dir("", "a/b")]).contains("`/`"));
+    }
+}

@@ -1,0 +1,157 @@
+//! What the person pushing sees: progress lines, the build's output, the final line.
+//!
+//! Everything goes to stderr (git relays a hook's stderr as `remote:` lines), one plain line at
+//! a time. Write errors are ignored: a pusher who hung up must not stop a deploy half-way.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Prefix of every line pushdeploy prints.
+pub const PREFIX: &str = "pushdeploy: ";
+
+/// Prints one line to stderr, ignoring a closed or broken stderr.
+pub fn line(message: &str) {
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "{PREFIX}{message}");
+}
+
+/// Prints a command's result to stdout; a closed pipe (`| head`) ends quietly.
+pub fn stdout(text: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// Prints a line of the build's own output, unprefixed, as the build wrote it (minus control
+/// characters that could rewrite the pusher's terminal).
+pub fn build_output(bytes: &[u8]) {
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "{}", escape_bytes(bytes, true));
+}
+
+/// Prints an error with its hint, one line each.
+pub fn error(err: &Error) {
+    line(&format!("error: {err}"));
+    if let Some(hint) = err.hint() {
+        line(&format!("hint: {hint}"));
+    }
+}
+
+/// Sets up operator tracing on stderr, filtered by `PUSHDEPLOY_LOG` (off by default).
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PUSHDEPLOY_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Returns text safe to print on one line: control characters (newlines, escapes, …) and
+/// invalid UTF-8 become `\n`, `\x1b`-style escapes. With `keep_tabs`, tabs stay as they are.
+pub fn escape_bytes(bytes: &[u8], keep_tabs: bool) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            match ch {
+                '\t' if keep_tabs => out.push('\t'),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\\' if !keep_tabs => out.push_str("\\\\"),
+                ch if ch.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", ch as u32);
+                }
+                ch => out.push(ch),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+/// Returns a path as printable one-line text.
+pub fn escape_path(path: &Path) -> String {
+    escape_bytes(path.as_os_str().as_bytes(), false)
+}
+
+/// Returns a string from outside (a ref name, a message) as printable one-line text.
+pub fn escape(text: &str) -> String {
+    escape_bytes(text.as_bytes(), false)
+}
+
+/// Formats a count with thousands separators: `1,204`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Formats a byte count in decimal units: `38.2 MB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1000.0 {
+            break;
+        }
+        value /= 1000.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit}")
+}
+
+/// Formats a duration in seconds: `0.21 s`.
+pub fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.2} s")
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters_and_bad_utf8() {
+        assert_eq!(
+            escape_bytes(b"a\nb\x1b[31m\xff", false),
+            "a\\nb\\u{1b}[31m\\xff"
+        );
+        assert_eq!(escape_bytes(b"col\tumn", true), "col\tumn");
+    }
+
+    #[test]
+    fn formats_numbers() {
+        assert_eq!(count(1204), "1,204");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1_000_000), "1,000,000");
+        assert_eq!(bytes(38_200_000), "38.2 MB");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(seconds(Duration::from_millis(210)), "0.21 s");
+    }
+}
