@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{deploy::DeployArgs, hook::HookArgs, init::InitArgs, status::StatusArgs};
+use crate::commands::{
+    deploy::DeployArgs, hook::HookArgs, init::InitArgs, new_site::NewSiteArgs, status::StatusArgs,
+};
 
 /// Zero-downtime deploys of a site on `git push`.
 ///
@@ -26,6 +28,7 @@ pub enum Command {
     Hook(HookArgs),
     Deploy(DeployArgs),
     Status(StatusArgs),
+    NewSite(NewSiteArgs),
 }
 
 /// Parses the command line, exiting with clap's message and code 2 on a usage error.

@@ -46,6 +46,8 @@ pub struct Build {
     /// The subdirectory of the release the link points at.
     pub publish: Option<PathBuf>,
     pub timeout: Duration,
+    /// Paths in the release kept between builds (e.g. `resources/_gen`).
+    pub cache: Vec<PathBuf>,
     /// Extra environment for the build, applied after pushdeploy's own variables.
     pub env: BTreeMap<String, String>,
 }
@@ -112,6 +114,8 @@ mod raw {
         pub publish: Option<Spanned<PathBuf>>,
         pub timeout: Option<Spanned<String>>,
         #[serde(default)]
+        pub cache: Vec<Spanned<PathBuf>>,
+        #[serde(default)]
         pub env: BTreeMap<String, String>,
     }
 }
@@ -133,8 +137,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         line: span.map_or(1, |span| line_of(text, span.start)),
         message,
     };
-    let file: raw::File =
-        toml::from_str(text).map_err(|err| invalid(err.span(), one_line(err.message())))?;
+    let file: raw::File = toml::from_str(text).map_err(|err| {
+        // serde names an unknown key but not a mistyped one: quote the line so both are named.
+        let quoted = err
+            .span()
+            .and_then(|span| {
+                text.get(..span.start)
+                    .map(|before| before.rfind('\n').map_or(0, |i| i + 1))
+            })
+            .and_then(|start| text[start..].lines().next())
+            .map(|line| format!(" (in `{}`)", line.trim()))
+            .unwrap_or_default();
+        invalid(err.span(), format!("{}{quoted}", one_line(err.message())))
+    })?;
 
     let branch = match file.branch {
         Some(branch) => {
@@ -228,10 +243,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
                 }
                 command => command.map(Spanned::into_inner),
             };
+            let mut cache = Vec::with_capacity(build.cache.len());
+            for path in build.cache {
+                let span = path.span();
+                let path = path.into_inner();
+                if let Err(why) = check_publish(&path) {
+                    return Err(invalid(
+                        Some(span),
+                        format!("`build.cache`: {} {why}", path.display()),
+                    ));
+                }
+                cache.push(path);
+            }
             Build {
                 command,
                 publish,
                 timeout,
+                cache,
                 env: build.env,
             }
         }
@@ -260,7 +288,7 @@ pub fn check_link_name(link: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Explains why a publish directory is unusable, or accepts it.
+/// Explains why a path inside the release (publish or cache) is unusable, or accepts it.
 pub fn check_publish(publish: &Path) -> Result<(), &'static str> {
     let mut normal = 0;
     for component in publish.components() {
@@ -332,7 +360,10 @@ mod tests {
     #[test]
     fn wrong_type_names_line() {
         let err = parse_err("target = \"/srv\"\nbranch = 3\n");
-        assert!(err.starts_with("/r/pushdeploy.toml: line 2:"), "{err}");
+        assert_eq!(
+            err,
+            "/r/pushdeploy.toml: line 2: invalid type: integer `3`, expected a string (in `branch = 3`)"
+        );
     }
 
     #[test]
@@ -357,6 +388,21 @@ mod tests {
     fn publish_may_not_climb() {
         let err = parse_err("target = \"/srv\"\n[build]\npublish = \"../x\"\n");
         assert!(err.contains("line 3") && err.contains("`..`"), "{err}");
+    }
+
+    #[test]
+    fn cache_paths_stay_inside() {
+        let text = "target = \"/s\"\n[build]\ncache = [\"resources/_gen\", \"node_modules\"]\n";
+        let config = parse(Path::new("p"), text).unwrap();
+        assert_eq!(
+            config.build.cache,
+            [Path::new("resources/_gen"), Path::new("node_modules")]
+        );
+        let err = parse_err("target = \"/s\"\n[build]\ncache = [\"/abs\"]\n");
+        assert!(
+            err.contains("line 3") && err.contains("`build.cache`"),
+            "{err}"
+        );
     }
 
     #[test]

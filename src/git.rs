@@ -157,6 +157,53 @@ impl Repo {
             .map_err(|source| self.read_error("HEAD", source))
     }
 
+    /// Sets a boolean key in the repository's own config file.
+    pub fn set_config_bool(&self, key: &str, value: bool) -> Result<(), Error> {
+        self.inner
+            .config()
+            .and_then(|mut config| config.set_bool(key, value))
+            .map_err(|source| self.read_error(key, source))
+    }
+
+    /// Makes `dir` a repository on `branch` whose first commit holds every file in it, with
+    /// the user's git identity (or pushdeploy's, when git has none). Returns the commit.
+    pub fn init_with_commit(dir: &Path, branch: &str, message: &str) -> Result<CommitId, Error> {
+        let error = |source| Error::Init {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut options = RepositoryInitOptions::new();
+        options.initial_head(branch).no_reinit(true);
+        let repo = Repository::init_opts(dir, &options).map_err(error)?;
+        let mut index = repo.index().map_err(error)?;
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .map_err(error)?;
+        index.write().map_err(error)?;
+        let tree = index
+            .write_tree()
+            .and_then(|id| repo.find_tree(id))
+            .map_err(error)?;
+        let signature = repo
+            .signature()
+            .or_else(|_| git2::Signature::now("pushdeploy", "pushdeploy@localhost"))
+            .map_err(error)?;
+        let commit = repo
+            .commit(Some("HEAD"), &signature, &signature, message, &tree, &[])
+            .map_err(error)?;
+        Ok(CommitId(commit))
+    }
+
+    /// Adds a remote to the repository at `dir`.
+    pub fn add_remote(dir: &Path, name: &str, url: &str) -> Result<(), Error> {
+        Repository::open(dir)
+            .and_then(|repo| repo.remote(name, url).map(drop))
+            .map_err(|source| Error::Init {
+                path: dir.to_owned(),
+                source,
+            })
+    }
+
     /// Resolves a revision (branch, tag, ref, or commit id) to a commit.
     pub fn resolve(&self, rev: &str) -> Result<CommitId, Error> {
         self.inner

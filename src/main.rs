@@ -1,6 +1,7 @@
 //! pushdeploy: zero-downtime blue/green deploys of a site on `git push`.
 
 mod build;
+mod cache;
 mod cli;
 mod commands;
 mod config;
@@ -11,6 +12,7 @@ mod lock;
 mod pipeline;
 mod release;
 mod report;
+mod templates;
 
 use std::process::ExitCode;
 

@@ -13,6 +13,7 @@ use nix::sys::stat::{Mode, umask};
 use tracing::info_span;
 
 use crate::build;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
@@ -30,6 +31,8 @@ pub struct Request {
     /// Skip the deploy if, once the lock is ours, the deploy branch no longer points at
     /// `commit`: a newer push is queued and will deploy its own commit.
     pub skip_if_superseded: bool,
+    /// Build without the build cache (its result still becomes the new cache).
+    pub no_cache: bool,
 }
 
 /// The stages that can fail before the switch.
@@ -269,6 +272,18 @@ fn build_release(
     ));
 
     if let Some(command) = &config.build.command {
+        let cache = Cache::new(
+            &layout.state,
+            &config.build.cache,
+            config.build.publish.as_deref(),
+        );
+        let build_failure = |err: &dyn fmt::Display| {
+            Failure::new(
+                Stage::Build,
+                err,
+                "fix the build and push again (its output is above)",
+            )
+        };
         report::line(&format!("building: {}", escape(command)));
         let build = build::Build {
             command,
@@ -276,14 +291,20 @@ fn build_release(
             env: build_env(config, request, layout, slot, &dir),
             timeout: config.build.timeout,
         };
-        let (result, took) = clock.stage(Stage::Build, || build::run(&build));
-        result.map_err(|err| {
-            Failure::new(
-                Stage::Build,
-                err,
-                "fix the build and push again (its output is above)",
-            )
-        })?;
+        let (result, took) = clock.stage(Stage::Build, || {
+            if request.no_cache {
+                report::line("build cache: not used for this deploy");
+            } else {
+                cache
+                    .restore(&dir)
+                    .map_err(|err| build_failure(&err))?
+                    .iter()
+                    .for_each(|line| report::line(line));
+            }
+            build::run(&build).map_err(|err| build_failure(&err))?;
+            cache.save(&dir).map_err(|err| build_failure(&err))
+        });
+        result?;
         report::line(&format!("built in {}", report::seconds(took)));
     }
 

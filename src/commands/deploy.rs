@@ -21,6 +21,9 @@ pub struct DeployArgs {
     /// The revision to deploy [default: the deploy branch's tip]
     #[arg(value_name = "REV")]
     rev: Option<String>,
+    /// Build without the build cache (the fresh result becomes the new cache)
+    #[arg(long)]
+    no_cache: bool,
 }
 
 pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
@@ -32,6 +35,7 @@ pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
         commit,
         ref_name,
         skip_if_superseded: false,
+        no_cache: args.no_cache,
     };
     pipeline::deploy(&config, &repo, &request)
 }

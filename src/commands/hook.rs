@@ -74,13 +74,47 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     match deploy {
         None => Ok(ExitCode::Success),
         Some(update) => {
+            let options = PushOptions::from_env();
             let request = Request {
                 commit: update.new,
                 ref_name: update.name,
                 skip_if_superseded: true,
+                no_cache: options.no_cache,
             };
             pipeline::deploy(&config, &repo, &request)
         }
+    }
+}
+
+/// What the pusher asked for with `git push -o OPTION`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PushOptions {
+    no_cache: bool,
+}
+
+impl PushOptions {
+    /// Reads `GIT_PUSH_OPTION_COUNT` and `GIT_PUSH_OPTION_<n>`, as git sets them for hooks.
+    fn from_env() -> PushOptions {
+        let count = std::env::var("GIT_PUSH_OPTION_COUNT")
+            .ok()
+            .and_then(|count| count.parse::<usize>().ok())
+            .unwrap_or(0);
+        let options = (0..count).filter_map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).ok());
+        PushOptions::parse(options)
+    }
+
+    fn parse(options: impl IntoIterator<Item = String>) -> PushOptions {
+        let mut parsed = PushOptions::default();
+        for option in options {
+            match option.as_str() {
+                "no-cache" => parsed.no_cache = true,
+                other => report::line(&format!(
+                    "ignored push option {:?}: pushdeploy knows `no-cache`",
+                    escape(other)
+                )),
+            }
+        }
+        parsed
     }
 }
 
@@ -125,5 +159,17 @@ mod tests {
         assert_eq!(update.name, "refs/heads/main");
         assert_eq!(parse_update("nonsense"), None);
         assert_eq!(parse_update(&format!("{zero} {id}")), None);
+    }
+
+    #[test]
+    fn reads_push_options() {
+        assert_eq!(
+            PushOptions::parse(["no-cache".to_owned()]),
+            PushOptions { no_cache: true }
+        );
+        assert_eq!(
+            PushOptions::parse(["other".to_owned()]),
+            PushOptions::default()
+        );
     }
 }

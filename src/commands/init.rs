@@ -11,6 +11,7 @@ use crate::config::{self, toml_string};
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
 use crate::report::{self, escape_path};
+use crate::templates::Template;
 
 /// The hook script, with `@PUSHDEPLOY@` standing for the binary's quoted path.
 const HOOK_TEMPLATE: &str = include_str!("../../hooks/post-receive");
@@ -43,6 +44,9 @@ pub struct InitArgs {
     /// The name of the symlink, inside DIR, that the web server serves
     #[arg(long, value_name = "NAME", default_value = config::DEFAULT_LINK)]
     link: String,
+    /// Takes the build settings from a site template (see `pushdeploy new-site`)
+    #[arg(long, value_enum, value_name = "NAME", conflicts_with_all = ["build", "publish"])]
+    template: Option<Template>,
     /// The build command, run by `sh -c` in the new release (e.g. "hugo --minify")
     #[arg(long, value_name = "CMD")]
     build: Option<String>,
@@ -124,6 +128,8 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
         escape_path(repo.path())
     ));
     repo.set_head_branch(&config.branch)?;
+    // Lets pushers send `git push -o no-cache` and the like.
+    repo.set_config_bool("receive.advertisePushOptions", true)?;
     for file in &planned {
         write_planned(file)?;
     }
@@ -153,7 +159,10 @@ fn config_text(args: &InitArgs, target: &Path) -> String {
         toml_string(&target.to_string_lossy()),
         toml_string(&args.link),
     );
-    if args.build.is_some() || args.publish.is_some() {
+    if let Some(template) = args.template {
+        text.push('\n');
+        text.push_str(template.config_snippet());
+    } else if args.build.is_some() || args.publish.is_some() {
         text.push_str("\n[build]\n");
         if let Some(command) = &args.build {
             text.push_str(&format!("command = {}\n", toml_string(command)));

@@ -3,6 +3,7 @@
 pub mod deploy;
 pub mod hook;
 pub mod init;
+pub mod new_site;
 pub mod status;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Hook(args) => hook::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
+        Command::NewSite(args) => new_site::run(args),
     }
 }
 

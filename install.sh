@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds and installs pushdeploy; with --demo, also deploys a demo site end to end.
+#
+#   ./install.sh                      build and install into /usr/local/bin (or ~/.local/bin)
+#   ./install.sh --prefix DIR         install into DIR/bin
+#   ./install.sh --demo [DIR]         install, then push a demo site (default ~/pushdeploy-demo)
+#   ./install.sh --uninstall          remove exactly what an earlier install put in place
+set -euo pipefail
+
+usage() { sed -n '2,8s/^# \{0,1\}//p' "$0"; }
+die() { echo "install.sh: error: $*" >&2; exit 1; }
+say() { echo "install.sh: $*" >&2; }
+
+prefix=""
+demo=""
+uninstall=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift 2 ;;
+    --prefix=*) prefix="${1#--prefix=}"; shift ;;
+    --demo)
+      if [ $# -ge 2 ] && [ "${2#-}" = "$2" ]; then demo="$2"; shift 2; else demo="$HOME/pushdeploy-demo"; shift; fi ;;
+    --demo=*) demo="${1#--demo=}"; shift ;;
+    --uninstall) uninstall=true; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument '$1'" ;;
+  esac
+done
+
+if [ -z "$prefix" ]; then
+  if [ -w /usr/local/bin ] || [ "$(id -u)" -eq 0 ]; then prefix=/usr/local; else prefix="$HOME/.local"; fi
+fi
+prefix=$(mkdir -p "$prefix" && cd "$prefix" && pwd)
+bin="$prefix/bin/pushdeploy"
+manifest="$prefix/share/pushdeploy/installed-files"
+
+if $uninstall; then
+  [ -f "$manifest" ] || die "nothing to uninstall: $manifest does not exist (was it installed with --prefix?)"
+  while IFS= read -r file; do
+    rm -f -- "$file" && say "removed $file"
+  done < "$manifest"
+  rm -f -- "$manifest"
+  rmdir -- "$prefix/share/pushdeploy" 2>/dev/null || true
+  exit 0
+fi
+
+src=$(cd "$(dirname "$0")" && pwd)
+command -v cargo >/dev/null || die "cargo is not installed; install Rust (https://rustup.rs or 'apt-get install cargo') and run again"
+command -v git >/dev/null || die "git is not installed; run 'apt-get install git' and run again"
+
+say "building pushdeploy (cargo build --release)"
+cargo build --release --locked --quiet --manifest-path "$src/Cargo.toml"
+mkdir -p "$prefix/bin" "$(dirname "$manifest")"
+install -m 0755 "$src/target/release/pushdeploy" "$bin.new"
+mv -f "$bin.new" "$bin"
+printf '%s\n' "$bin" > "$manifest"
+say "installed $bin ($("$bin" --version))"
+case ":$PATH:" in *":$prefix/bin:"*) ;; *) say "note: $prefix/bin is not on your PATH" ;; esac
+
+[ -n "$demo" ] || exit 0
+
+# The demo: a bare repository, a target, a site from a template, and a real `git push`.
+mkdir -p "$demo"
+demo=$(cd "$demo" && pwd)
+if command -v hugo >/dev/null; then
+  template=hugo
+else
+  template=static
+  say "hugo is not installed, so the demo uses the static template ('apt-get install hugo' for the Hugo one)"
+fi
+"$bin" init "$demo/site.git" --target "$demo/www" --template "$template" --force
+git_id=(-c user.name="${GIT_AUTHOR_NAME:-pushdeploy demo}" -c user.email="${GIT_AUTHOR_EMAIL:-demo@localhost}")
+if [ ! -d "$demo/site/.git" ]; then
+  "$bin" new-site "$template" "$demo/site" --remote "$demo/site.git"
+else
+  # A second run pushes a new commit, so it deploys again (into the other slot).
+  stamp="Demo run at $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  case "$template" in
+    hugo) page="$demo/site/content/about.md" ;;
+    *) page="$demo/site/about.html" ;;
+  esac
+  printf '\n%s\n' "$stamp" >> "$page"
+  git -C "$demo/site" "${git_id[@]}" commit -q -am "$stamp"
+fi
+git -C "$demo/site" push production main
+"$bin" status --repo "$demo/site.git"
+cat >&2 <<EOT
+
+install.sh: the demo site is live in $demo/www/public_html
+  see it:     python3 -m http.server --directory $demo/www/public_html 8080   (then open http://127.0.0.1:8080/)
+  serve it:   point Apache, nginx or Caddy at $demo/www/public_html (site-templates/servers/)
+  deploy:     edit $demo/site, commit, and run: git -C $demo/site push production main
+EOT
