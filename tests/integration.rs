@@ -1,0 +1,37 @@
+//! The one integration-test binary: one module per feature, all sharing `support`.
+
+mod support;
+
+mod deploy;
+mod hook;
+mod init;
+mod status;
+
+use std::fs;
+use std::path::Path;
+
+/// A test file that is not declared as a module here compiles into nothing and never runs.
+#[test]
+fn every_test_file_is_a_module() {
+    let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let source = fs::read_to_string(tests_dir.join("integration.rs")).expect("read integration.rs");
+    let declared: Vec<&str> = source
+        .lines()
+        .filter_map(|line| line.strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    let mut forgotten = Vec::new();
+    for entry in fs::read_dir(&tests_dir).expect("read tests/") {
+        let path = entry.expect("read tests/ entry").path();
+        let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
+        let is_module = path.extension().is_some_and(|ext| ext == "rs") || path.is_dir();
+        if is_module && stem != "integration" && !declared.contains(&stem) {
+            forgotten.push(stem.to_owned());
+        }
+    }
+    assert!(
+        forgotten.is_empty(),
+        "tests/ files not declared with `mod` in tests/integration.rs: {forgotten:?}"
+    );
+}
