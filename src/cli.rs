@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    deploy::DeployArgs, hook::HookArgs, init::InitArgs, new_site::NewSiteArgs, status::StatusArgs,
+    deploy::DeployArgs, hook::HookArgs, init::InitArgs, new_site::NewSiteArgs, reap::ReapArgs,
+    status::StatusArgs,
 };
 
 /// Zero-downtime deploys of a site on `git push`.
@@ -29,6 +30,8 @@ pub enum Command {
     Deploy(DeployArgs),
     Status(StatusArgs),
     NewSite(NewSiteArgs),
+    #[command(hide = true)]
+    Reap(ReapArgs),
 }
 
 /// Parses the command line, exiting with clap's message and code 2 on a usage error.

@@ -36,6 +36,15 @@ pub struct Config {
     /// The umask releases are written with (and the build runs with).
     pub umask: u32,
     pub build: Build,
+    pub retire: Retire,
+}
+
+/// The `[retire]` table: what happens to the release that stops being live.
+#[derive(Debug, Clone, Default)]
+pub struct Retire {
+    /// How long files of the old release that the new one lacks stay reachable under the link
+    /// (skew protection). Zero retires the old release at once.
+    pub grace: Duration,
 }
 
 /// The `[build]` table.
@@ -105,6 +114,13 @@ mod raw {
         pub link: Option<Spanned<String>>,
         pub umask: Option<Spanned<String>>,
         pub build: Option<Build>,
+        pub retire: Option<Retire>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Retire {
+        pub grace: Option<Spanned<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -220,18 +236,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
                 None => None,
             };
             let timeout = match build.timeout {
-                Some(timeout) => match humantime::parse_duration(timeout.get_ref()) {
-                    Ok(duration) if !duration.is_zero() => duration,
-                    _ => {
-                        return Err(invalid(
-                            Some(timeout.span()),
-                            format!(
-                                "`build.timeout`: {:?} is not a duration such as \"90s\" or \"10m\"",
-                                timeout.get_ref()
-                            ),
-                        ));
-                    }
-                },
+                Some(timeout) => duration(&timeout, "build.timeout", false)
+                    .map_err(|(span, message)| invalid(span, message))?,
                 None => DEFAULT_BUILD_TIMEOUT,
             };
             let command = match build.command {
@@ -265,6 +271,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         }
     };
 
+    let retire = match file.retire.and_then(|retire| retire.grace) {
+        Some(grace) => Retire {
+            grace: duration(&grace, "retire.grace", true)
+                .map_err(|(span, message)| invalid(span, message))?,
+        },
+        None => Retire::default(),
+    };
+
     Ok(Config {
         path: path.to_owned(),
         branch,
@@ -272,6 +286,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         link,
         umask,
         build,
+        retire,
     })
 }
 
@@ -302,6 +317,24 @@ pub fn check_publish(publish: &Path) -> Result<(), &'static str> {
         Err("names the release itself; leave `publish` out instead")
     } else {
         Ok(())
+    }
+}
+
+/// Parses a duration value such as `"90s"` or `"10m"`; zero only where `zero_ok`.
+fn duration(
+    value: &Spanned<String>,
+    key: &str,
+    zero_ok: bool,
+) -> Result<Duration, (Option<Range<usize>>, String)> {
+    match humantime::parse_duration(value.get_ref().trim()) {
+        Ok(duration) if zero_ok || !duration.is_zero() => Ok(duration),
+        _ => Err((
+            Some(value.span()),
+            format!(
+                "`{key}`: {:?} is not a duration such as \"90s\" or \"10m\"",
+                value.get_ref()
+            ),
+        )),
     }
 }
 
@@ -402,6 +435,27 @@ mod tests {
         assert!(
             err.contains("line 3") && err.contains("`build.cache`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn retire_grace_defaults_to_zero_and_parses() {
+        assert!(
+            parse(Path::new("p"), "target = \"/s\"\n")
+                .unwrap()
+                .retire
+                .grace
+                .is_zero()
+        );
+        let config = parse(
+            Path::new("p"),
+            "target = \"/s\"\n[retire]\ngrace = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.retire.grace, Duration::from_secs(30));
+        assert!(
+            parse_err("target = \"/s\"\n[retire]\ngrace = \"1 fortnight\"\n")
+                .contains("`retire.grace`")
         );
     }
 

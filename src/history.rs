@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::grace::Grace;
 use crate::release::{Layout, Slot};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub struct ReleaseRecord {
     pub built_at: String,
     /// When the link was switched to it; missing until then.
     pub live_since: Option<String>,
+    /// Files kept from older releases for skew protection.
+    #[serde(default, skip_serializing_if = "Grace::is_empty")]
+    pub grace: Grace,
 }
 
 /// One line of `history.jsonl`.

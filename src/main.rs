@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod error;
 mod git;
+mod grace;
 mod history;
 mod lock;
 mod pipeline;

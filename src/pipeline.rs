@@ -17,6 +17,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
+use crate::grace::{self, Grace};
 use crate::history::{self, HistoryEntry, ReleaseRecord};
 use crate::lock;
 use crate::release::{self, Layout, Live, Slot};
@@ -124,7 +125,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
         ));
     }
     layout.ensure_state_dir()?;
-    let _lock = lock::acquire(&layout.state.join("lock"), |holder| {
+    let _lock = lock::acquire(&layout.lock_path(), |holder| {
         let holder = holder
             .map(|pid| format!(" (pid {pid})"))
             .unwrap_or_default();
@@ -157,7 +158,15 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     report::line(&format!("deploying {short} ({ref_name}) into {slot}"));
 
     let mut clock = Clock::start();
-    let outcome = build_release(config, repo, request, &layout, slot, &mut clock);
+    let outcome = build_release(
+        config,
+        repo,
+        request,
+        &layout,
+        live.as_ref(),
+        slot,
+        &mut clock,
+    );
     let entry = |result: &str, failure: Option<&Failure>, time_to_live: Option<f64>| HistoryEntry {
         started_at: history::timestamp(clock.started_at),
         commit: request.commit.hex(),
@@ -171,8 +180,8 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
         total: clock.started.elapsed().as_secs_f64(),
     };
 
-    let link_target = match outcome {
-        Ok(link_target) => link_target,
+    let mut record = match outcome {
+        Ok(record) => record,
         Err(failure) => {
             // Nothing visible changed; take back what this deploy wrote.
             let _ = history::remove_record(&layout, slot);
@@ -191,10 +200,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     let time_to_live = clock.started.elapsed();
 
     // Live from here on: what follows can only warn.
-    let record = ReleaseRecord {
-        live_since: Some(history::timestamp(SystemTime::now())),
-        ..release_record(request, slot, &link_target)
-    };
+    record.live_since = Some(history::timestamp(SystemTime::now()));
     if let Err(err) = history::write_record(&layout, &record) {
         report::line(&format!("warning: {err}"));
     }
@@ -209,6 +215,9 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
             ));
         }
     }
+    if !record.grace.is_empty() {
+        spawn_reaper(repo.path());
+    }
     let total = clock.started.elapsed();
     if let Err(err) = history::append(
         &layout,
@@ -219,22 +228,23 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     report::line(&format!(
         "live: {short} ({ref_name}) in {slot}: {} -> {} (live after {}, done in {})",
         escape_path(&layout.link),
-        escape_path(&link_target),
+        record.link_target,
         report::seconds(time_to_live),
         report::seconds(total),
     ));
     Ok(ExitCode::Success)
 }
 
-/// Builds the release in `slot` and activates it. Returns the link's new target.
+/// Builds the release in `slot` and activates it. Returns the release's record.
 fn build_release(
     config: &Config,
     repo: &Repo,
     request: &Request,
     layout: &Layout,
+    live: Option<&Live>,
     slot: Slot,
     clock: &mut Clock,
-) -> Result<PathBuf, Failure> {
+) -> Result<ReleaseRecord, Failure> {
     let retry = "fix the problem and push again, or run `pushdeploy deploy`";
     let (dir, _) = clock.stage(Stage::Prepare, || {
         history::remove_record(layout, slot).map_err(|err| err.to_string())?;
@@ -315,14 +325,74 @@ fn build_release(
         Some(publish) => Path::new(slot.name()).join(publish),
         None => PathBuf::from(slot.name()),
     };
+    let mut record = release_record(request, slot, &link_target);
+    if let Some(live) = live.filter(|_| !config.retire.grace.is_zero()) {
+        record.grace = carry_old_files(
+            layout,
+            live,
+            &dir.join(config.build.publish.as_deref().unwrap_or(Path::new(""))),
+            config.retire.grace,
+        )
+        .map_err(|reason| Failure::new(Stage::Verify, reason, retry))?;
+    }
     let (activated, _) = clock.stage(Stage::Activate, || {
-        history::write_record(layout, &release_record(request, slot, &link_target))
-            .map_err(|err| err.to_string())?;
+        history::write_record(layout, &record).map_err(|err| err.to_string())?;
         release::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
         release::activate(layout, &link_target).map_err(|err| err.to_string())
     });
     activated.map_err(|reason| Failure::new(Stage::Activate, reason, retry))?;
-    Ok(link_target)
+    Ok(record)
+}
+
+/// Keeps the live release's files that the new one lacks reachable for the grace period.
+fn carry_old_files(
+    layout: &Layout,
+    live: &Live,
+    served: &Path,
+    grace: Duration,
+) -> Result<Grace, String> {
+    let old_grace = history::read_record(layout, live.slot)
+        .map_err(|err| err.to_string())?
+        .map(|record| record.grace)
+        .unwrap_or_default();
+    let kept = grace::carry(
+        &layout.target.join(&live.link_target),
+        &old_grace,
+        served,
+        grace,
+    )
+    .map_err(|err| format!("cannot keep the old release's files for `retire.grace`: {err}"))?;
+    if !kept.files.is_empty() {
+        report::line(&format!(
+            "kept {} files of the old release reachable for {} (retire.grace)",
+            report::count(kept.files.len() as u64),
+            humantime::format_duration(grace)
+        ));
+    }
+    Ok(kept)
+}
+
+/// Starts `pushdeploy reap` in the background to remove kept files when their grace ends.
+/// Its output goes nowhere: git waits for every holder of the hook's stderr to close it.
+fn spawn_reaper(repo: &Path) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let spawned = std::env::current_exe().and_then(|exe| {
+        Command::new(exe)
+            .arg("reap")
+            .arg("--repo")
+            .arg(repo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(err) = spawned {
+        report::line(&format!(
+            "warning: cannot start `pushdeploy reap` ({err}); the kept files go at the next deploy"
+        ));
+    }
 }
 
 /// Checks that what the link will point at is a real, non-empty directory of the release.
@@ -401,6 +471,7 @@ fn release_record(request: &Request, slot: Slot, link_target: &Path) -> ReleaseR
         link_target: link_target.to_string_lossy().into_owned(),
         built_at: history::timestamp(SystemTime::now()),
         live_since: None,
+        grace: Grace::default(),
     }
 }
 

@@ -120,6 +120,11 @@ impl Layout {
         self.target.join(slot.name())
     }
 
+    /// Returns the deploy lock's file.
+    pub fn lock_path(&self) -> PathBuf {
+        self.state.join("lock")
+    }
+
     /// Returns where a retired tree waits to be removed.
     fn trash(&self) -> PathBuf {
         self.state.join("trash")

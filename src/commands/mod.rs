@@ -4,6 +4,7 @@ pub mod deploy;
 pub mod hook;
 pub mod init;
 pub mod new_site;
+pub mod reap;
 pub mod status;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
         Command::NewSite(args) => new_site::run(args),
+        Command::Reap(args) => reap::run(args),
     }
 }
 

@@ -1,0 +1,58 @@
+//! `pushdeploy reap`: removes files kept for skew protection once their grace has passed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config;
+use crate::error::{Error, ExitCode};
+use crate::git::Repo;
+use crate::grace;
+use crate::history;
+use crate::lock;
+use crate::release::{self, Layout};
+
+/// Removes the old release's files kept by `[retire] grace` once their time is up, then exits.
+///
+/// A deploy starts this in the background; it is safe to run by hand or from cron (after a
+/// reboot, say). It waits for the deploy lock each time it changes anything.
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// The bare repository [default: $GIT_DIR, else the current directory]
+    #[arg(long, value_name = "REPO")]
+    repo: Option<PathBuf>,
+}
+
+pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
+    let repo = Repo::open(&super::repo_path(args.repo))?;
+    let config = config::load(repo.path())?;
+    let layout = Layout::new(&config);
+    loop {
+        let wait = {
+            let _lock = lock::acquire(&layout.lock_path(), |_| {})?;
+            let Some(live) = layout.live()? else {
+                return Ok(ExitCode::Success);
+            };
+            let Some(mut record) = history::read_record(&layout, live.slot)? else {
+                return Ok(ExitCode::Success);
+            };
+            let served = layout.target.join(&live.link_target);
+            let left = grace::remove_expired(&served, &record.grace).map_err(|source| {
+                release::Error::Io {
+                    path: served,
+                    source,
+                }
+            })?;
+            if left != record.grace {
+                record.grace = left;
+                history::write_record(&layout, &record)?;
+            }
+            match record.grace.next_deadline() {
+                None => return Ok(ExitCode::Success),
+                Some(deadline) => deadline.saturating_sub(grace::now()),
+            }
+        };
+        std::thread::sleep(Duration::from_secs(wait.max(1)));
+    }
+}
