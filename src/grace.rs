@@ -161,18 +161,20 @@ pub fn remove_expired(served: &Path, grace: &Grace) -> io::Result<Grace> {
         }
     }
     // Deepest first, so a parent is tried after its children.
-    let mut dirs = grace.dirs.clone();
-    dirs.sort_by_key(|dir| std::cmp::Reverse(dir.iter().filter(|&&b| b == b'/').count()));
-    for dir in dirs {
-        let full = served.join(path_of(&dir));
-        let empty = fs::read_dir(&full).map(|mut entries| entries.next().is_none());
-        match empty {
+    let mut deepest_first: Vec<&Vec<u8>> = grace.dirs.iter().collect();
+    deepest_first.sort_by_key(|dir| std::cmp::Reverse(dir.iter().filter(|&&b| b == b'/').count()));
+    let mut removed = HashSet::new();
+    for dir in deepest_first {
+        let full = served.join(path_of(dir));
+        match fs::read_dir(&full).map(|mut entries| entries.next().is_none()) {
             Ok(true) => fs::remove_dir(&full)?,
-            Ok(false) => left.dirs.push(dir),
+            Ok(false) => continue,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(err),
         }
+        removed.insert(dir);
     }
+    left.dirs = grace.dirs.iter().filter(|dir| !removed.contains(dir)).cloned().collect();
     Ok(left)
 }
 
