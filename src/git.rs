@@ -77,6 +77,13 @@ impl CommitId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobId(Oid);
 
+impl BlobId {
+    /// Returns the full hex id.
+    pub fn hex(&self) -> String {
+        self.0.to_string()
+    }
+}
+
 /// What a tree entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {

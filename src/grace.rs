@@ -174,7 +174,12 @@ pub fn remove_expired(served: &Path, grace: &Grace) -> io::Result<Grace> {
         }
         removed.insert(dir);
     }
-    left.dirs = grace.dirs.iter().filter(|dir| !removed.contains(dir)).cloned().collect();
+    left.dirs = grace
+        .dirs
+        .iter()
+        .filter(|dir| !removed.contains(dir))
+        .cloned()
+        .collect();
     Ok(left)
 }
 

@@ -9,6 +9,7 @@ mod error;
 mod git;
 mod grace;
 mod history;
+mod index;
 mod lock;
 mod pipeline;
 mod release;

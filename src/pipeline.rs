@@ -19,6 +19,7 @@ use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::grace::{self, Grace};
 use crate::history::{self, HistoryEntry, ReleaseRecord};
+use crate::index::{self, Index};
 use crate::lock;
 use crate::release::{self, Layout, Live, Slot};
 use crate::report::{self, escape, escape_path};
@@ -180,11 +181,11 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
         total: clock.started.elapsed().as_secs_f64(),
     };
 
-    let mut record = match outcome {
-        Ok(record) => record,
+    let Built { mut record, index } = match outcome {
+        Ok(built) => built,
         Err(failure) => {
             // Nothing visible changed; take back what this deploy wrote.
-            let _ = history::remove_record(&layout, slot);
+            let _ = forget_slot(&layout, slot);
             let _ = release::remove_path(&layout.slot_dir(slot));
             let _ = history::append(&layout, &entry("failed", Some(&failure), None));
             report::line(&format!(
@@ -204,15 +205,25 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     if let Err(err) = history::write_record(&layout, &record) {
         report::line(&format!("warning: {err}"));
     }
-    if let Some(old) = live.filter(|old| old.slot != slot) {
-        let retired = history::remove_record(&layout, old.slot)
-            .map_err(|err| err.to_string())
-            .and_then(|()| release::retire(&layout, old.slot).map_err(|err| err.to_string()));
-        if let Err(err) = retired {
-            report::line(&format!(
-                "warning: could not remove the old release in {}: {err}; the next deploy retries",
-                old.slot
-            ));
+    let retired = match live.filter(|old| old.slot != slot) {
+        Some(old) => forget_slot(&layout, old.slot)
+            .and_then(|()| release::retire(&layout, old.slot).map_err(|err| err.to_string()))
+            .map_err(|err| {
+                report::line(&format!(
+                    "warning: could not remove the old release in {}: {err}; the next deploy retries",
+                    old.slot
+                ))
+            })
+            .is_ok(),
+        None => true,
+    };
+    // Sealed only once nothing of this deploy touches the release's files any more; an old
+    // release that could not be retired may still share them, so then there is no index.
+    if let Some(mut index) = index.filter(|_| retired) {
+        index.commit = record.commit.clone();
+        index.seal();
+        if let Err(err) = index::write(&layout, slot, &index) {
+            report::line(&format!("warning: cannot write the release's index: {err}"));
         }
     }
     if !record.grace.is_empty() {
@@ -235,7 +246,20 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     Ok(ExitCode::Success)
 }
 
-/// Builds the release in `slot` and activates it. Returns the release's record.
+/// A release that went live.
+struct Built {
+    record: ReleaseRecord,
+    /// Its files' index, when no build ran (see `index`).
+    index: Option<Index>,
+}
+
+/// Forgets what `slot` holds (its record and index), before it is emptied.
+fn forget_slot(layout: &Layout, slot: Slot) -> Result<(), String> {
+    history::remove_record(layout, slot).map_err(|err| err.to_string())?;
+    index::remove(layout, slot).map_err(|err| format!("cannot remove the index of {slot}: {err}"))
+}
+
+/// Builds the release in `slot` and activates it.
 fn build_release(
     config: &Config,
     repo: &Repo,
@@ -244,10 +268,10 @@ fn build_release(
     live: Option<&Live>,
     slot: Slot,
     clock: &mut Clock,
-) -> Result<ReleaseRecord, Failure> {
+) -> Result<Built, Failure> {
     let retry = "fix the problem and push again, or run `pushdeploy deploy`";
     let (dir, _) = clock.stage(Stage::Prepare, || {
-        history::remove_record(layout, slot).map_err(|err| err.to_string())?;
+        forget_slot(layout, slot)?;
         release::prepare(layout, slot).map_err(|err| err.to_string())
     });
     let dir = dir.map_err(|reason| Failure::new(Stage::Prepare, reason, retry))?;
@@ -267,16 +291,30 @@ fn build_release(
                 "remove or fix that path in the repository and push again",
             )
         })?;
-        release::materialize(repo, &entries, &dir)
+        // Hard links are safe only while nothing writes into files in place; a build might, so
+        // a release that is built is always written afresh.
+        let no_build = config.build.command.is_none();
+        let base_index = live
+            .filter(|_| no_build)
+            .and_then(|live| trusted_index(layout, live));
+        let base = base_index.as_ref().map(|(live, index)| release::Base {
+            dir: layout.slot_dir(live.slot),
+            index,
+        });
+        release::materialize(repo, &entries, &dir, base.as_ref(), config.umask, no_build)
             .map_err(|err| Failure::new(Stage::Materialize, err, retry))
     });
-    let written = written?;
+    let (written, index) = written?;
     for warning in &written.warnings {
         report::line(&format!("warning: {warning}"));
     }
+    let linked = match written.linked {
+        0 => String::new(),
+        n => format!(" and hard-linked {} unchanged ones", report::count(n)),
+    };
     report::line(&format!(
-        "wrote {} files ({}) in {}",
-        report::count(written.files),
+        "wrote {} files{linked} ({}) in {}",
+        report::count(written.files - written.linked),
         report::bytes(written.bytes),
         report::seconds(took)
     ));
@@ -341,7 +379,14 @@ fn build_release(
         release::activate(layout, &link_target).map_err(|err| err.to_string())
     });
     activated.map_err(|reason| Failure::new(Stage::Activate, reason, retry))?;
-    Ok(record)
+    Ok(Built { record, index })
+}
+
+/// Returns the live release's index when it describes the live release.
+fn trusted_index<'l>(layout: &Layout, live: &'l Live) -> Option<(&'l Live, Index)> {
+    let record = history::read_record(layout, live.slot).ok()??;
+    let index = index::read(layout, live.slot)?;
+    (index.commit == record.commit).then_some((live, index))
 }
 
 /// Keeps the live release's files that the new one lacks reachable for the grace period.

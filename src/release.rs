@@ -13,8 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use tracing::instrument;
 
 use crate::config::Config;
-use crate::git::{BlobError, EntryKind, Repo};
-use crate::git::{CommitId, Entry};
+use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
+use crate::index::{self, FileStat, Index, IndexEntry};
 use crate::report::escape_path;
 
 /// One of the two directories a release can live in.
@@ -189,6 +189,8 @@ pub fn prepare(layout: &Layout, slot: Slot) -> Result<PathBuf, Error> {
 #[derive(Debug, Default, Clone)]
 pub struct Written {
     pub files: u64,
+    /// Of `files`, how many were hard-linked from the base release rather than written.
+    pub linked: u64,
     pub bytes: u64,
     pub symlinks: u64,
     pub dirs: u64,
@@ -301,16 +303,33 @@ fn resolve_inside(
     Ok(current)
 }
 
-/// Writes a checked tree into `dir`, which must not exist yet.
+/// A complete, unmodified release that files can be hard-linked from.
+pub struct Base<'a> {
+    pub dir: PathBuf,
+    pub index: &'a Index,
+}
+
+/// Writes a checked tree into `dir`, which must not exist yet. Returns what was written and,
+/// with `want_index`, the new release's index.
 ///
 /// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
-/// written through a symlink, even one the tree itself just created.
+/// written through a symlink, even one the tree itself just created. A file whose blob, mode
+/// and path are the same as in `base`, and which `base`'s index trusts, is hard-linked instead
+/// of written. Files are written by a few threads, each with its own repository handle.
 #[instrument(skip_all)]
-pub fn materialize(repo: &Repo, entries: &[Entry], dir: &Path) -> Result<Written, Error> {
+pub fn materialize(
+    repo: &Repo,
+    entries: &[Entry],
+    dir: &Path,
+    base: Option<&Base<'_>>,
+    umask: u32,
+    want_index: bool,
+) -> Result<(Written, Option<Index>), Error> {
     let mut written = Written::default();
     let mut dirs = DirBuilder::new();
     dirs.mode(0o777);
     dirs.create(dir).map_err(Error::io(dir))?;
+    let mut files = Vec::new();
     for entry in entries {
         let path = dir.join(entry.path());
         match &entry.kind {
@@ -329,28 +348,154 @@ pub fn materialize(repo: &Repo, entries: &[Entry], dir: &Path) -> Result<Written
                     .map_err(Error::io(&path))?;
                 written.symlinks += 1;
             }
-            EntryKind::File { executable, blob } => {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(if *executable { 0o777 } else { 0o666 })
-                    .open(&path)
-                    .map_err(Error::io(&path))?;
-                written.bytes += repo.write_blob(*blob, &mut file).map_err(|err| match err {
-                    BlobError::Io(source) => Error::Io {
-                        path: path.clone(),
-                        source,
-                    },
-                    BlobError::Git(message) => Error::Blob {
-                        path: entry.path(),
-                        message,
-                    },
-                })?;
-                written.files += 1;
-            }
+            EntryKind::File { executable, blob } => files.push((entry.path(), *executable, *blob)),
         }
     }
-    Ok(written)
+
+    let mode_mask = !umask;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
+        vec![write_files(
+            repo,
+            files.iter(),
+            dir,
+            base,
+            mode_mask,
+            want_index,
+        )]
+    } else {
+        let repo_path = repo.path();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|worker| {
+                    let files = &files;
+                    scope.spawn(move || {
+                        // A libgit2 repository handle is not shared between threads.
+                        let repo = Repo::open(repo_path).map_err(|err| Error::Blob {
+                            path: PathBuf::new(),
+                            message: err.to_string(),
+                        })?;
+                        let mine = files.iter().skip(worker).step_by(threads);
+                        write_files(&repo, mine, dir, base, mode_mask, want_index)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| Err(panicked())))
+                .collect()
+        })
+    };
+    let mut index = want_index.then(Index::default);
+    for result in results {
+        let part = result?;
+        written.files += part.files;
+        written.linked += part.linked;
+        written.bytes += part.bytes;
+        if let Some(index) = &mut index {
+            index.files.extend(part.index);
+        }
+    }
+    Ok((written, index))
+}
+
+/// What one writer thread did.
+#[derive(Default)]
+struct FilesWritten {
+    files: u64,
+    linked: u64,
+    bytes: u64,
+    index: Vec<(PathBuf, IndexEntry)>,
+}
+
+fn panicked() -> Error {
+    Error::Io {
+        path: PathBuf::new(),
+        source: io::Error::other("a writer thread panicked"),
+    }
+}
+
+fn write_files<'f>(
+    repo: &Repo,
+    files: impl Iterator<Item = &'f (PathBuf, bool, BlobId)>,
+    dir: &Path,
+    base: Option<&Base<'_>>,
+    mode_mask: u32,
+    want_index: bool,
+) -> Result<FilesWritten, Error> {
+    let mut done = FilesWritten::default();
+    for (relative, executable, blob) in files {
+        let path = dir.join(relative);
+        let mode = if *executable { 0o777 } else { 0o666 };
+        if let Some(stat) = link_unchanged(base, relative, *blob, mode & mode_mask, &path) {
+            done.files += 1;
+            done.linked += 1;
+            done.bytes += stat.size;
+            if want_index {
+                done.index.push((
+                    relative.clone(),
+                    IndexEntry {
+                        blob: blob.hex(),
+                        stat,
+                    },
+                ));
+            }
+            continue;
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        done.bytes += repo.write_blob(*blob, &mut file).map_err(|err| match err {
+            BlobError::Io(source) => Error::Io {
+                path: path.clone(),
+                source,
+            },
+            BlobError::Git(message) => Error::Blob {
+                path: relative.clone(),
+                message,
+            },
+        })?;
+        done.files += 1;
+        if want_index {
+            let stat = index::stat_of(&file).map_err(Error::io(&path))?;
+            done.index.push((
+                relative.clone(),
+                IndexEntry {
+                    blob: blob.hex(),
+                    stat,
+                },
+            ));
+        }
+    }
+    Ok(done)
+}
+
+/// Hard-links `relative` from the base release when the index vouches that the file there is
+/// this very blob with this mode, unmodified. Returns its stat when it did.
+fn link_unchanged(
+    base: Option<&Base<'_>>,
+    relative: &Path,
+    blob: BlobId,
+    mode: u32,
+    dest: &Path,
+) -> Option<FileStat> {
+    let base = base?;
+    let known = base.index.files.get(relative)?;
+    if known.blob != blob.hex() || known.stat.mode & 0o7777 != mode {
+        return None;
+    }
+    let source = base.dir.join(relative);
+    let meta = fs::symlink_metadata(&source).ok()?;
+    if !base.index.trusts(known, &meta) {
+        return None;
+    }
+    fs::hard_link(&source, dest).ok()?;
+    Some(known.stat)
 }
 
 fn submodule_warning(path: &Path, commit: CommitId) -> String {
