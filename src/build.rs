@@ -22,10 +22,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot start `sh -c {command}`: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
+    Spawn { command: String, source: std::io::Error },
     #[error("`{command}` {status}")]
     Failed { command: String, status: String },
     #[error("`{command}` did not finish within {}; it and its child processes were killed", humantime::format_duration(*.timeout))]
@@ -38,6 +35,9 @@ pub struct Build<'a> {
     pub dir: &'a Path,
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
+    /// Where the build's process group id is kept while it runs, so that if pushdeploy itself
+    /// is killed the next deploy can stop the orphaned build (see [`stop_orphans`]).
+    pub pgid_file: &'a Path,
 }
 
 /// Runs the build to completion, streaming its output. Whatever the outcome, no process of the
@@ -48,10 +48,7 @@ pub fn run(build: &Build<'_>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| Error::Spawn {
-            command: build.command.to_owned(),
-            source,
-        })?;
+        .map_err(|source| Error::Spawn { command: build.command.to_owned(), source })?;
     runtime.block_on(run_async(build))
 }
 
@@ -77,17 +74,20 @@ async fn run_async(build: &Build<'_>) -> Result<(), Error> {
         }
     }
     command.envs(build.env.iter().map(|(k, v)| (k, v)));
-    let mut child = command.spawn().map_err(|source| Error::Spawn {
-        command: build.command.to_owned(),
-        source,
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|source| Error::Spawn { command: build.command.to_owned(), source })?;
     let group = child.id().map(|id| Pid::from_raw(id as i32));
+    if let Some(group) = group {
+        let _ = std::fs::write(build.pgid_file, group.as_raw().to_string());
+    }
     let stdout = child.stdout.take().map(|out| tokio::spawn(pump(out)));
     let stderr = child.stderr.take().map(|err| tokio::spawn(pump(err)));
 
     let outcome = tokio::time::timeout(build.timeout, child.wait()).await;
     if let Some(group) = group {
         stop_group(group).await;
+        let _ = std::fs::remove_file(build.pgid_file);
     }
     if outcome.is_err() {
         let _ = child.wait().await;
@@ -100,19 +100,14 @@ async fn run_async(build: &Build<'_>) -> Result<(), Error> {
     .await;
 
     match outcome {
-        Err(_) => Err(Error::TimedOut {
-            command: build.command.to_owned(),
-            timeout: build.timeout,
-        }),
-        Ok(Err(source)) => Err(Error::Spawn {
-            command: build.command.to_owned(),
-            source,
-        }),
+        Err(_) => {
+            Err(Error::TimedOut { command: build.command.to_owned(), timeout: build.timeout })
+        }
+        Ok(Err(source)) => Err(Error::Spawn { command: build.command.to_owned(), source }),
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(Error::Failed {
-            command: build.command.to_owned(),
-            status: describe(status),
-        }),
+        Ok(Ok(status)) => {
+            Err(Error::Failed { command: build.command.to_owned(), status: describe(status) })
+        }
     }
 }
 
@@ -131,16 +126,51 @@ async fn stop_group(group: Pid) {
     }
 }
 
+/// Stops what is left of a build whose pushdeploy died (SIGKILL, power loss spares nothing to
+/// stop): the processes of the recorded group that still work under `target`. The check of the
+/// working directory keeps a recycled group id from hitting an unrelated process.
+pub fn stop_orphans(pgid_file: &Path, target: &Path) {
+    let Some(group) =
+        std::fs::read_to_string(pgid_file).ok().and_then(|text| text.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let members = |pgid: i32| -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path().join("stat")).ok().is_some_and(|stat| {
+                    // Fields after the command name, which is in parentheses and may hold spaces.
+                    let fields: Vec<&str> = stat
+                        .rsplit_once(')')
+                        .map_or("", |(_, rest)| rest)
+                        .split_whitespace()
+                        .collect();
+                    fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid)
+                        && fields.first() != Some(&"Z")
+                })
+            })
+            .filter_map(|entry| std::fs::read_link(entry.path().join("cwd")).ok())
+            .collect()
+    };
+    if members(group).iter().any(|cwd| cwd.starts_with(target)) {
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !members(group).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = std::fs::remove_file(pgid_file);
+}
+
 async fn pump(stream: impl AsyncRead + Unpin) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut line)
-            .await
-        {
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let text = line.strip_suffix(b"\n").unwrap_or(&line);

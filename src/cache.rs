@@ -30,11 +30,7 @@ pub struct Error {
 
 impl<'a> Cache<'a> {
     pub fn new(state_dir: &Path, paths: &'a [PathBuf], served: Option<&'a Path>) -> Cache<'a> {
-        Cache {
-            store: state_dir.join("cache"),
-            paths,
-            served,
-        }
+        Cache { store: state_dir.join("cache"), paths, served }
     }
 
     /// Moves what is cached into the release. Returns one line per path for the pusher.
@@ -53,15 +49,10 @@ impl<'a> Cache<'a> {
                 continue;
             }
             if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(|source| Error {
-                    path: path.clone(),
-                    source,
-                })?;
+                fs::create_dir_all(parent)
+                    .map_err(|source| Error { path: path.clone(), source })?;
             }
-            fs::rename(&cached, &dest).map_err(|source| Error {
-                path: path.clone(),
-                source,
-            })?;
+            fs::rename(&cached, &dest).map_err(|source| Error { path: path.clone(), source })?;
             lines.push(format!("build cache: reusing {}", escape_path(path)));
         }
         Ok(lines)
@@ -74,10 +65,7 @@ impl<'a> Cache<'a> {
             if fs::symlink_metadata(&built).is_err() {
                 continue;
             }
-            let error = |source| Error {
-                path: path.clone(),
-                source,
-            };
+            let error = |source| Error { path: path.clone(), source };
             let io_error = |err: crate::release::Error| error(io::Error::other(err.to_string()));
             remove_path(&cached).map_err(io_error)?;
             if let Some(parent) = cached.parent() {
@@ -102,10 +90,7 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         let kind = entry.file_type();
         if kind.is_dir() {
             fs::create_dir(&dest)?;
-            fs::set_permissions(
-                &dest,
-                entry.metadata().map_err(io::Error::other)?.permissions(),
-            )?;
+            fs::set_permissions(&dest, entry.metadata().map_err(io::Error::other)?.permissions())?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
         } else {

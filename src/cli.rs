@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    deploy::DeployArgs, hook::HookArgs, init::InitArgs, new_site::NewSiteArgs, reap::ReapArgs,
-    status::StatusArgs,
+    deploy::DeployArgs, hook::HookArgs, init::InitArgs, log::LogArgs, new_site::NewSiteArgs,
+    reap::ReapArgs, rollback::RollbackArgs, status::StatusArgs,
 };
 
 /// Zero-downtime deploys of a site on `git push`.
@@ -29,6 +29,8 @@ pub enum Command {
     Hook(HookArgs),
     Deploy(DeployArgs),
     Status(StatusArgs),
+    Log(LogArgs),
+    Rollback(RollbackArgs),
     NewSite(NewSiteArgs),
     #[command(hide = true)]
     Reap(ReapArgs),

@@ -35,8 +35,22 @@ pub struct Config {
     pub link: String,
     /// The umask releases are written with (and the build runs with).
     pub umask: u32,
+    /// Which symlinks a pushed tree may hold.
+    pub symlinks: SymlinkPolicy,
+    /// Which hook deploys.
+    pub mode: Mode,
     pub build: Build,
     pub retire: Retire,
+}
+
+/// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SymlinkPolicy {
+    /// Symlinks that resolve inside the release.
+    #[default]
+    Inside,
+    /// No symlinks at all.
+    None,
 }
 
 /// The `[retire]` table: what happens to the release that stops being live.
@@ -45,6 +59,27 @@ pub struct Retire {
     /// How long files of the old release that the new one lacks stay reachable under the link
     /// (skew protection). Zero retires the old release at once.
     pub grace: Duration,
+    /// Keep the previous release in its slot until the next deploy, for an instant rollback.
+    pub keep_previous: bool,
+}
+
+/// Which hook deploys: `post-receive` (the push is accepted first) or `pre-receive` (a failed
+/// deploy rejects the push, and the branch does not move).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    #[default]
+    PostReceive,
+    PreReceive,
+}
+
+impl Mode {
+    /// Returns the mode's name, as the file spells it (and as the hook is named).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::PostReceive => "post-receive",
+            Mode::PreReceive => "pre-receive",
+        }
+    }
 }
 
 /// The `[build]` table.
@@ -76,16 +111,9 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}: line {line}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, message: String },
 }
 
 impl Error {
@@ -113,6 +141,8 @@ mod raw {
         pub target: Spanned<PathBuf>,
         pub link: Option<Spanned<String>>,
         pub umask: Option<Spanned<String>>,
+        pub symlinks: Option<Spanned<String>>,
+        pub mode: Option<Spanned<String>>,
         pub build: Option<Build>,
         pub retire: Option<Retire>,
     }
@@ -121,6 +151,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Retire {
         pub grace: Option<Spanned<String>>,
+        pub keep_previous: Option<bool>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -139,10 +170,8 @@ mod raw {
 /// Reads and validates `REPO/pushdeploy.toml`.
 pub fn load(repo: &Path) -> Result<Config, Error> {
     let path = repo.join(FILE_NAME);
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| Error::Read { path: path.clone(), source })?;
     parse(&path, &text)
 }
 
@@ -158,8 +187,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         let quoted = err
             .span()
             .and_then(|span| {
-                text.get(..span.start)
-                    .map(|before| before.rfind('\n').map_or(0, |i| i + 1))
+                text.get(..span.start).map(|before| before.rfind('\n').map_or(0, |i| i + 1))
             })
             .and_then(|start| text[start..].lines().next())
             .map(|line| format!(" (in `{}`)", line.trim()))
@@ -206,20 +234,28 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         Some(umask) => parse_umask(umask.get_ref()).ok_or_else(|| {
             invalid(
                 Some(umask.span()),
-                format!(
-                    "`umask`: {:?} is not an octal umask such as \"022\"",
-                    umask.get_ref()
-                ),
+                format!("`umask`: {:?} is not an octal umask such as \"022\"", umask.get_ref()),
             )
         })?,
         None => 0o022,
     };
 
-    let build = match file.build {
-        None => Build {
-            timeout: DEFAULT_BUILD_TIMEOUT,
-            ..Build::default()
+    let symlinks = match file.symlinks {
+        None => SymlinkPolicy::default(),
+        Some(policy) => match policy.get_ref().as_str() {
+            "inside" => SymlinkPolicy::Inside,
+            "none" => SymlinkPolicy::None,
+            other => {
+                return Err(invalid(
+                    Some(policy.span()),
+                    format!("`symlinks`: {other:?} is neither \"inside\" nor \"none\""),
+                ));
+            }
         },
+    };
+
+    let build = match file.build {
+        None => Build { timeout: DEFAULT_BUILD_TIMEOUT, ..Build::default() },
         Some(build) => {
             let publish = match build.publish {
                 Some(publish) => {
@@ -261,33 +297,37 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
                 }
                 cache.push(path);
             }
-            Build {
-                command,
-                publish,
-                timeout,
-                cache,
-                env: build.env,
-            }
+            Build { command, publish, timeout, cache, env: build.env }
         }
     };
 
-    let retire = match file.retire.and_then(|retire| retire.grace) {
-        Some(grace) => Retire {
-            grace: duration(&grace, "retire.grace", true)
-                .map_err(|(span, message)| invalid(span, message))?,
-        },
+    let retire = match file.retire {
         None => Retire::default(),
+        Some(retire) => Retire {
+            grace: match retire.grace {
+                Some(grace) => duration(&grace, "retire.grace", true)
+                    .map_err(|(span, message)| invalid(span, message))?,
+                None => Duration::ZERO,
+            },
+            keep_previous: retire.keep_previous.unwrap_or(false),
+        },
     };
 
-    Ok(Config {
-        path: path.to_owned(),
-        branch,
-        target,
-        link,
-        umask,
-        build,
-        retire,
-    })
+    let mode = match file.mode {
+        None => Mode::default(),
+        Some(mode) => match mode.get_ref().as_str() {
+            "post-receive" => Mode::PostReceive,
+            "pre-receive" => Mode::PreReceive,
+            other => {
+                return Err(invalid(
+                    Some(mode.span()),
+                    format!("`mode`: {other:?} is neither \"post-receive\" nor \"pre-receive\""),
+                ));
+            }
+        },
+    };
+
+    Ok(Config { path: path.to_owned(), branch, target, link, umask, symlinks, mode, build, retire })
 }
 
 /// Explains why a link name is unusable, or accepts it.
@@ -313,11 +353,7 @@ pub fn check_publish(publish: &Path) -> Result<(), &'static str> {
             _ => return Err("must be a relative path inside the release, without `..`"),
         }
     }
-    if normal == 0 {
-        Err("names the release itself; leave `publish` out instead")
-    } else {
-        Ok(())
-    }
+    if normal == 0 { Err("names the release itself; leave `publish` out instead") } else { Ok(()) }
 }
 
 /// Parses a duration value such as `"90s"` or `"10m"`; zero only where `zero_ok`.
@@ -330,28 +366,19 @@ fn duration(
         Ok(duration) if zero_ok || !duration.is_zero() => Ok(duration),
         _ => Err((
             Some(value.span()),
-            format!(
-                "`{key}`: {:?} is not a duration such as \"90s\" or \"10m\"",
-                value.get_ref()
-            ),
+            format!("`{key}`: {:?} is not a duration such as \"90s\" or \"10m\"", value.get_ref()),
         )),
     }
 }
 
 fn parse_umask(text: &str) -> Option<u32> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|umask| *umask <= 0o777)
+    u32::from_str_radix(digits, 8).ok().filter(|umask| *umask <= 0o777)
 }
 
 /// Returns the 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 fn one_line(message: &str) -> String {
@@ -368,9 +395,7 @@ mod tests {
     use super::*;
 
     fn parse_err(text: &str) -> String {
-        parse(Path::new("/r/pushdeploy.toml"), text)
-            .unwrap_err()
-            .to_string()
+        parse(Path::new("/r/pushdeploy.toml"), text).unwrap_err().to_string()
     }
 
     #[test]
@@ -402,19 +427,13 @@ mod tests {
     #[test]
     fn relative_target_is_refused() {
         let err = parse_err("target = \"srv/www\"\n");
-        assert_eq!(
-            err,
-            "/r/pushdeploy.toml: line 1: `target`: srv/www is not an absolute path"
-        );
+        assert_eq!(err, "/r/pushdeploy.toml: line 1: `target`: srv/www is not an absolute path");
     }
 
     #[test]
     fn link_with_slash_is_refused() {
         let err = parse_err("target = \"/srv\"\nlink = \"a/b\"\n");
-        assert!(
-            err.contains("line 2") && err.contains("without `/`"),
-            "{err}"
-        );
+        assert!(err.contains("line 2") && err.contains("without `/`"), "{err}");
     }
 
     #[test]
@@ -427,31 +446,15 @@ mod tests {
     fn cache_paths_stay_inside() {
         let text = "target = \"/s\"\n[build]\ncache = [\"resources/_gen\", \"node_modules\"]\n";
         let config = parse(Path::new("p"), text).unwrap();
-        assert_eq!(
-            config.build.cache,
-            [Path::new("resources/_gen"), Path::new("node_modules")]
-        );
+        assert_eq!(config.build.cache, [Path::new("resources/_gen"), Path::new("node_modules")]);
         let err = parse_err("target = \"/s\"\n[build]\ncache = [\"/abs\"]\n");
-        assert!(
-            err.contains("line 3") && err.contains("`build.cache`"),
-            "{err}"
-        );
+        assert!(err.contains("line 3") && err.contains("`build.cache`"), "{err}");
     }
 
     #[test]
     fn retire_grace_defaults_to_zero_and_parses() {
-        assert!(
-            parse(Path::new("p"), "target = \"/s\"\n")
-                .unwrap()
-                .retire
-                .grace
-                .is_zero()
-        );
-        let config = parse(
-            Path::new("p"),
-            "target = \"/s\"\n[retire]\ngrace = \"30s\"\n",
-        )
-        .unwrap();
+        assert!(parse(Path::new("p"), "target = \"/s\"\n").unwrap().retire.grace.is_zero());
+        let config = parse(Path::new("p"), "target = \"/s\"\n[retire]\ngrace = \"30s\"\n").unwrap();
         assert_eq!(config.retire.grace, Duration::from_secs(30));
         assert!(
             parse_err("target = \"/s\"\n[retire]\ngrace = \"1 fortnight\"\n")
@@ -461,11 +464,8 @@ mod tests {
 
     #[test]
     fn timeout_parses_durations() {
-        let config = parse(
-            Path::new("p"),
-            "target = \"/s\"\n[build]\ntimeout = \"1m 30s\"\n",
-        )
-        .unwrap();
+        let config =
+            parse(Path::new("p"), "target = \"/s\"\n[build]\ntimeout = \"1m 30s\"\n").unwrap();
         assert_eq!(config.build.timeout, Duration::from_secs(90));
         assert!(parse_err("target = \"/s\"\n[build]\ntimeout = \"soon\"\n").contains("line 3"));
     }

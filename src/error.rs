@@ -40,10 +40,7 @@ pub enum Error {
 impl Error {
     /// Builds a user-facing error with a hint of what to do next.
     pub fn user(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::User {
-            message: message.into(),
-            hint: hint.into(),
-        }
+        Error::User { message: message.into(), hint: hint.into() }
     }
 
     /// Returns what the user can do about this error, when there is something to say.

@@ -1,7 +1,8 @@
 //! Every git2 call pushdeploy makes. No git2 type leaks out of this module.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
@@ -14,17 +15,9 @@ pub enum Error {
     #[error("cannot create the bare repository {}: {}", path.display(), source.message())]
     Init { path: PathBuf, source: git2::Error },
     #[error("{rev:?} does not name a commit in {}: {}", repo.display(), source.message())]
-    Resolve {
-        repo: PathBuf,
-        rev: String,
-        source: git2::Error,
-    },
+    Resolve { repo: PathBuf, rev: String, source: git2::Error },
     #[error("cannot read {what} from {}: {}", repo.display(), source.message())]
-    Read {
-        repo: PathBuf,
-        what: String,
-        source: git2::Error,
-    },
+    Read { repo: PathBuf, what: String, source: git2::Error },
 }
 
 impl Error {
@@ -49,10 +42,7 @@ pub struct CommitId(Oid);
 impl CommitId {
     /// Parses a full hex object id.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        Oid::from_str(hex)
-            .ok()
-            .filter(|_| hex.len() == 40)
-            .map(CommitId)
+        Oid::from_str(hex).ok().filter(|_| hex.len() == 40).map(CommitId)
     }
 
     /// Returns the full hex id.
@@ -88,9 +78,11 @@ impl BlobId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
+    /// A file, its blob, and the blob's size in bytes.
     File {
         executable: bool,
         blob: BlobId,
+        size: u64,
     },
     /// A symlink and the raw bytes of its target.
     Symlink {
@@ -127,11 +119,19 @@ pub struct Repo {
 
 impl Repo {
     /// Opens the repository at `path` (bare or not).
+    ///
+    /// In a pre-receive hook, git keeps the pushed objects in a quarantine directory named by
+    /// `GIT_QUARANTINE_PATH` until the hook accepts; it is added as an alternate object
+    /// directory so the pushed commit can be read.
     pub fn open(path: &Path) -> Result<Repo, Error> {
-        let inner = Repository::open(path).map_err(|source| Error::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let error = |source| Error::Open { path: path.to_owned(), source };
+        let inner = Repository::open(path).map_err(error)?;
+        if let Some(quarantine) = std::env::var_os("GIT_QUARANTINE_PATH") {
+            inner
+                .odb()
+                .and_then(|odb| odb.add_disk_alternate(&quarantine.to_string_lossy()))
+                .map_err(error)?;
+        }
         let path = inner.path().to_owned();
         Ok(Repo { inner, path })
     }
@@ -144,10 +144,8 @@ impl Repo {
         }
         let mut options = RepositoryInitOptions::new();
         options.bare(true).no_reinit(true).mkpath(true);
-        let inner = Repository::init_opts(path, &options).map_err(|source| Error::Init {
-            path: path.to_owned(),
-            source,
-        })?;
+        let inner = Repository::init_opts(path, &options)
+            .map_err(|source| Error::Init { path: path.to_owned(), source })?;
         let path = inner.path().to_owned();
         Ok((Repo { inner, path }, true))
     }
@@ -175,22 +173,14 @@ impl Repo {
     /// Makes `dir` a repository on `branch` whose first commit holds every file in it, with
     /// the user's git identity (or pushdeploy's, when git has none). Returns the commit.
     pub fn init_with_commit(dir: &Path, branch: &str, message: &str) -> Result<CommitId, Error> {
-        let error = |source| Error::Init {
-            path: dir.to_owned(),
-            source,
-        };
+        let error = |source| Error::Init { path: dir.to_owned(), source };
         let mut options = RepositoryInitOptions::new();
         options.initial_head(branch).no_reinit(true);
         let repo = Repository::init_opts(dir, &options).map_err(error)?;
         let mut index = repo.index().map_err(error)?;
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .map_err(error)?;
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).map_err(error)?;
         index.write().map_err(error)?;
-        let tree = index
-            .write_tree()
-            .and_then(|id| repo.find_tree(id))
-            .map_err(error)?;
+        let tree = index.write_tree().and_then(|id| repo.find_tree(id)).map_err(error)?;
         let signature = repo
             .signature()
             .or_else(|_| git2::Signature::now("pushdeploy", "pushdeploy@localhost"))
@@ -205,10 +195,7 @@ impl Repo {
     pub fn add_remote(dir: &Path, name: &str, url: &str) -> Result<(), Error> {
         Repository::open(dir)
             .and_then(|repo| repo.remote(name, url).map(drop))
-            .map_err(|source| Error::Init {
-                path: dir.to_owned(),
-                source,
-            })
+            .map_err(|source| Error::Init { path: dir.to_owned(), source })
     }
 
     /// Resolves a revision (branch, tag, ref, or commit id) to a commit.
@@ -236,17 +223,25 @@ impl Repo {
         }
     }
 
+    /// Creates or moves a ref to a commit.
+    pub fn set_ref(&self, name: &str, commit: CommitId, message: &str) -> Result<(), Error> {
+        self.inner
+            .reference(name, commit.0, true, message)
+            .map(drop)
+            .map_err(|source| self.read_error(name, source))
+    }
+
     /// Returns the first line of a commit's message.
     pub fn summary(&self, commit: CommitId) -> Result<String, Error> {
-        let commit = self
-            .inner
-            .find_commit(commit.0)
-            .map_err(|source| self.read_error("commit", source))?;
+        let commit =
+            self.inner.find_commit(commit.0).map_err(|source| self.read_error("commit", source))?;
         Ok(String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned())
     }
 
-    /// Lists every entry of a commit's tree, in pre-order.
+    /// Lists every entry of a commit's tree, in pre-order, with each file's size.
     pub fn tree_entries(&self, commit: CommitId) -> Result<Vec<Entry>, Error> {
+        let odb =
+            self.inner.odb().map_err(|source| self.read_error("the object database", source))?;
         let tree = self
             .inner
             .find_commit(commit.0)
@@ -257,29 +252,31 @@ impl Repo {
         tree.walk(TreeWalkMode::PreOrder, |root, entry| {
             // libgit2 hands the parent as "a/b/" text; tree paths are bytes on unix.
             let parent = PathBuf::from(OsString::from_vec(
-                root.as_bytes()
-                    .strip_suffix(b"/")
-                    .unwrap_or(root.as_bytes())
-                    .to_vec(),
+                root.as_bytes().strip_suffix(b"/").unwrap_or(root.as_bytes()).to_vec(),
             ));
             let name = OsString::from_vec(entry.name_bytes().to_vec());
             let kind = match (entry.kind(), entry.filemode()) {
                 (Some(ObjectType::Tree), _) => EntryKind::Dir,
-                (Some(ObjectType::Commit), _) => EntryKind::Submodule {
-                    commit: CommitId(entry.id()),
-                },
+                (Some(ObjectType::Commit), _) => {
+                    EntryKind::Submodule { commit: CommitId(entry.id()) }
+                }
                 (Some(ObjectType::Blob), 0o120000) => match self.inner.find_blob(entry.id()) {
-                    Ok(blob) => EntryKind::Symlink {
-                        target: blob.content().to_vec(),
-                    },
+                    Ok(blob) => EntryKind::Symlink { target: blob.content().to_vec() },
                     Err(source) => {
                         failure = Some(self.read_error("a symlink", source));
                         return TreeWalkResult::Abort;
                     }
                 },
-                (Some(ObjectType::Blob), mode) => EntryKind::File {
-                    executable: mode & 0o111 != 0,
-                    blob: BlobId(entry.id()),
+                (Some(ObjectType::Blob), mode) => match odb.read_header(entry.id()) {
+                    Ok((size, _)) => EntryKind::File {
+                        executable: mode & 0o111 != 0,
+                        blob: BlobId(entry.id()),
+                        size: size as u64,
+                    },
+                    Err(source) => {
+                        failure = Some(self.read_error("a file", source));
+                        return TreeWalkResult::Abort;
+                    }
                 },
                 _ => return TreeWalkResult::Ok,
             };
@@ -293,24 +290,61 @@ impl Repo {
         }
     }
 
-    /// Writes a blob's bytes to `out`, returning how many were written.
-    pub fn write_blob(&self, blob: BlobId, out: &mut impl Write) -> Result<u64, BlobError> {
-        let blob = self
-            .inner
-            .find_blob(blob.0)
-            .map_err(|err| BlobError::Git(err.message().into()))?;
-        out.write_all(blob.content()).map_err(BlobError::Io)?;
-        Ok(blob.size() as u64)
+    /// Writes a blob of `size` bytes to `out`, returning its first bytes (for sniffing).
+    ///
+    /// A blob up to [`STREAM_ABOVE`] is read whole. A larger one is streamed, so memory stays
+    /// bounded whatever is pushed: libgit2 streams loose objects only, so a packed one is
+    /// streamed by `git cat-file`, which streams undeltified packed blobs (large files are).
+    pub fn write_blob(
+        &self,
+        blob: BlobId,
+        size: u64,
+        out: &mut File,
+    ) -> Result<Vec<u8>, BlobError> {
+        let git_error = |err: git2::Error| BlobError::Git(err.message().to_owned());
+        if size <= STREAM_ABOVE {
+            let blob = self.inner.find_blob(blob.0).map_err(git_error)?;
+            out.write_all(blob.content()).map_err(BlobError::Io)?;
+            return Ok(blob.content()[..blob.content().len().min(SNIFF)].to_vec());
+        }
+        let odb = self.inner.odb().map_err(git_error)?;
+        if let Ok((mut reader, _, _)) = odb.reader(blob.0) {
+            let mut head = vec![0; SNIFF];
+            let n = reader.read(&mut head).map_err(BlobError::Io)?;
+            head.truncate(n);
+            out.write_all(&head).map_err(BlobError::Io)?;
+            std::io::copy(&mut reader, out).map_err(BlobError::Io)?;
+            return Ok(head);
+        }
+        let status = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.path)
+            .args(["cat-file", "blob"])
+            .arg(blob.0.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().map_err(BlobError::Io)?)
+            .status()
+            .map_err(|err| {
+                BlobError::Git(format!("cannot run `git cat-file` to stream a large file: {err}"))
+            })?;
+        if !status.success() {
+            return Err(BlobError::Git(format!("`git cat-file blob {}` failed: {status}", blob.0)));
+        }
+        let mut head = vec![0; SNIFF];
+        let n = std::os::unix::fs::FileExt::read_at(&*out, &mut head, 0).map_err(BlobError::Io)?;
+        head.truncate(n);
+        Ok(head)
     }
 
     fn read_error(&self, what: &str, source: git2::Error) -> Error {
-        Error::Read {
-            repo: self.path.clone(),
-            what: what.to_owned(),
-            source,
-        }
+        Error::Read { repo: self.path.clone(), what: what.to_owned(), source }
     }
 }
+
+/// Blobs larger than this are streamed instead of read into memory whole.
+pub const STREAM_ABOVE: u64 = 16 * 1024 * 1024;
+/// How many leading bytes of each blob `write_blob` hands back.
+const SNIFF: usize = 256;
 
 /// Why a blob could not be written out.
 #[derive(Debug)]

@@ -51,9 +51,7 @@ impl Grace {
 
 /// Returns the current time in seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 fn path_of(bytes: &[u8]) -> PathBuf {
@@ -71,11 +69,8 @@ pub fn carry(
     grace: Duration,
 ) -> io::Result<Grace> {
     let now = now();
-    let inherited: HashMap<&[u8], u64> = old_grace
-        .files
-        .iter()
-        .map(|file| (file.path.as_slice(), file.until))
-        .collect();
+    let inherited: HashMap<&[u8], u64> =
+        old_grace.files.iter().map(|file| (file.path.as_slice(), file.until)).collect();
     let mut created: HashSet<PathBuf> = HashSet::new();
     let mut kept = Grace::default();
     for entry in walkdir::WalkDir::new(old_served).min_depth(1) {
@@ -83,10 +78,7 @@ pub fn carry(
         if entry.file_type().is_dir() {
             continue;
         }
-        let relative = entry
-            .path()
-            .strip_prefix(old_served)
-            .map_err(io::Error::other)?;
+        let relative = entry.path().strip_prefix(old_served).map_err(io::Error::other)?;
         let key = relative.as_os_str().as_bytes();
         let until = match inherited.get(key) {
             Some(&until) if until <= now => continue,
@@ -105,10 +97,7 @@ pub fn carry(
         } else if fs::hard_link(entry.path(), &dest).is_err() {
             fs::copy(entry.path(), &dest)?;
         }
-        kept.files.push(GraceFile {
-            path: key.to_vec(),
-            until,
-        });
+        kept.files.push(GraceFile { path: key.to_vec(), until });
     }
     Ok(kept)
 }
@@ -174,12 +163,7 @@ pub fn remove_expired(served: &Path, grace: &Grace) -> io::Result<Grace> {
         }
         removed.insert(dir);
     }
-    left.dirs = grace
-        .dirs
-        .iter()
-        .filter(|dir| !removed.contains(dir))
-        .cloned()
-        .collect();
+    left.dirs = grace.dirs.iter().filter(|dir| !removed.contains(dir)).cloned().collect();
     Ok(left)
 }
 
@@ -202,32 +186,15 @@ mod tests {
 
         let kept = carry(&old, &Grace::default(), &new, Duration::from_secs(30)).unwrap();
         assert_eq!(fs::read_to_string(new.join("index.html")).unwrap(), "new");
-        assert_eq!(
-            fs::read_to_string(new.join("css/app.1.css")).unwrap(),
-            "one"
-        );
+        assert_eq!(fs::read_to_string(new.join("css/app.1.css")).unwrap(), "one");
         assert_eq!(fs::read_to_string(new.join("gone/deep/x")).unwrap(), "x");
         let mut paths: Vec<_> = kept.files.iter().map(|f| path_of(&f.path)).collect();
         paths.sort();
-        assert_eq!(
-            paths,
-            [Path::new("css/app.1.css"), Path::new("gone/deep/x")]
-        );
+        assert_eq!(paths, [Path::new("css/app.1.css"), Path::new("gone/deep/x")]);
 
-        assert_eq!(
-            remove_expired(&new, &kept).unwrap(),
-            kept,
-            "nothing expired yet"
-        );
+        assert_eq!(remove_expired(&new, &kept).unwrap(), kept, "nothing expired yet");
         let expired = Grace {
-            files: kept
-                .files
-                .iter()
-                .map(|f| GraceFile {
-                    until: 0,
-                    ..f.clone()
-                })
-                .collect(),
+            files: kept.files.iter().map(|f| GraceFile { until: 0, ..f.clone() }).collect(),
             dirs: kept.dirs.clone(),
         };
         assert!(remove_expired(&new, &expired).unwrap().is_empty());

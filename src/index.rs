@@ -55,48 +55,83 @@ pub struct IndexEntry {
 pub struct Index {
     pub commit: String,
     /// Coarse-clock time after which any change to a file makes it untrusted.
-    pub sealed: (i64, i64),
+    pub sealed: Timestamp,
     pub files: HashMap<PathBuf, IndexEntry>,
+    /// Spans of ctimes that pushdeploy itself caused after the seal (removing a slot that
+    /// shared inodes with this release); a ctime inside one is not a change to the file.
+    pub windows: Vec<(Timestamp, Timestamp)>,
 }
+
+/// A (seconds, nanoseconds) time, as ctimes are kept.
+pub type Timestamp = (i64, i64);
+
+/// The most windows an index keeps; older ones are dropped, costing rewrites, never trust.
+const MAX_WINDOWS: usize = 16;
 
 impl Index {
     /// Returns whether the file at `path` (lstat'ed as `meta`) is the recorded one, unchanged.
     pub fn trusts(&self, entry: &IndexEntry, meta: &fs::Metadata) -> bool {
+        let ctime = (meta.ctime(), meta.ctime_nsec());
         meta.file_type().is_file()
             && FileStat::of(meta) == entry.stat
-            && (meta.ctime(), meta.ctime_nsec()) < self.sealed
+            && (ctime < self.sealed
+                || self.windows.iter().any(|(start, end)| (*start..=*end).contains(&ctime)))
     }
 
     /// Seals the index: from now on, a changed ctime means a changed file.
     ///
-    /// The seal is read from the coarse clock the kernel stamps ctime with, after waiting for
-    /// it to tick once, so every change made so far has a ctime strictly before the seal.
+    /// Every change made so far has a ctime strictly before the seal (see [`seal_time`]).
     pub fn seal(&mut self) {
-        let coarse = || {
-            clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
-                .map(|now| (now.tv_sec(), now.tv_nsec()))
-                .unwrap_or((i64::MIN, 0))
-        };
-        let start = coarse();
-        let mut now = start;
-        for _ in 0..100 {
-            if now > start {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            now = coarse();
+        self.sealed = seal_time();
+    }
+}
+
+/// Reads the coarse realtime clock, the one the kernel stamps ctime from.
+pub fn coarse_now() -> Timestamp {
+    clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
+        .map(|now| (now.tv_sec(), now.tv_nsec()))
+        .unwrap_or((i64::MIN, 0))
+}
+
+/// Returns a time strictly after the ctime of every change made before the call.
+///
+/// A ctime is either a coarse-clock reading or, for a file whose ctime was looked at since its
+/// last change (multigrain timestamps, Linux 6.13+), a fine-grained one; either way it is at
+/// most the fine-grained clock at the moment of the change. The coarse clock lags the fine one
+/// by up to a tick, even right after it moves, so this reads the fine clock first and waits
+/// until the coarse clock has passed it (a tick or two). The result is a coarse reading, so
+/// every later change has a ctime at or after it. If the clock never gets there, the last
+/// reading is returned: files changed just before are then distrusted, which costs a rewrite,
+/// never a wrong release.
+pub fn seal_time() -> Timestamp {
+    let fine = clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(|now| (now.tv_sec(), now.tv_nsec()))
+        .unwrap_or((i64::MAX, 0));
+    let mut now = coarse_now();
+    for _ in 0..200 {
+        if now > fine {
+            break;
         }
-        // If the clock never ticked, seal at the start: files changed in that tick are
-        // then distrusted, which costs a rewrite, never a wrong release.
-        self.sealed = if now > start { now } else { start };
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        now = coarse_now();
+    }
+    now
+}
+
+/// Adds a window of pushdeploy's own ctime changes to the index of `slot`, if it has one.
+pub fn add_window(layout: &Layout, slot: Slot, window: (Timestamp, Timestamp)) {
+    if let Some(mut index) = read(layout, slot) {
+        index.windows.push(window);
+        let excess = index.windows.len().saturating_sub(MAX_WINDOWS);
+        index.windows.drain(..excess);
+        if write(layout, slot, &index).is_err() {
+            let _ = remove(layout, slot); // a stale index must not stay behind
+        }
     }
 }
 
 fn path(layout: &Layout, slot: Slot) -> PathBuf {
-    layout
-        .state
-        .join("releases")
-        .join(format!("{}.index", slot.name()))
+    layout.state.join("releases").join(format!("{}.index", slot.name()))
 }
 
 /// Writes the index of `slot`.
@@ -106,11 +141,11 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let temp = tempfile::NamedTempFile::new_in(dir)?;
     let mut out = BufWriter::new(temp);
-    writeln!(
-        out,
-        "{HEADER} {} {} {}",
-        index.commit, index.sealed.0, index.sealed.1
-    )?;
+    write!(out, "{HEADER} {} {} {}", index.commit, index.sealed.0, index.sealed.1)?;
+    for ((s0, n0), (s1, n1)) in &index.windows {
+        write!(out, " {s0}.{n0}-{s1}.{n1}")?;
+    }
+    writeln!(out)?;
     for (file, entry) in &index.files {
         let stat = &entry.stat;
         write!(
@@ -135,11 +170,17 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
     let mut fields = header.strip_prefix(HEADER)?.split_whitespace();
     let commit = fields.next()?.to_owned();
     let sealed = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    let time = |text: &str| -> Option<Timestamp> {
+        let (secs, nanos) = text.split_once('.')?;
+        Some((secs.parse().ok()?, nanos.parse().ok()?))
+    };
+    let mut windows = Vec::new();
+    for window in fields {
+        let (start, end) = window.split_once('-')?;
+        windows.push((time(start)?, time(end)?));
+    }
     let mut files = HashMap::new();
-    for record in bytes[newline + 1..]
-        .split(|&b| b == 0)
-        .filter(|r| !r.is_empty())
-    {
+    for record in bytes[newline + 1..].split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let mut parts = record.splitn(7, |&b| b == b' ');
         let mut text = || std::str::from_utf8(parts.next()?).ok().map(str::to_owned);
         let blob = text()?;
@@ -148,24 +189,9 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
         let size = text()?.parse().ok()?;
         let mtime = (text()?.parse().ok()?, text()?.parse().ok()?);
         let file = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
-        files.insert(
-            file,
-            IndexEntry {
-                blob,
-                stat: FileStat {
-                    ino,
-                    size,
-                    mode,
-                    mtime,
-                },
-            },
-        );
+        files.insert(file, IndexEntry { blob, stat: FileStat { ino, size, mode, mtime } });
     }
-    Some(Index {
-        commit,
-        sealed,
-        files,
-    })
+    Some(Index { commit, sealed, files, windows })
 }
 
 /// Removes the index of `slot`, before the slot is emptied.

@@ -14,10 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot lock {}: {source}", path.display())]
-    Lock {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Lock { path: PathBuf, source: std::io::Error },
 }
 
 /// A held deploy lock; dropping it releases the lock.
@@ -29,10 +26,7 @@ pub struct DeployLock {
 /// Takes the lock at `path`, waiting for the deploy that holds it. `on_wait` is called once
 /// before waiting, with the holder's pid when it is known.
 pub fn acquire(path: &Path, on_wait: impl FnOnce(Option<u32>)) -> Result<DeployLock, Error> {
-    let error = |source: std::io::Error| Error::Lock {
-        path: path.to_owned(),
-        source,
-    };
+    let error = |source: std::io::Error| Error::Lock { path: path.to_owned(), source };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -44,10 +38,7 @@ pub fn acquire(path: &Path, on_wait: impl FnOnce(Option<u32>)) -> Result<DeployL
         Ok(lock) => lock,
         Err((mut file, Errno::EWOULDBLOCK)) => {
             let mut text = String::new();
-            let holder = file
-                .read_to_string(&mut text)
-                .ok()
-                .and_then(|_| text.trim().parse().ok());
+            let holder = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
             on_wait(holder);
             lock_blocking(file).map_err(error)?
         }

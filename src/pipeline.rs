@@ -14,13 +14,13 @@ use tracing::info_span;
 
 use crate::build;
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::grace::{self, Grace};
 use crate::history::{self, HistoryEntry, ReleaseRecord};
 use crate::index::{self, Index};
-use crate::lock;
+use crate::lock::{self, DeployLock};
 use crate::release::{self, Layout, Live, Slot};
 use crate::report::{self, escape, escape_path};
 
@@ -33,8 +33,20 @@ pub struct Request {
     /// Skip the deploy if, once the lock is ours, the deploy branch no longer points at
     /// `commit`: a newer push is queued and will deploy its own commit.
     pub skip_if_superseded: bool,
+    pub options: Options,
+    /// What started the deploy, for the history.
+    pub trigger: &'static str,
+}
+
+/// How to deploy: `deploy` flags and `git push -o` options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
     /// Build without the build cache (its result still becomes the new cache).
     pub no_cache: bool,
+    /// Do not run the configured build.
+    pub skip_build: bool,
+    /// Materialize and build, then stop before the switch.
+    pub dry_run: bool,
 }
 
 /// The stages that can fail before the switch.
@@ -74,11 +86,7 @@ struct Failure {
 
 impl Failure {
     fn new(stage: Stage, reason: impl fmt::Display, hint: impl Into<String>) -> Failure {
-        Failure {
-            stage,
-            reason: reason.to_string(),
-            hint: hint.into(),
-        }
+        Failure { stage, reason: reason.to_string(), hint: hint.into() }
     }
 }
 
@@ -91,11 +99,7 @@ struct Clock {
 
 impl Clock {
     fn start() -> Clock {
-        Clock {
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            stages: Vec::new(),
-        }
+        Clock { started: Instant::now(), started_at: SystemTime::now(), stages: Vec::new() }
     }
 
     /// Runs one stage inside its tracing span and records how long it took.
@@ -104,37 +108,33 @@ impl Clock {
         let start = Instant::now();
         let result = work();
         let took = start.elapsed();
-        self.stages
-            .push((stage.name().to_owned(), took.as_secs_f64()));
+        self.stages.push((stage.name().to_owned(), took.as_secs_f64()));
         (result, took)
     }
 }
 
-/// Runs one deploy under the target's lock and tells the pusher how it ended.
-pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCode, Error> {
+/// Takes the target's deploy lock, telling the pusher when it has to wait.
+pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
     let layout = Layout::new(config);
     if !layout.target.is_dir() {
         return Err(Error::user(
-            format!(
-                "target {} does not exist or is not a directory",
-                escape_path(&layout.target)
-            ),
-            format!(
-                "create it, or fix `target` in {}",
-                escape_path(&config.path)
-            ),
+            format!("target {} does not exist or is not a directory", escape_path(&layout.target)),
+            format!("create it, or fix `target` in {}", escape_path(&config.path)),
         ));
     }
     layout.ensure_state_dir()?;
-    let _lock = lock::acquire(&layout.lock_path(), |holder| {
-        let holder = holder
-            .map(|pid| format!(" (pid {pid})"))
-            .unwrap_or_default();
-        report::line(&format!(
-            "waiting for the deploy in progress{holder} to finish"
-        ));
+    warn_if_world_writable(&layout.target);
+    let lock = lock::acquire(&layout.lock_path(), |holder| {
+        let holder = holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+        report::line(&format!("waiting for the deploy in progress{holder} to finish"));
     })?;
+    umask(Mode::from_bits_truncate(config.umask as nix::libc::mode_t));
+    Ok((layout, lock))
+}
 
+/// Runs one deploy under the target's lock and tells the pusher how it ended.
+pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCode, Error> {
+    let (layout, _lock) = lock_target(config)?;
     let short = request.commit.short();
     if request.skip_if_superseded {
         let tip = repo.ref_target(&config.branch_ref())?;
@@ -152,52 +152,69 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
         }
     }
 
-    umask(Mode::from_bits_truncate(config.umask as nix::libc::mode_t));
     let live = layout.live()?;
     let slot = live.as_ref().map_or(Slot::Blue, |live| live.slot.other());
     let ref_name = escape(&request.ref_name);
-    report::line(&format!("deploying {short} ({ref_name}) into {slot}"));
+    let dry = if request.options.dry_run { " (dry run)" } else { "" };
+    report::line(&format!("deploying {short} ({ref_name}) into {slot}{dry}"));
 
     let mut clock = Clock::start();
-    let outcome = build_release(
-        config,
-        repo,
-        request,
-        &layout,
-        live.as_ref(),
-        slot,
-        &mut clock,
-    );
-    let entry = |result: &str, failure: Option<&Failure>, time_to_live: Option<f64>| HistoryEntry {
-        started_at: history::timestamp(clock.started_at),
-        commit: request.commit.hex(),
-        ref_name: request.ref_name.clone(),
-        slot,
-        result: result.to_owned(),
-        failed_stage: failure.map(|f| f.stage.name().to_owned()),
-        error: failure.map(|f| f.reason.clone()),
-        stages: clock.stages.clone(),
-        time_to_live,
-        total: clock.started.elapsed().as_secs_f64(),
+    let entry =
+        |clock: &Clock, result: &str, failure: Option<&Failure>, ttl: Option<f64>| HistoryEntry {
+            started_at: history::timestamp(clock.started_at),
+            commit: request.commit.hex(),
+            ref_name: request.ref_name.clone(),
+            slot,
+            result: result.to_owned(),
+            trigger: request.trigger.to_owned(),
+            pusher: history::pusher(),
+            failed_stage: failure.map(|f| f.stage.name().to_owned()),
+            error: failure.map(|f| f.reason.clone()),
+            stages: clock.stages.clone(),
+            time_to_live: ttl,
+            total: clock.started.elapsed().as_secs_f64(),
+        };
+    let fail = |clock: &Clock, failure: Failure| {
+        // Nothing visible changed; take back what this deploy wrote.
+        let _ = forget_slot(&layout, slot);
+        let _ = remove_slot_tree(&layout, slot, live.as_ref());
+        let _ = history::append(&layout, &entry(clock, "failed", Some(&failure), None));
+        report::line(&format!(
+            "failed at {}: {}; the live site is unchanged ({}); {}",
+            failure.stage,
+            failure.reason,
+            describe_live(&layout, live.as_ref()),
+            failure.hint
+        ));
+        Ok(ExitCode::DeployFailed)
     };
 
-    let Built { mut record, index } = match outcome {
-        Ok(built) => built,
-        Err(failure) => {
-            // Nothing visible changed; take back what this deploy wrote.
-            let _ = forget_slot(&layout, slot);
-            let _ = release::remove_path(&layout.slot_dir(slot));
-            let _ = history::append(&layout, &entry("failed", Some(&failure), None));
-            report::line(&format!(
-                "failed at {}: {}; the live site is unchanged ({}); {}",
-                failure.stage,
-                failure.reason,
-                describe_live(&layout, live.as_ref()),
-                failure.hint
-            ));
-            return Ok(ExitCode::DeployFailed);
-        }
-    };
+    let Built { mut record, index } =
+        match build_release(config, repo, request, &layout, live.as_ref(), slot, &mut clock) {
+            Ok(built) => built,
+            Err(failure) => return fail(&clock, failure),
+        };
+    if request.options.dry_run {
+        let _ = forget_slot(&layout, slot);
+        let _ = remove_slot_tree(&layout, slot, live.as_ref());
+        let _ = history::append(&layout, &entry(&clock, "dry-run", None, None));
+        report::line(&format!(
+            "dry run: {short} ({ref_name}) was written{} and verified in {}; not activated, the live site is unchanged ({})",
+            if build_command(config, request).is_some() { ", built" } else { "" },
+            report::seconds(clock.started.elapsed()),
+            describe_live(&layout, live.as_ref())
+        ));
+        return Ok(ExitCode::Success);
+    }
+    let (activated, _) = clock.stage(Stage::Activate, || {
+        history::write_record(&layout, &record).map_err(|err| err.to_string())?;
+        release::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
+        release::activate(&layout, Path::new(&record.link_target)).map_err(|err| err.to_string())
+    });
+    if let Err(reason) = activated {
+        let retry = "fix the problem and push again, or run `pushdeploy deploy`";
+        return fail(&clock, Failure::new(Stage::Activate, reason, retry));
+    }
     let time_to_live = clock.started.elapsed();
 
     // Live from here on: what follows can only warn.
@@ -205,7 +222,14 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     if let Err(err) = history::write_record(&layout, &record) {
         report::line(&format!("warning: {err}"));
     }
-    let retired = match live.filter(|old| old.slot != slot) {
+    let retired = match live.as_ref().filter(|old| old.slot != slot) {
+        Some(old) if config.retire.keep_previous => {
+            report::line(&format!(
+                "kept the previous release in {} for an instant `pushdeploy rollback`",
+                old.slot
+            ));
+            true
+        }
         Some(old) => forget_slot(&layout, old.slot)
             .and_then(|()| release::retire(&layout, old.slot).map_err(|err| err.to_string()))
             .map_err(|err| {
@@ -229,11 +253,11 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     if !record.grace.is_empty() {
         spawn_reaper(repo.path());
     }
+    record_deploy_refs(config, repo, request.commit, clock.started_at);
     let total = clock.started.elapsed();
-    if let Err(err) = history::append(
-        &layout,
-        &entry("live", None, Some(time_to_live.as_secs_f64())),
-    ) {
+    if let Err(err) =
+        history::append(&layout, &entry(&clock, "live", None, Some(time_to_live.as_secs_f64())))
+    {
         report::line(&format!("warning: {err}"));
     }
     report::line(&format!(
@@ -244,6 +268,108 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
         report::seconds(total),
     ));
     Ok(ExitCode::Success)
+}
+
+/// Switches back to the release kept in the other slot (`[retire] keep_previous`) when it
+/// holds `commit`: one rename, no rebuild. Returns `None` when no kept release matches.
+pub fn switch_to_kept(
+    config: &Config,
+    repo: &Repo,
+    commit: CommitId,
+) -> Result<Option<ExitCode>, Error> {
+    let (layout, _lock) = lock_target(config)?;
+    let Some(live) = layout.live()? else { return Ok(None) };
+    let short = commit.short();
+    if history::read_record(&layout, live.slot)?.is_some_and(|record| record.commit == commit.hex())
+    {
+        report::line(&format!("{short} is already live in {}; nothing to do", live.slot));
+        return Ok(Some(ExitCode::Success));
+    }
+    let kept = live.slot.other();
+    let Some(mut record) = history::read_record(&layout, kept)? else { return Ok(None) };
+    if record.commit != commit.hex() || !layout.slot_dir(kept).is_dir() {
+        return Ok(None);
+    }
+    report::line(&format!("rolling back to {short}, kept in {kept}: no rebuild"));
+    let mut clock = Clock::start();
+    let (activated, _) =
+        clock.stage(Stage::Activate, || release::activate(&layout, Path::new(&record.link_target)));
+    activated?;
+    let time_to_live = clock.started.elapsed();
+    record.live_since = Some(history::timestamp(SystemTime::now()));
+    history::write_record(&layout, &record)?;
+    record_deploy_refs(config, repo, commit, clock.started_at);
+    let entry = HistoryEntry {
+        started_at: history::timestamp(clock.started_at),
+        commit: record.commit.clone(),
+        ref_name: record.ref_name.clone(),
+        slot: kept,
+        result: "live".to_owned(),
+        trigger: "rollback".to_owned(),
+        pusher: history::pusher(),
+        failed_stage: None,
+        error: None,
+        stages: clock.stages.clone(),
+        time_to_live: Some(time_to_live.as_secs_f64()),
+        total: clock.started.elapsed().as_secs_f64(),
+    };
+    history::append(&layout, &entry)?;
+    report::line(&format!(
+        "live: {short} ({}) in {kept}: {} -> {} (live after {}, instant rollback; the release it replaced stays in {})",
+        escape(&record.ref_name),
+        escape_path(&layout.link),
+        record.link_target,
+        report::seconds(time_to_live),
+        live.slot
+    ));
+    Ok(Some(ExitCode::Success))
+}
+
+/// Points `refs/deploys/live` at what went live, and leaves one ref per deploy, so that
+/// `git fetch production 'refs/deploys/*:refs/deploys/*'` shows what is and was live. In
+/// pre-receive mode the pushed objects are still in quarantine, so the post-receive hook does
+/// it once git has accepted them.
+pub fn record_deploy_refs(config: &Config, repo: &Repo, commit: CommitId, when: SystemTime) {
+    if config.mode == config::Mode::PreReceive && std::env::var_os("GIT_QUARANTINE_PATH").is_some()
+    {
+        return;
+    }
+    let stamp = humantime::format_rfc3339_seconds(when).to_string().replace([':', '-'], "");
+    let per_deploy = format!("refs/deploys/{stamp}-{}", commit.short());
+    for name in [LIVE_REF, per_deploy.as_str()] {
+        if let Err(err) = repo.set_ref(name, commit, "pushdeploy: deployed") {
+            report::line(&format!("warning: cannot update {name}: {err}"));
+        }
+    }
+}
+
+/// The ref that names the live commit.
+pub const LIVE_REF: &str = "refs/deploys/live";
+
+/// Removes a slot's tree. Removing it drops links to inodes the live release may share (a
+/// release hard-linked from it), which moves their ctime; the live index is told that this
+/// window of ctimes is ours, so it does not distrust every file for it.
+fn remove_slot_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), String> {
+    let start = index::coarse_now();
+    release::remove_path(&layout.slot_dir(slot)).map_err(|err| err.to_string())?;
+    let end = index::seal_time();
+    if let Some(live) = live.filter(|live| live.slot != slot) {
+        index::add_window(layout, live.slot, (start, end));
+    }
+    Ok(())
+}
+
+/// Warns when anyone may write into the target: they could replace the link or a release.
+fn warn_if_world_writable(target: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(target) else { return };
+    if meta.permissions().mode() & 0o002 != 0 {
+        report::line(&format!(
+            "warning: target {} is writable by every user, who could replace the site; run `chmod o-w {}`",
+            escape_path(target),
+            escape_path(target)
+        ));
+    }
 }
 
 /// A release that went live.
@@ -259,7 +385,7 @@ fn forget_slot(layout: &Layout, slot: Slot) -> Result<(), String> {
     index::remove(layout, slot).map_err(|err| format!("cannot remove the index of {slot}: {err}"))
 }
 
-/// Builds the release in `slot` and activates it.
+/// Builds and verifies the release in `slot`, up to the switch.
 fn build_release(
     config: &Config,
     repo: &Repo,
@@ -271,20 +397,19 @@ fn build_release(
 ) -> Result<Built, Failure> {
     let retry = "fix the problem and push again, or run `pushdeploy deploy`";
     let (dir, _) = clock.stage(Stage::Prepare, || {
+        // A build orphaned by a killed deploy must not write into the slot being prepared.
+        build::stop_orphans(&layout.build_pgid_path(), &layout.target);
         forget_slot(layout, slot)?;
+        remove_slot_tree(layout, slot, live)?;
         release::prepare(layout, slot).map_err(|err| err.to_string())
     });
     let dir = dir.map_err(|reason| Failure::new(Stage::Prepare, reason, retry))?;
 
     let (written, took) = clock.stage(Stage::Materialize, || {
         let entries = repo.tree_entries(request.commit).map_err(|err| {
-            Failure::new(
-                Stage::Materialize,
-                err,
-                "check the repository with `git fsck`",
-            )
+            Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
         })?;
-        release::check_tree(&entries).map_err(|err| {
+        release::check_tree(&entries, config.symlinks).map_err(|err| {
             Failure::new(
                 Stage::Materialize,
                 err,
@@ -293,16 +418,25 @@ fn build_release(
         })?;
         // Hard links are safe only while nothing writes into files in place; a build might, so
         // a release that is built is always written afresh.
-        let no_build = config.build.command.is_none();
-        let base_index = live
-            .filter(|_| no_build)
-            .and_then(|live| trusted_index(layout, live));
-        let base = base_index.as_ref().map(|(live, index)| release::Base {
-            dir: layout.slot_dir(live.slot),
-            index,
-        });
+        let no_build = build_command(config, request).is_none();
+        let base_index = live.filter(|_| no_build).and_then(|live| trusted_index(layout, live));
+        let base = base_index
+            .as_ref()
+            .map(|(live, index)| release::Base { dir: layout.slot_dir(live.slot), index });
+        let full = |err: release::Error| {
+            let hint = if release::is_no_space(&err) {
+                format!(
+                    "free space on the filesystem of {}, then push again",
+                    escape_path(&layout.target)
+                )
+            } else {
+                retry.to_owned()
+            };
+            Failure::new(Stage::Materialize, err, hint)
+        };
+        release::check_space(&entries, base.as_ref(), &layout.target).map_err(full)?;
         release::materialize(repo, &entries, &dir, base.as_ref(), config.umask, no_build)
-            .map_err(|err| Failure::new(Stage::Materialize, err, retry))
+            .map_err(full)
     });
     let (written, index) = written?;
     for warning in &written.warnings {
@@ -313,24 +447,19 @@ fn build_release(
         n => format!(" and hard-linked {} unchanged ones", report::count(n)),
     };
     report::line(&format!(
-        "wrote {} files{linked} ({}) in {}",
-        report::count(written.files - written.linked),
+        "wrote {}{linked} ({}) in {}",
+        report::things(written.files - written.linked, "file"),
         report::bytes(written.bytes),
         report::seconds(took)
     ));
 
-    if let Some(command) = &config.build.command {
-        let cache = Cache::new(
-            &layout.state,
-            &config.build.cache,
-            config.build.publish.as_deref(),
-        );
+    if request.options.skip_build && config.build.command.is_some() {
+        report::line("build skipped, as asked (skip-build)");
+    }
+    if let Some(command) = build_command(config, request) {
+        let cache = Cache::new(&layout.state, &config.build.cache, config.build.publish.as_deref());
         let build_failure = |err: &dyn fmt::Display| {
-            Failure::new(
-                Stage::Build,
-                err,
-                "fix the build and push again (its output is above)",
-            )
+            Failure::new(Stage::Build, err, "fix the build and push again (its output is above)")
         };
         report::line(&format!("building: {}", escape(command)));
         let build = build::Build {
@@ -338,9 +467,10 @@ fn build_release(
             dir: &dir,
             env: build_env(config, request, layout, slot, &dir),
             timeout: config.build.timeout,
+            pgid_file: &layout.build_pgid_path(),
         };
         let (result, took) = clock.stage(Stage::Build, || {
-            if request.no_cache {
+            if request.options.no_cache {
                 report::line("build cache: not used for this deploy");
             } else {
                 cache
@@ -373,13 +503,12 @@ fn build_release(
         )
         .map_err(|reason| Failure::new(Stage::Verify, reason, retry))?;
     }
-    let (activated, _) = clock.stage(Stage::Activate, || {
-        history::write_record(layout, &record).map_err(|err| err.to_string())?;
-        release::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
-        release::activate(layout, &link_target).map_err(|err| err.to_string())
-    });
-    activated.map_err(|reason| Failure::new(Stage::Activate, reason, retry))?;
     Ok(Built { record, index })
+}
+
+/// Returns the build command this deploy runs, if any.
+fn build_command<'c>(config: &'c Config, request: &Request) -> Option<&'c String> {
+    config.build.command.as_ref().filter(|_| !request.options.skip_build)
 }
 
 /// Returns the live release's index when it describes the live release.
@@ -400,17 +529,12 @@ fn carry_old_files(
         .map_err(|err| err.to_string())?
         .map(|record| record.grace)
         .unwrap_or_default();
-    let kept = grace::carry(
-        &layout.target.join(&live.link_target),
-        &old_grace,
-        served,
-        grace,
-    )
-    .map_err(|err| format!("cannot keep the old release's files for `retire.grace`: {err}"))?;
+    let kept = grace::carry(&layout.target.join(&live.link_target), &old_grace, served, grace)
+        .map_err(|err| format!("cannot keep the old release's files for `retire.grace`: {err}"))?;
     if !kept.files.is_empty() {
         report::line(&format!(
-            "kept {} files of the old release reachable for {} (retire.grace)",
-            report::count(kept.files.len() as u64),
+            "kept {} of the old release reachable for {} (retire.grace)",
+            report::things(kept.files.len() as u64, "file"),
             humantime::format_duration(grace)
         ));
     }
@@ -443,10 +567,7 @@ fn spawn_reaper(repo: &Path) {
 /// Checks that what the link will point at is a real, non-empty directory of the release.
 fn verify(config: &Config, dir: &Path) -> Result<(), Failure> {
     let (served, what) = match &config.build.publish {
-        Some(publish) => (
-            dir.join(publish),
-            format!("publish directory {}", escape_path(publish)),
-        ),
+        Some(publish) => (dir.join(publish), format!("publish directory {}", escape_path(publish))),
         None => (dir.to_owned(), "release".to_owned()),
     };
     let hint = match &config.build.publish {
@@ -464,21 +585,11 @@ fn verify(config: &Config, dir: &Path) -> Result<(), Failure> {
             Ok(_) => "is not a directory",
             Err(_) => "does not exist",
         };
-        return Err(Failure::new(
-            Stage::Verify,
-            format!("the {what} {problem}"),
-            hint,
-        ));
+        return Err(Failure::new(Stage::Verify, format!("the {what} {problem}"), hint));
     }
-    let empty = fs::read_dir(&served)
-        .map(|mut entries| entries.next().is_none())
-        .unwrap_or(true);
+    let empty = fs::read_dir(&served).map(|mut entries| entries.next().is_none()).unwrap_or(true);
     if empty {
-        return Err(Failure::new(
-            Stage::Verify,
-            format!("the {what} is empty"),
-            hint,
-        ));
+        return Err(Failure::new(Stage::Verify, format!("the {what} is empty"), hint));
     }
     Ok(())
 }
@@ -495,14 +606,8 @@ fn build_env(
         ("PUSHDEPLOY_REF".to_owned(), request.ref_name.clone()),
         ("PUSHDEPLOY_BRANCH".to_owned(), config.branch.clone()),
         ("PUSHDEPLOY_SLOT".to_owned(), slot.name().to_owned()),
-        (
-            "PUSHDEPLOY_RELEASE_DIR".to_owned(),
-            dir.to_string_lossy().into_owned(),
-        ),
-        (
-            "PUSHDEPLOY_TARGET".to_owned(),
-            layout.target.to_string_lossy().into_owned(),
-        ),
+        ("PUSHDEPLOY_RELEASE_DIR".to_owned(), dir.to_string_lossy().into_owned()),
+        ("PUSHDEPLOY_TARGET".to_owned(), layout.target.to_string_lossy().into_owned()),
     ];
     env.extend(config.build.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
@@ -526,11 +631,7 @@ fn describe_live(layout: &Layout, live: Option<&Live>) -> String {
         None => "nothing deployed yet".to_owned(),
         Some(live) => match history::read_record(layout, live.slot) {
             Ok(Some(record)) => {
-                format!(
-                    "{}, {}",
-                    live.slot,
-                    record.commit.get(..7).unwrap_or(&record.commit)
-                )
+                format!("{}, {}", live.slot, record.commit.get(..7).unwrap_or(&record.commit))
             }
             _ => live.slot.to_string(),
         },

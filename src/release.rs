@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tracing::instrument;
 
-use crate::config::Config;
+use crate::config::{Config, SymlinkPolicy};
 use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
 use crate::index::{self, FileStat, Index, IndexEntry};
 use crate::report::escape_path;
@@ -45,9 +45,7 @@ impl Slot {
     }
 
     fn from_name(name: &OsStr) -> Option<Slot> {
-        Slot::ALL
-            .into_iter()
-            .find(|slot| OsStr::new(slot.name()) == name)
+        Slot::ALL.into_iter().find(|slot| OsStr::new(slot.name()) == name)
     }
 }
 
@@ -74,16 +72,15 @@ pub enum Error {
     ForeignLink { path: PathBuf, target: PathBuf },
     #[error("refused {}: {why}", escape_path(path))]
     Refused { path: PathBuf, why: String },
+    #[error("not enough space on the target's filesystem: the release needs about {}, and {} are free in {}", crate::report::bytes(*needed), crate::report::bytes(*available), escape_path(path))]
+    NoSpace { path: PathBuf, needed: u64, available: u64 },
     #[error("cannot read {} from the repository: {message}", escape_path(path))]
     Blob { path: PathBuf, message: String },
 }
 
 impl Error {
     fn io(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-        move |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        }
+        move |source| Error::Io { path: path.to_owned(), source }
     }
 }
 
@@ -125,6 +122,11 @@ impl Layout {
         self.state.join("lock")
     }
 
+    /// Returns the file that holds a running build's process group id.
+    pub fn build_pgid_path(&self) -> PathBuf {
+        self.state.join("build.pgid")
+    }
+
     /// Returns where a retired tree waits to be removed.
     fn trash(&self) -> PathBuf {
         self.state.join("trash")
@@ -132,8 +134,7 @@ impl Layout {
 
     /// The temporary link that is renamed over the live one.
     fn new_link(&self) -> PathBuf {
-        self.target
-            .join(format!(".{}.pushdeploy-new", self.link_name))
+        self.target.join(format!(".{}.pushdeploy-new", self.link_name))
     }
 
     /// Reads the link: `None` before the first deploy.
@@ -142,18 +143,12 @@ impl Layout {
             Ok(meta) => meta,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
-                return Err(Error::Io {
-                    path: self.link.clone(),
-                    source,
-                });
+                return Err(Error::Io { path: self.link.clone(), source });
             }
         };
         if !meta.file_type().is_symlink() {
             let kind = if meta.is_dir() { "directory" } else { "file" };
-            return Err(Error::NotALink {
-                path: self.link.clone(),
-                kind,
-            });
+            return Err(Error::NotALink { path: self.link.clone(), kind });
         }
         let link_target = fs::read_link(&self.link).map_err(Error::io(&self.link))?;
         let slot = match link_target.components().next() {
@@ -162,10 +157,7 @@ impl Layout {
         };
         match slot {
             Some(slot) => Ok(Some(Live { slot, link_target })),
-            None => Err(Error::ForeignLink {
-                path: self.link.clone(),
-                target: link_target,
-            }),
+            None => Err(Error::ForeignLink { path: self.link.clone(), target: link_target }),
         }
     }
 
@@ -201,15 +193,12 @@ pub struct Written {
 /// Checks a whole tree before anything is written: every name is a plain file name, and every
 /// symlink resolves inside the release.
 #[instrument(skip_all)]
-pub fn check_tree(entries: &[Entry]) -> Result<(), Error> {
+pub fn check_tree(entries: &[Entry], symlinks: SymlinkPolicy) -> Result<(), Error> {
     let mut index: HashMap<PathBuf, &EntryKind> = HashMap::with_capacity(entries.len());
     for entry in entries {
         let path = entry.path();
         if let Err(why) = check_name(&entry.name) {
-            return Err(Error::Refused {
-                path: entry.parent.join(&entry.name),
-                why: why.into(),
-            });
+            return Err(Error::Refused { path: entry.parent.join(&entry.name), why: why.into() });
         }
         if index.insert(path.clone(), &entry.kind).is_some() {
             return Err(Error::Refused {
@@ -220,6 +209,13 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), Error> {
     }
     for entry in entries {
         if let EntryKind::Symlink { target } = &entry.kind {
+            if symlinks == SymlinkPolicy::None {
+                return Err(Error::Refused {
+                    path: entry.path(),
+                    why: "symlinks are not allowed (`symlinks = \"none\"` in the configuration)"
+                        .into(),
+                });
+            }
             let mut hops = 0;
             resolve_inside(&index, components(&entry.parent), target, &mut hops).map_err(
                 |why| Error::Refused {
@@ -249,9 +245,7 @@ fn check_name(name: &OsStr) -> Result<(), &'static str> {
 }
 
 fn components(path: &Path) -> Vec<OsString> {
-    path.components()
-        .map(|c| c.as_os_str().to_owned())
-        .collect()
+    path.components().map(|c| c.as_os_str().to_owned()).collect()
 }
 
 /// The most symlinks followed while resolving one, as Linux allows (ELOOP).
@@ -303,6 +297,41 @@ fn resolve_inside(
     Ok(current)
 }
 
+/// Refuses, before anything is written, a release that clearly does not fit on the target's
+/// filesystem: each file to write counts whole 4 KiB blocks, as does each directory; files the
+/// base release can lend count nothing.
+pub fn check_space(entries: &[Entry], base: Option<&Base<'_>>, target: &Path) -> Result<(), Error> {
+    const BLOCK: u64 = 4096;
+    let lent = |entry: &Entry, blob: &BlobId| {
+        base.and_then(|base| base.index.files.get(&entry.path()))
+            .is_some_and(|known| known.blob == blob.hex())
+    };
+    let needed: u64 = entries
+        .iter()
+        .map(|entry| match &entry.kind {
+            EntryKind::File { blob, .. } if lent(entry, blob) => 0,
+            EntryKind::File { size, .. } => size.div_ceil(BLOCK).max(1) * BLOCK,
+            _ => BLOCK,
+        })
+        .sum();
+    let stats = nix::sys::statvfs::statvfs(target)
+        .map_err(|errno| Error::Io { path: target.to_owned(), source: errno.into() })?;
+    let available = stats.blocks_available() as u64 * stats.fragment_size() as u64;
+    if needed > available {
+        return Err(Error::NoSpace { path: target.to_owned(), needed, available });
+    }
+    Ok(())
+}
+
+/// Tells whether an error is the filesystem being full.
+pub fn is_no_space(err: &Error) -> bool {
+    match err {
+        Error::NoSpace { .. } => true,
+        Error::Io { source, .. } => source.raw_os_error() == Some(nix::libc::ENOSPC),
+        _ => false,
+    }
+}
+
 /// A complete, unmodified release that files can be hard-linked from.
 pub struct Base<'a> {
     pub dir: PathBuf,
@@ -339,32 +368,26 @@ pub fn materialize(
             }
             EntryKind::Submodule { commit } => {
                 dirs.create(&path).map_err(Error::io(&path))?;
-                written
-                    .warnings
-                    .push(submodule_warning(&entry.path(), *commit));
+                written.warnings.push(submodule_warning(&entry.path(), *commit));
             }
             EntryKind::Symlink { target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
                     .map_err(Error::io(&path))?;
                 written.symlinks += 1;
             }
-            EntryKind::File { executable, blob } => files.push((entry.path(), *executable, *blob)),
+            EntryKind::File { executable, blob, size } => files.push(PendingFile {
+                path: entry.path(),
+                executable: *executable,
+                blob: *blob,
+                size: *size,
+            }),
         }
     }
 
     let mode_mask = !umask;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
-        vec![write_files(
-            repo,
-            files.iter(),
-            dir,
-            base,
-            mode_mask,
-            want_index,
-        )]
+        vec![write_files(repo, files.iter(), dir, base, mode_mask, want_index)]
     } else {
         let repo_path = repo.path();
         std::thread::scope(|scope| {
@@ -394,6 +417,7 @@ pub fn materialize(
         written.files += part.files;
         written.linked += part.linked;
         written.bytes += part.bytes;
+        written.warnings.extend(part.warnings);
         if let Some(index) = &mut index {
             index.files.extend(part.index);
         }
@@ -401,9 +425,21 @@ pub fn materialize(
     Ok((written, index))
 }
 
+/// How every Git LFS pointer file starts.
+const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+
+/// A file of the tree, waiting to be written.
+struct PendingFile {
+    path: PathBuf,
+    executable: bool,
+    blob: BlobId,
+    size: u64,
+}
+
 /// What one writer thread did.
 #[derive(Default)]
 struct FilesWritten {
+    warnings: Vec<String>,
     files: u64,
     linked: u64,
     bytes: u64,
@@ -411,22 +447,19 @@ struct FilesWritten {
 }
 
 fn panicked() -> Error {
-    Error::Io {
-        path: PathBuf::new(),
-        source: io::Error::other("a writer thread panicked"),
-    }
+    Error::Io { path: PathBuf::new(), source: io::Error::other("a writer thread panicked") }
 }
 
 fn write_files<'f>(
     repo: &Repo,
-    files: impl Iterator<Item = &'f (PathBuf, bool, BlobId)>,
+    files: impl Iterator<Item = &'f PendingFile>,
     dir: &Path,
     base: Option<&Base<'_>>,
     mode_mask: u32,
     want_index: bool,
 ) -> Result<FilesWritten, Error> {
     let mut done = FilesWritten::default();
-    for (relative, executable, blob) in files {
+    for PendingFile { path: relative, executable, blob, size } in files {
         let path = dir.join(relative);
         let mode = if *executable { 0o777 } else { 0o666 };
         if let Some(stat) = link_unchanged(base, relative, *blob, mode & mode_mask, &path) {
@@ -434,13 +467,7 @@ fn write_files<'f>(
             done.linked += 1;
             done.bytes += stat.size;
             if want_index {
-                done.index.push((
-                    relative.clone(),
-                    IndexEntry {
-                        blob: blob.hex(),
-                        stat,
-                    },
-                ));
+                done.index.push((relative.clone(), IndexEntry { blob: blob.hex(), stat }));
             }
             continue;
         }
@@ -450,26 +477,21 @@ fn write_files<'f>(
             .mode(mode)
             .open(&path)
             .map_err(Error::io(&path))?;
-        done.bytes += repo.write_blob(*blob, &mut file).map_err(|err| match err {
-            BlobError::Io(source) => Error::Io {
-                path: path.clone(),
-                source,
-            },
-            BlobError::Git(message) => Error::Blob {
-                path: relative.clone(),
-                message,
-            },
+        let head = repo.write_blob(*blob, *size, &mut file).map_err(|err| match err {
+            BlobError::Io(source) => Error::Io { path: path.clone(), source },
+            BlobError::Git(message) => Error::Blob { path: relative.clone(), message },
         })?;
+        if *size < 1024 && head.starts_with(LFS_POINTER) {
+            done.warnings.push(format!(
+                "{} is a Git LFS pointer: it is deployed as the pointer text, since pushdeploy does not fetch LFS objects; commit the file itself to deploy it",
+                escape_path(relative)
+            ));
+        }
         done.files += 1;
+        done.bytes += size;
         if want_index {
             let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-            done.index.push((
-                relative.clone(),
-                IndexEntry {
-                    blob: blob.hex(),
-                    stat,
-                },
-            ));
+            done.index.push((relative.clone(), IndexEntry { blob: blob.hex(), stat }));
         }
     }
     Ok(done)
@@ -492,6 +514,13 @@ fn link_unchanged(
     let source = base.dir.join(relative);
     let meta = fs::symlink_metadata(&source).ok()?;
     if !base.index.trusts(known, &meta) {
+        tracing::debug!(
+            path = %relative.display(),
+            ctime = ?(std::os::unix::fs::MetadataExt::ctime(&meta), std::os::unix::fs::MetadataExt::ctime_nsec(&meta)),
+            sealed = ?base.index.sealed,
+            same_stat = FileStat::of(&meta) == known.stat,
+            "not linked: changed since the index was sealed"
+        );
         return None;
     }
     fs::hard_link(&source, dest).ok()?;
@@ -530,16 +559,12 @@ pub fn activate(layout: &Layout, link_target: &Path) -> Result<(), Error> {
 #[instrument(skip_all)]
 pub fn sync_filesystem(dir: &Path) -> Result<(), Error> {
     let file = File::open(dir).map_err(Error::io(dir))?;
-    nix::unistd::syncfs(&file).map_err(|errno| Error::Io {
-        path: dir.to_owned(),
-        source: errno.into(),
-    })
+    nix::unistd::syncfs(&file)
+        .map_err(|errno| Error::Io { path: dir.to_owned(), source: errno.into() })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|file| file.sync_all())
-        .map_err(Error::io(dir))
+    File::open(dir).and_then(|file| file.sync_all()).map_err(Error::io(dir))
 }
 
 /// Removes a release that is no longer live. It is first renamed into the state directory so
@@ -565,10 +590,7 @@ pub fn remove_path(path: &Path) -> Result<(), Error> {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
-            return Err(Error::Io {
-                path: path.to_owned(),
-                source,
-            });
+            return Err(Error::Io { path: path.to_owned(), source });
         }
     };
     if !meta.is_dir() {
@@ -592,36 +614,26 @@ mod tests {
     use super::*;
 
     fn dir(parent: &str, name: &str) -> Entry {
-        Entry {
-            parent: parent.into(),
-            name: name.into(),
-            kind: EntryKind::Dir,
-        }
+        Entry { parent: parent.into(), name: name.into(), kind: EntryKind::Dir }
     }
 
     fn link(parent: &str, name: &str, target: &str) -> Entry {
         Entry {
             parent: parent.into(),
             name: name.into(),
-            kind: EntryKind::Symlink {
-                target: target.as_bytes().to_vec(),
-            },
+            kind: EntryKind::Symlink { target: target.as_bytes().to_vec() },
         }
     }
 
     fn refused(entries: &[Entry]) -> String {
-        check_tree(entries).unwrap_err().to_string()
+        check_tree(entries, SymlinkPolicy::Inside).unwrap_err().to_string()
     }
 
     #[test]
     fn links_inside_the_release_pass() {
-        let tree = [
-            dir("", "a"),
-            dir("a", "b"),
-            link("a/b", "up", "../../a"),
-            link("", "x", "a/b/up/b"),
-        ];
-        check_tree(&tree).unwrap();
+        let tree =
+            [dir("", "a"), dir("a", "b"), link("a/b", "up", "../../a"), link("", "x", "a/b/up/b")];
+        check_tree(&tree, SymlinkPolicy::Inside).unwrap();
     }
 
     #[test]
@@ -640,6 +652,13 @@ mod tests {
     #[test]
     fn loops_are_refused() {
         assert!(refused(&[link("", "a", "b/x"), link("", "b", "a/x")]).contains("loop"));
+    }
+
+    #[test]
+    fn no_symlinks_at_all_when_configured() {
+        let tree = [link("", "l", "index.html")];
+        let err = check_tree(&tree, SymlinkPolicy::None).unwrap_err().to_string();
+        assert!(err.starts_with("refused l: symlinks are not allowed"), "{err}");
     }
 
     #[test]

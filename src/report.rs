@@ -23,9 +23,7 @@ pub fn line(message: &str) {
 /// Prints a command's result to stdout; a closed pipe (`| head`) ends quietly.
 pub fn stdout(text: &str) {
     let mut stdout = io::stdout().lock();
-    let _ = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush());
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
 /// Prints a line of the build's own output, unprefixed, as the build wrote it (minus control
@@ -104,6 +102,11 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// Formats a count of things: `1 file`, `1,204 files`.
+pub fn things(n: u64, thing: &str) -> String {
+    if n == 1 { format!("1 {thing}") } else { format!("{} {thing}s", count(n)) }
+}
+
 /// Formats a byte count in decimal units: `38.2 MB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
@@ -125,11 +128,7 @@ pub fn bytes(n: u64) -> String {
 /// Formats a duration in seconds: `0.21 s`.
 pub fn seconds(duration: Duration) -> String {
     let secs = duration.as_secs_f64();
-    if secs < 10.0 {
-        format!("{secs:.2} s")
-    } else {
-        format!("{secs:.1} s")
-    }
+    if secs < 10.0 { format!("{secs:.2} s") } else { format!("{secs:.1} s") }
 }
 
 #[cfg(test)]
@@ -138,10 +137,7 @@ mod tests {
 
     #[test]
     fn escapes_control_characters_and_bad_utf8() {
-        assert_eq!(
-            escape_bytes(b"a\nb\x1b[31m\xff", false),
-            "a\\nb\\u{1b}[31m\\xff"
-        );
+        assert_eq!(escape_bytes(b"a\nb\x1b[31m\xff", false), "a\\nb\\u{1b}[31m\\xff");
         assert_eq!(escape_bytes(b"col\tumn", true), "col\tumn");
     }
 
@@ -150,6 +146,8 @@ mod tests {
         assert_eq!(count(1204), "1,204");
         assert_eq!(count(999), "999");
         assert_eq!(count(1_000_000), "1,000,000");
+        assert_eq!(things(1, "file"), "1 file");
+        assert_eq!(things(1204, "file"), "1,204 files");
         assert_eq!(bytes(38_200_000), "38.2 MB");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(seconds(Duration::from_millis(210)), "0.21 s");

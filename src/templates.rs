@@ -33,10 +33,7 @@ impl Template {
 
     /// Returns the template's settings for `pushdeploy.toml`, as TOML text.
     pub fn config_snippet(self) -> &'static str {
-        self.dir()
-            .get_file(SNIPPET)
-            .and_then(|file| file.contents_utf8())
-            .unwrap_or_default()
+        self.dir().get_file(SNIPPET).and_then(|file| file.contents_utf8()).unwrap_or_default()
     }
 
     /// Writes the template's files into `dest`, which must be empty or missing.

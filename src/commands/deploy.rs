@@ -7,12 +7,12 @@ use clap::Args;
 use crate::config;
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
-use crate::pipeline::{self, Request};
+use crate::pipeline::{self, Options, Request};
 
 /// Deploys a revision by hand, exactly as a push of the deploy branch would.
 ///
 /// Without REV, deploys the tip of the deploy branch (after fixing a build, say). With REV (a
-/// branch, tag or commit id), deploys that commit: the way to go back to an older release.
+/// branch, tag or commit id), deploys that commit.
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The bare repository [default: $GIT_DIR, else the current directory]
@@ -24,6 +24,12 @@ pub struct DeployArgs {
     /// Build without the build cache (the fresh result becomes the new cache)
     #[arg(long)]
     no_cache: bool,
+    /// Do not run the configured build
+    #[arg(long)]
+    skip_build: bool,
+    /// Write and build the release, then stop before the switch (the live site is unchanged)
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
@@ -31,11 +37,9 @@ pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
     let config = config::load(repo.path())?;
     let ref_name = args.rev.unwrap_or_else(|| config.branch_ref());
     let commit = repo.resolve(&ref_name)?;
-    let request = Request {
-        commit,
-        ref_name,
-        skip_if_superseded: false,
-        no_cache: args.no_cache,
-    };
+    let options =
+        Options { no_cache: args.no_cache, skip_build: args.skip_build, dry_run: args.dry_run };
+    let request =
+        Request { commit, ref_name, skip_if_superseded: false, options, trigger: "deploy" };
     pipeline::deploy(&config, &repo, &request)
 }

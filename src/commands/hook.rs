@@ -1,27 +1,30 @@
-//! `pushdeploy hook post-receive`: what the installed hook runs.
+//! `pushdeploy hook post-receive|pre-receive`: what the installed hooks run.
 
 use std::io::{BufRead, IsTerminal};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Mode};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
-use crate::pipeline::{self, Request};
+use crate::history;
+use crate::pipeline::{self, Options, Request};
+use crate::release::Layout;
 use crate::report::{self, escape};
 
 /// Runs as a git hook: reads git's `<old> <new> <ref>` lines on stdin and deploys the push of
 /// the deploy branch. Installed by `pushdeploy init`; to deploy by hand, use `pushdeploy deploy`.
+///
+/// In the default mode the post-receive hook deploys, after git has accepted the push. With
+/// `mode = "pre-receive"` the pre-receive hook deploys, so a failed deploy rejects the push
+/// and the branch does not move; the post-receive hook then only records the deploy refs.
+///
+/// Push options (`git push -o OPTION`): no-cache, skip-build, dry-run, rollback.
 #[derive(Debug, Args)]
 pub struct HookArgs {
     /// The hook git is running
     #[arg(value_enum)]
-    hook: HookName,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum HookName {
-    PostReceive,
+    hook: Mode,
 }
 
 /// One line of a hook's stdin.
@@ -33,21 +36,61 @@ struct RefUpdate {
 }
 
 pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
-    let HookName::PostReceive = args.hook;
+    let updates = read_updates()?;
+    let repo = Repo::open(&super::repo_path(None))?;
+    let config = config::load(repo.path())?;
+    if args.hook != config.mode {
+        return follow_up(&config, &repo, args.hook);
+    }
+    let mut deploy = None;
+    for update in updates {
+        tracing::debug!(old = %update.old.hex(), new = %update.new.hex(), name = %update.name, "ref update");
+        match classify(&config, &update) {
+            Ok(()) => deploy = Some(update),
+            Err(why) => report::line(&format!("ignored {}: {why}", escape(&update.name))),
+        }
+    }
+    let Some(update) = deploy else { return Ok(ExitCode::Success) };
+    let push = PushOptions::from_env();
+    if push.rollback {
+        report::line("rollback asked for with `-o rollback`: the pushed commit is not deployed");
+        return super::rollback::rollback(&config, &repo, None, push.options);
+    }
+    if args.hook == Mode::PreReceive {
+        // git moves the branch only if it still points where the pusher saw it; a deploy of a
+        // push that git will then refuse must not go live.
+        let current = repo.ref_target(&update.name)?;
+        if current.unwrap_or(update.old) != update.old {
+            report::line(&format!(
+                "refused {}: it moved during this push; fetch and push again",
+                escape(&update.name)
+            ));
+            return Ok(ExitCode::DeployFailed);
+        }
+    }
+    let request = Request {
+        commit: update.new,
+        ref_name: update.name,
+        // After post-receive, a newer push may have moved the branch while this one waited.
+        skip_if_superseded: args.hook == Mode::PostReceive,
+        options: push.options,
+        trigger: "push",
+    };
+    pipeline::deploy(&config, &repo, &request)
+}
+
+fn read_updates() -> Result<Vec<RefUpdate>, Error> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         return Err(Error::user(
-            "`pushdeploy hook post-receive` reads the ref updates git writes to a hook's stdin",
+            "`pushdeploy hook` reads the ref updates git writes to a hook's stdin",
             "to deploy by hand, run `pushdeploy deploy`",
         ));
     }
     let mut updates = Vec::new();
     for line in stdin.lock().split(b'\n') {
         let line = line.map_err(|err| {
-            Error::user(
-                format!("cannot read the hook's stdin: {err}"),
-                "run the hook from git",
-            )
+            Error::user(format!("cannot read the hook's stdin: {err}"), "run the hook from git")
         })?;
         let line = String::from_utf8_lossy(&line);
         if line.trim().is_empty() {
@@ -60,36 +103,37 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
             )
         })?);
     }
+    Ok(updates)
+}
 
-    let repo = Repo::open(&super::repo_path(None))?;
-    let config = config::load(repo.path())?;
-    let mut deploy = None;
-    for update in updates {
-        tracing::debug!(old = %update.old.hex(), new = %update.new.hex(), name = %update.name, "ref update");
-        match classify(&config, &update) {
-            Ok(()) => deploy = Some(update),
-            Err(why) => report::line(&format!("ignored {}: {why}", escape(&update.name))),
+/// Runs a hook that is not the one configured to deploy.
+fn follow_up(config: &Config, repo: &Repo, hook: Mode) -> Result<ExitCode, Error> {
+    match hook {
+        // pre-receive mode: the deploy happened before git accepted the objects; now that they
+        // are out of quarantine, the deploy refs can point at them.
+        Mode::PostReceive => {
+            let layout = Layout::new(config);
+            if let Some(live) = layout.live()?
+                && let Some(record) = history::read_record(&layout, live.slot)?
+                && let Some(commit) = CommitId::from_hex(&record.commit)
+                && repo.ref_target(pipeline::LIVE_REF)? != Some(commit)
+            {
+                pipeline::record_deploy_refs(config, repo, commit, std::time::SystemTime::now());
+            }
         }
+        Mode::PreReceive => report::line(&format!(
+            "the pre-receive hook is installed, but {} says `mode = \"post-receive\"`: the post-receive hook deploys",
+            config.path.display()
+        )),
     }
-    match deploy {
-        None => Ok(ExitCode::Success),
-        Some(update) => {
-            let options = PushOptions::from_env();
-            let request = Request {
-                commit: update.new,
-                ref_name: update.name,
-                skip_if_superseded: true,
-                no_cache: options.no_cache,
-            };
-            pipeline::deploy(&config, &repo, &request)
-        }
-    }
+    Ok(ExitCode::Success)
 }
 
 /// What the pusher asked for with `git push -o OPTION`.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct PushOptions {
-    no_cache: bool,
+    options: Options,
+    rollback: bool,
 }
 
 impl PushOptions {
@@ -107,9 +151,12 @@ impl PushOptions {
         let mut parsed = PushOptions::default();
         for option in options {
             match option.as_str() {
-                "no-cache" => parsed.no_cache = true,
+                "no-cache" => parsed.options.no_cache = true,
+                "skip-build" => parsed.options.skip_build = true,
+                "dry-run" => parsed.options.dry_run = true,
+                "rollback" => parsed.rollback = true,
                 other => report::line(&format!(
-                    "ignored push option {:?}: pushdeploy knows `no-cache`",
+                    "ignored push option {:?}: pushdeploy knows no-cache, skip-build, dry-run and rollback",
                     escape(other)
                 )),
             }
@@ -130,11 +177,7 @@ fn parse_update(line: &str) -> Option<RefUpdate> {
 fn classify(config: &Config, update: &RefUpdate) -> Result<(), String> {
     let branch = &config.branch;
     if update.name != config.branch_ref() {
-        let kind = if update.name.starts_with("refs/tags/") {
-            "tags do not deploy; "
-        } else {
-            ""
-        };
+        let kind = if update.name.starts_with("refs/tags/") { "tags do not deploy; " } else { "" };
         return Err(format!("{kind}only pushes to the branch {branch:?} deploy"));
     }
     if update.new.is_zero() {
@@ -163,13 +206,15 @@ mod tests {
 
     #[test]
     fn reads_push_options() {
+        let parse = |options: &[&str]| PushOptions::parse(options.iter().map(|o| o.to_string()));
+        let all = parse(&["no-cache", "skip-build", "dry-run", "rollback"]);
         assert_eq!(
-            PushOptions::parse(["no-cache".to_owned()]),
-            PushOptions { no_cache: true }
+            all,
+            PushOptions {
+                options: Options { no_cache: true, skip_build: true, dry_run: true },
+                rollback: true
+            }
         );
-        assert_eq!(
-            PushOptions::parse(["other".to_owned()]),
-            PushOptions::default()
-        );
+        assert_eq!(parse(&["other"]), PushOptions::default());
     }
 }

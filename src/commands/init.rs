@@ -7,16 +7,17 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::config::{self, toml_string};
+use crate::config::{self, Mode, toml_string};
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
 use crate::report::{self, escape_path};
 use crate::templates::Template;
 
-/// The hook script, with `@PUSHDEPLOY@` standing for the binary's quoted path.
-const HOOK_TEMPLATE: &str = include_str!("../../hooks/post-receive");
-/// The line that marks a hook as written by pushdeploy.
-const HOOK_MARKER: &str = "# pushdeploy post-receive hook";
+/// The hook scripts, with `@PUSHDEPLOY@` standing for the binary's quoted path.
+const POST_RECEIVE: &str = include_str!("../../hooks/post-receive");
+const PRE_RECEIVE: &str = include_str!("../../hooks/pre-receive");
+/// What marks a hook as written by pushdeploy.
+const HOOK_MARKER: &str = "installed by `pushdeploy init`";
 /// What a replaced file is kept as, with `--force`.
 const BACKUP_SUFFIX: &str = ".pushdeploy-backup";
 
@@ -53,6 +54,10 @@ pub struct InitArgs {
     /// The subdirectory of the release to serve (e.g. "public" for Hugo)
     #[arg(long, value_name = "SUBDIR")]
     publish: Option<PathBuf>,
+    /// Which hook deploys: post-receive (the default) accepts the push first; pre-receive
+    /// deploys before accepting it, so a failed deploy rejects the push
+    #[arg(long, value_enum, value_name = "MODE", default_value = "post-receive")]
+    mode: Mode,
     /// Replace a differing configuration or a foreign hook, keeping a backup
     #[arg(long)]
     force: bool,
@@ -90,10 +95,7 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
                 config::Error::Invalid { message, .. } => message,
                 err => err.to_string(),
             };
-            Error::user(
-                format!("invalid option: {message}"),
-                "see `pushdeploy init --help`",
-            )
+            Error::user(format!("invalid option: {message}"), "see `pushdeploy init --help`")
         })?;
 
     let exe = std::env::current_exe().map_err(|err| {
@@ -102,18 +104,39 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
             "run pushdeploy by its absolute path",
         )
     })?;
-    let hook_text = HOOK_TEMPLATE.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()));
+    let hook =
+        |template: &str| template.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()));
+    let is_ours = |old: &str| old.contains(HOOK_MARKER);
 
     let repo_exists = args.repo.exists();
+    let hooks = args.repo.join("hooks");
     let config_path = args.repo.join(config::FILE_NAME);
-    let hook_path = args.repo.join("hooks").join("post-receive");
-    // Decide about both files before touching anything, so a refusal changes nothing.
-    let planned = [
+    // Decide about every file before touching anything, so a refusal changes nothing.
+    let mut planned = vec![
         plan(&config_path, config_text, 0o644, args.force, |_| false)?,
-        plan(&hook_path, hook_text, 0o755, args.force, |old| {
-            old.contains(HOOK_MARKER)
-        })?,
+        plan(&hooks.join("post-receive"), hook(POST_RECEIVE), 0o755, args.force, is_ours)?,
     ];
+    let pre_receive = hooks.join("pre-receive");
+    match config.mode {
+        Mode::PreReceive => {
+            planned.push(plan(&pre_receive, hook(PRE_RECEIVE), 0o755, args.force, is_ours)?);
+        }
+        // Back to post-receive: a pre-receive hook of ours would still deploy first.
+        Mode::PostReceive => {
+            if fs::read_to_string(&pre_receive).is_ok_and(|old| is_ours(&old)) {
+                fs::remove_file(&pre_receive).map_err(|err| {
+                    Error::user(
+                        format!("cannot remove {}: {err}", escape_path(&pre_receive)),
+                        "remove it by hand",
+                    )
+                })?;
+                report::line(&format!(
+                    "removed {} (mode is post-receive)",
+                    escape_path(&pre_receive)
+                ));
+            }
+        }
+    }
 
     let (repo, created) = Repo::open_or_init_bare(&args.repo)?;
     report::line(&format!(
@@ -159,6 +182,9 @@ fn config_text(args: &InitArgs, target: &Path) -> String {
         toml_string(&target.to_string_lossy()),
         toml_string(&args.link),
     );
+    if args.mode != Mode::default() {
+        text.push_str(&format!("mode = {}\n", toml_string(args.mode.name())));
+    }
     if let Some(template) = args.template {
         text.push('\n');
         text.push_str(template.config_snippet());
@@ -168,10 +194,7 @@ fn config_text(args: &InitArgs, target: &Path) -> String {
             text.push_str(&format!("command = {}\n", toml_string(command)));
         }
         if let Some(publish) = &args.publish {
-            text.push_str(&format!(
-                "publish = {}\n",
-                toml_string(&publish.to_string_lossy())
-            ));
+            text.push_str(&format!("publish = {}\n", toml_string(&publish.to_string_lossy())));
         }
         text.push_str("timeout = \"10m\"\n");
     }
@@ -207,12 +230,7 @@ fn plan(
             ));
         }
     };
-    Ok(Planned {
-        path: path.to_owned(),
-        content,
-        state,
-        mode,
-    })
+    Ok(Planned { path: path.to_owned(), content, state, mode })
 }
 
 fn write_planned(file: &Planned) -> Result<(), Error> {
@@ -232,10 +250,7 @@ fn write_planned(file: &Planned) -> Result<(), Error> {
             let mut backup = file.path.clone().into_os_string();
             backup.push(BACKUP_SUFFIX);
             fs::rename(&file.path, &backup).map_err(error)?;
-            report::line(&format!(
-                "kept the old file as {}",
-                escape_path(Path::new(&backup))
-            ));
+            report::line(&format!("kept the old file as {}", escape_path(Path::new(&backup))));
         }
         FileState::Replace { backup: false } | FileState::Missing => {}
     }
@@ -248,11 +263,7 @@ fn write_planned(file: &Planned) -> Result<(), Error> {
     fs::write(&temp, &file.content).map_err(error)?;
     fs::set_permissions(&temp, fs::Permissions::from_mode(file.mode)).map_err(error)?;
     fs::rename(&temp, &file.path).map_err(error)?;
-    let verb = if matches!(file.state, FileState::Missing) {
-        "wrote"
-    } else {
-        "updated"
-    };
+    let verb = if matches!(file.state, FileState::Missing) { "wrote" } else { "updated" };
     report::line(&format!("{verb} {shown}"));
     Ok(())
 }

@@ -3,8 +3,10 @@
 pub mod deploy;
 pub mod hook;
 pub mod init;
+pub mod log;
 pub mod new_site;
 pub mod reap;
+pub mod rollback;
 pub mod status;
 
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Hook(args) => hook::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
+        Command::Log(args) => log::run(args),
+        Command::Rollback(args) => rollback::run(args),
         Command::NewSite(args) => new_site::run(args),
         Command::Reap(args) => reap::run(args),
     }

@@ -60,10 +60,7 @@ pub fn run(args: NewSiteArgs) -> Result<ExitCode, Error> {
     match &args.remote {
         Some(url) => {
             Repo::add_remote(&args.dir, "production", url)?;
-            report::line(&format!(
-                "next: git -C {shown} push production {}",
-                args.branch
-            ));
+            report::line(&format!("next: git -C {shown} push production {}", args.branch));
         }
         None => report::line(&format!(
             "next: git -C {shown} remote add production SERVER:REPO && git -C {shown} push production {}",

@@ -38,12 +38,8 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::Success);
             };
             let served = layout.target.join(&live.link_target);
-            let left = grace::remove_expired(&served, &record.grace).map_err(|source| {
-                release::Error::Io {
-                    path: served,
-                    source,
-                }
-            })?;
+            let left = grace::remove_expired(&served, &record.grace)
+                .map_err(|source| release::Error::Io { path: served, source })?;
             if left != record.grace {
                 record.grace = left;
                 history::write_record(&layout, &record)?;

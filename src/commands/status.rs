@@ -53,9 +53,7 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, Error> {
         commit: record.as_ref().map(|record| record.commit.clone()),
         ref_name: record.as_ref().map(|record| record.ref_name.clone()),
         live_since: record.as_ref().and_then(|record| record.live_since.clone()),
-        path: live
-            .as_ref()
-            .map(|live| config.target.join(&live.link_target)),
+        path: live.as_ref().map(|live| config.target.join(&live.link_target)),
     };
     let mut out = String::new();
     if args.json {
@@ -69,17 +67,10 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, Error> {
             .map(|summary| format!(" {}", crate::report::escape(&summary)))
             .unwrap_or_default();
         let field = |value: &Option<String>| value.clone().unwrap_or_else(|| "unknown".into());
-        out.push_str(&format!(
-            "live:   {} -> {}\n",
-            escape_path(&layout.link),
-            escape_path(path)
-        ));
+        out.push_str(&format!("live:   {} -> {}\n", escape_path(&layout.link), escape_path(path)));
         out.push_str(&format!("slot:   {}\n", live.slot));
         out.push_str(&format!("commit: {}{summary}\n", field(&status.commit)));
-        out.push_str(&format!(
-            "ref:    {}\n",
-            crate::report::escape(&field(&status.ref_name))
-        ));
+        out.push_str(&format!("ref:    {}\n", crate::report::escape(&field(&status.ref_name))));
         out.push_str(&format!("since:  {}\n", field(&status.live_since)));
     } else {
         out = format!(
