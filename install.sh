@@ -4,16 +4,25 @@
 #   ./install.sh                      build and install into /usr/local/bin (or ~/.local/bin)
 #   ./install.sh --prefix DIR         install into DIR/bin
 #   ./install.sh --demo [DIR]         install, then push a demo site (default ~/pushdeploy-demo)
-#   ./install.sh --uninstall          remove exactly what an earlier install put in place
+#   ./install.sh --git-user git       also create the system user 'git' (login shell git-shell)
+#   ./install.sh --site NAME --target DIR [--template hugo|static] [--repos /srv/git]
+#                                     also set up the bare repository REPOS/NAME.git for DIR
+#   ./install.sh --uninstall          remove the binary an earlier install put in place
+#                                     (users, repositories and sites are left alone)
 set -euo pipefail
 
-usage() { sed -n '2,8s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; }
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 say() { echo "install.sh: $*" >&2; }
 
 prefix=""
 demo=""
 uninstall=false
+git_user=""
+site=""
+site_target=""
+site_template=""
+repos=/srv/git
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift 2 ;;
@@ -22,6 +31,11 @@ while [ $# -gt 0 ]; do
       if [ $# -ge 2 ] && [ "${2#-}" = "$2" ]; then demo="$2"; shift 2; else demo="$HOME/pushdeploy-demo"; shift; fi ;;
     --demo=*) demo="${1#--demo=}"; shift ;;
     --uninstall) uninstall=true; shift ;;
+    --git-user) [ $# -ge 2 ] || die "--git-user needs a user name"; git_user="$2"; shift 2 ;;
+    --site) [ $# -ge 2 ] || die "--site needs a name"; site="$2"; shift 2 ;;
+    --target) [ $# -ge 2 ] || die "--target needs a directory"; site_target="$2"; shift 2 ;;
+    --template) [ $# -ge 2 ] || die "--template needs static or hugo"; site_template="$2"; shift 2 ;;
+    --repos) [ $# -ge 2 ] || die "--repos needs a directory"; repos="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
   esac
@@ -36,13 +50,19 @@ manifest="$prefix/share/pushdeploy/installed-files"
 
 if $uninstall; then
   [ -f "$manifest" ] || die "nothing to uninstall: $manifest does not exist (was it installed with --prefix?)"
-  while IFS= read -r file; do
-    rm -f -- "$file" && say "removed $file"
+  while IFS= read -r entry; do
+    case "$entry" in
+      user:*) say "left in place: the user ${entry#user:} (remove it with 'userdel ${entry#user:}' once its repositories are gone)" ;;
+      site:*) say "left in place: ${entry#site:} and its target (remove them by hand if you want)" ;;
+      *) rm -f -- "$entry" && say "removed $entry" ;;
+    esac
   done < "$manifest"
   rm -f -- "$manifest"
   rmdir -- "$prefix/share/pushdeploy" 2>/dev/null || true
   exit 0
 fi
+[ -z "$site" ] || [ -n "$site_target" ] || die "--site needs --target DIR, the directory the site is served from"
+case "$site" in */*|.*) die "--site takes a plain name such as example.com, not '$site'" ;; esac
 
 src=$(cd "$(dirname "$0")" && pwd)
 command -v cargo >/dev/null || die "cargo is not installed; install Rust (https://rustup.rs or 'apt-get install cargo') and run again"
@@ -53,9 +73,37 @@ cargo build --release --locked --quiet --manifest-path "$src/Cargo.toml"
 mkdir -p "$prefix/bin" "$(dirname "$manifest")"
 install -m 0755 "$src/target/release/pushdeploy" "$bin.new"
 mv -f "$bin.new" "$bin"
-printf '%s\n' "$bin" > "$manifest"
+touch "$manifest"
+grep -qxF -- "$bin" "$manifest" || printf '%s\n' "$bin" >> "$manifest"
 say "installed $bin ($("$bin" --version))"
 case ":$PATH:" in *":$prefix/bin:"*) ;; *) say "note: $prefix/bin is not on your PATH" ;; esac
+
+# The user that owns the repositories and releases: pushes run the hook as this user.
+if [ -n "$git_user" ] && ! id -u "$git_user" >/dev/null 2>&1; then
+  [ "$(id -u)" -eq 0 ] || die "creating the user '$git_user' needs root; run with sudo"
+  shell=$(command -v git-shell) || die "git-shell is not installed; run 'apt-get install git'"
+  mkdir -p "$repos"
+  useradd --system --shell "$shell" --home-dir "$repos" --user-group "$git_user"
+  chown "$git_user:" "$repos"
+  printf 'user:%s\n' "$git_user" >> "$manifest"
+  say "created the user $git_user (login shell git-shell, home $repos); add pushers' keys to ~$git_user/.ssh/authorized_keys"
+fi
+
+if [ -n "$site" ]; then
+  owner=${git_user:-$(id -un)}
+  repo="$repos/$site.git"
+  mkdir -p "$repos" "$site_target"
+  if [ "$(id -u)" -eq 0 ] && [ "$owner" != root ]; then
+    chown "$owner:" "$site_target"
+    run_as=(runuser -u "$owner" --)
+    [ -d "$repo" ] || { mkdir -p "$repo" && chown "$owner:" "$repo"; }
+  else
+    run_as=()
+  fi
+  "${run_as[@]}" "$bin" init "$repo" --target "$(cd "$site_target" && pwd)" ${site_template:+--template "$site_template"}
+  grep -qxF -- "site:$repo" "$manifest" || printf 'site:%s\n' "$repo" >> "$manifest"
+  say "site $site: push to ssh://$owner@$(hostname -f 2>/dev/null || hostname)$repo, serve $(cd "$site_target" && pwd)/public_html (see site-templates/servers/)"
+fi
 
 [ -n "$demo" ] || exit 0
 

@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    deploy::DeployArgs, hook::HookArgs, init::InitArgs, log::LogArgs, new_site::NewSiteArgs,
-    reap::ReapArgs, rollback::RollbackArgs, status::StatusArgs,
+    deploy::DeployArgs, doctor::DoctorArgs, hook::HookArgs, init::InitArgs, log::LogArgs,
+    new_site::NewSiteArgs, reap::ReapArgs, rollback::RollbackArgs, status::StatusArgs,
 };
 
 /// Zero-downtime deploys of a site on `git push`.
@@ -31,6 +31,7 @@ pub enum Command {
     Status(StatusArgs),
     Log(LogArgs),
     Rollback(RollbackArgs),
+    Doctor(DoctorArgs),
     NewSite(NewSiteArgs),
     #[command(hide = true)]
     Reap(ReapArgs),

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 pub mod deploy;
+pub mod doctor;
 pub mod hook;
 pub mod init;
 pub mod log;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
         Command::Log(args) => log::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Rollback(args) => rollback::run(args),
         Command::NewSite(args) => new_site::run(args),
         Command::Reap(args) => reap::run(args),

@@ -1,0 +1,293 @@
+//! `pushdeploy doctor`: checks a site's setup and says what to fix.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use nix::unistd::{AccessFlags, User, access};
+
+use crate::config::{self, Config, Mode};
+use crate::error::{Error, ExitCode};
+use crate::git::Repo;
+use crate::history;
+use crate::release::Layout;
+use crate::report::{self, escape_path};
+
+/// Checks a site's setup: the hook, the target, the link, what the web server can read, and
+/// the free disk space. Each finding says what to do; exits 1 when something must be fixed.
+///
+/// Checks: the configuration loads; the hook of the configured mode is installed, executable,
+/// written by pushdeploy, and points at an existing binary (and no stale hook of the other
+/// mode deploys first); push options are advertised; the target exists, is writable by this
+/// user and not by everyone; the link is a symlink to a complete release with a record; the
+/// web server's user (www-data, nginx, caddy, apache or http, whichever exist) can reach and
+/// read the live release; the free space can hold another release of the live one's size.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The bare repository [default: $GIT_DIR, else the current directory]
+    #[arg(long, value_name = "REPO")]
+    repo: Option<PathBuf>,
+}
+
+/// The findings so far.
+#[derive(Default)]
+struct Findings {
+    text: String,
+    problems: usize,
+}
+
+impl Findings {
+    fn ok(&mut self, what: impl AsRef<str>) {
+        self.text.push_str(&format!("ok       {}\n", what.as_ref()));
+    }
+
+    fn warn(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.text.push_str(&format!("warning  {}; {}\n", what.as_ref(), fix.as_ref()));
+    }
+
+    fn problem(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.problems += 1;
+        self.text.push_str(&format!("problem  {}; {}\n", what.as_ref(), fix.as_ref()));
+    }
+}
+
+pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
+    let repo = Repo::open(&super::repo_path(args.repo))?;
+    let mut findings = Findings::default();
+    match config::load(repo.path()) {
+        Ok(config) => {
+            findings.ok(format!("configuration {} loads", escape_path(&config.path)));
+            check_hooks(&repo, &config, &mut findings);
+            check_target(&config, &mut findings);
+        }
+        Err(err) => findings.problem(err.to_string(), err.hint()),
+    }
+    let summary = match findings.problems {
+        0 => "no problems found\n".to_owned(),
+        n => format!("{} to fix\n", report::things(n as u64, "problem")),
+    };
+    report::stdout(&(findings.text + &summary));
+    Ok(if findings.problems == 0 { ExitCode::Success } else { ExitCode::DeployFailed })
+}
+
+fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {
+    let rerun = "run `pushdeploy init` again to reinstall it";
+    let hook = repo.path().join("hooks").join(config.mode.name());
+    let shown = escape_path(&hook);
+    match fs::read_to_string(&hook) {
+        Err(_) => findings.problem(format!("{shown} is missing, so pushes do not deploy"), rerun),
+        Ok(text) if !text.contains("pushdeploy init") => findings.problem(
+            format!("{shown} was not written by pushdeploy"),
+            "run `pushdeploy init --force` to replace it (the old one is kept as a backup)",
+        ),
+        Ok(text) => {
+            let executable =
+                fs::metadata(&hook).is_ok_and(|meta| meta.permissions().mode() & 0o111 != 0);
+            if executable {
+                findings.ok(format!("{shown} is installed and executable"));
+            } else {
+                findings.problem(
+                    format!("{shown} is not executable, so git skips it"),
+                    format!("run `chmod +x {shown}`"),
+                );
+            }
+            match hook_binary(&text) {
+                Some(binary) if access(&binary, AccessFlags::X_OK).is_ok() => {
+                    findings.ok(format!("the hook runs {}", escape_path(&binary)));
+                }
+                Some(binary) => findings.problem(
+                    format!(
+                        "the hook runs {}, which is missing or not executable",
+                        escape_path(&binary)
+                    ),
+                    rerun,
+                ),
+                None => findings.problem(format!("{shown} names no pushdeploy binary"), rerun),
+            }
+        }
+    }
+    if config.mode == Mode::PostReceive {
+        let pre = repo.path().join("hooks").join("pre-receive");
+        if fs::read_to_string(&pre).is_ok_and(|text| text.contains("pushdeploy init")) {
+            findings.problem(
+                format!("{} is a pushdeploy hook, but the mode is post-receive", escape_path(&pre)),
+                "run `pushdeploy init` again, which removes it",
+            );
+        }
+    }
+    let advertised = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .args(["config", "--bool", "receive.advertisePushOptions"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "true");
+    if advertised {
+        findings.ok("push options (git push -o ...) are accepted");
+    } else {
+        findings.warn(
+            "receive.advertisePushOptions is off, so `git push -o` options are refused",
+            format!(
+                "run `git --git-dir {} config receive.advertisePushOptions true`",
+                escape_path(repo.path())
+            ),
+        );
+    }
+}
+
+/// Returns the binary a pushdeploy hook execs: `exec '/path/to/pushdeploy' hook ...`.
+fn hook_binary(text: &str) -> Option<PathBuf> {
+    let line = text.lines().find(|line| line.starts_with("exec "))?;
+    let rest = line.strip_prefix("exec ")?.trim_start();
+    let path = match rest.strip_prefix('\'') {
+        Some(quoted) => quoted.split("' hook").next()?.replace(r"'\''", "'"),
+        None => rest.split_whitespace().next()?.to_owned(),
+    };
+    Some(PathBuf::from(path))
+}
+
+fn check_target(config: &Config, findings: &mut Findings) {
+    let layout = Layout::new(config);
+    let target = escape_path(&layout.target);
+    let Ok(meta) = fs::metadata(&layout.target) else {
+        findings.problem(
+            format!("target {target} does not exist"),
+            "create it (owned by the user that pushes) or fix `target` in the configuration",
+        );
+        return;
+    };
+    if access(&layout.target, AccessFlags::W_OK).is_ok() {
+        findings.ok(format!("target {target} is writable by this user"));
+    } else {
+        findings.problem(
+            format!("target {target} is not writable by this user"),
+            format!("run `chown -R {} {target}` as root", current_user()),
+        );
+    }
+    if meta.permissions().mode() & 0o002 != 0 {
+        findings.warn(
+            format!("target {target} is writable by every user"),
+            format!("run `chmod o-w {target}`"),
+        );
+    }
+    let live = match layout.live() {
+        Ok(Some(live)) => live,
+        Ok(None) => {
+            findings
+                .warn("nothing is deployed yet", format!("push the branch {:?}", config.branch));
+            return;
+        }
+        Err(err) => {
+            findings.problem(err.to_string(), "then deploy again with `pushdeploy deploy`");
+            return;
+        }
+    };
+    let served = layout.target.join(&live.link_target);
+    let complete = fs::read_dir(&served).is_ok_and(|mut entries| entries.next().is_some());
+    let record = history::read_record(&layout, live.slot).ok().flatten();
+    match (complete, record) {
+        (true, Some(record)) => findings.ok(format!(
+            "{} -> {} is a complete release of {}",
+            escape_path(&layout.link),
+            escape_path(&live.link_target),
+            record.commit.get(..7).unwrap_or(&record.commit)
+        )),
+        (true, None) => findings.warn(
+            format!("{} has no record in .pushdeploy/releases", escape_path(&served)),
+            "deploy again with `pushdeploy deploy` so status and rollback know it",
+        ),
+        (false, _) => findings.problem(
+            format!(
+                "{} points at {}, which is missing or empty",
+                escape_path(&layout.link),
+                escape_path(&served)
+            ),
+            "deploy again with `pushdeploy deploy`",
+        ),
+    }
+    if complete {
+        check_web_users(&served, findings);
+        check_space(&layout.target, &served, findings);
+    }
+}
+
+/// Checks that each web server user that exists here can reach and read the live release.
+fn check_web_users(served: &Path, findings: &mut Findings) {
+    let users: Vec<User> = ["www-data", "nginx", "caddy", "apache", "http"]
+        .into_iter()
+        .filter_map(|name| User::from_name(name).ok().flatten())
+        .collect();
+    if users.is_empty() {
+        findings.warn(
+            "found no web server user (www-data, nginx, caddy, apache, http)",
+            "make sure yours can read the release",
+        );
+        return;
+    }
+    let index = served.join("index.html");
+    for user in users {
+        let blocked = served
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find(|dir| !permits(&user, dir, 0o1))
+            .map(Path::to_owned)
+            .or_else(|| (!permits(&user, served, 0o4)).then(|| served.to_owned()))
+            .or_else(|| (index.exists() && !permits(&user, &index, 0o4)).then(|| index.clone()));
+        match blocked {
+            None => findings.ok(format!("{} can read the live release", user.name)),
+            Some(path) => findings.problem(
+                format!("{} cannot read {}", user.name, escape_path(&path)),
+                format!(
+                    "run `chmod o+rx {}` (or give the web server's group access)",
+                    escape_path(&path)
+                ),
+            ),
+        }
+    }
+}
+
+/// Tells whether `user` has the permission `bit` (4 read, 1 execute) on `path`.
+fn permits(user: &User, path: &Path, bit: u32) -> bool {
+    let Ok(meta) = fs::metadata(path) else { return false };
+    let mode = meta.mode();
+    if user.uid.is_root() {
+        return true;
+    }
+    let shift = if meta.uid() == user.uid.as_raw() {
+        6
+    } else if meta.gid() == user.gid.as_raw() {
+        3
+    } else {
+        0
+    };
+    mode >> shift & bit != 0
+}
+
+/// Warns when the free space could not hold another release the size of the live one.
+fn check_space(target: &Path, served: &Path, findings: &mut Findings) {
+    let size: u64 = walkdir::WalkDir::new(served)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum();
+    let Ok(stats) = nix::sys::statvfs::statvfs(target) else { return };
+    let free = stats.blocks_available() as u64 * stats.fragment_size() as u64;
+    let line =
+        format!("{} free for a release of about {}", report::bytes(free), report::bytes(size));
+    if free < size.saturating_mul(2) {
+        findings.warn(line, "a deploy writes the new release beside the live one: free some space");
+    } else {
+        findings.ok(line);
+    }
+}
+
+fn current_user() -> String {
+    User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "$USER".into(), |user| user.name)
+}
