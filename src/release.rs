@@ -314,13 +314,18 @@ pub fn check_space(entries: &[Entry], base: Option<&Base<'_>>, target: &Path) ->
             _ => BLOCK,
         })
         .sum();
-    let stats = nix::sys::statvfs::statvfs(target)
-        .map_err(|errno| Error::Io { path: target.to_owned(), source: errno.into() })?;
-    let available = stats.blocks_available() as u64 * stats.fragment_size() as u64;
+    let available = free_space(target)?;
     if needed > available {
         return Err(Error::NoSpace { path: target.to_owned(), needed, available });
     }
     Ok(())
+}
+
+/// Returns the bytes an unprivileged user may still write on the filesystem of `path`.
+pub fn free_space(path: &Path) -> Result<u64, Error> {
+    let stats = nix::sys::statvfs::statvfs(path)
+        .map_err(|errno| Error::Io { path: path.to_owned(), source: errno.into() })?;
+    Ok(stats.blocks_available().saturating_mul(stats.fragment_size()))
 }
 
 /// Tells whether an error is the filesystem being full.

@@ -11,7 +11,7 @@ use crate::config::{self, Config, Mode};
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
 use crate::history;
-use crate::release::Layout;
+use crate::release::{self, Layout};
 use crate::report::{self, escape_path};
 
 /// Checks a site's setup: the hook, the target, the link, what the web server can read, and
@@ -274,8 +274,7 @@ fn check_space(target: &Path, served: &Path, findings: &mut Findings) {
         .filter(|meta| meta.is_file())
         .map(|meta| meta.len())
         .sum();
-    let Ok(stats) = nix::sys::statvfs::statvfs(target) else { return };
-    let free = stats.blocks_available() as u64 * stats.fragment_size() as u64;
+    let Ok(free) = release::free_space(target) else { return };
     let line =
         format!("{} free for a release of about {}", report::bytes(free), report::bytes(size));
     if free < size.saturating_mul(2) {
