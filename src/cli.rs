@@ -33,7 +33,6 @@ pub enum Command {
     Rollback(RollbackArgs),
     Doctor(DoctorArgs),
     NewSite(NewSiteArgs),
-    #[command(hide = true)]
     Reap(ReapArgs),
 }
 
