@@ -71,7 +71,7 @@ command -v git >/dev/null || die "git is not installed; run 'apt-get install git
 say "building pushdeploy (cargo build --release)"
 cargo build --release --locked --quiet --manifest-path "$src/Cargo.toml"
 mkdir -p "$prefix/bin" "$(dirname "$manifest")"
-install -m 0755 "$src/target/release/pushdeploy" "$bin.new"
+install -m 0755 "${CARGO_TARGET_DIR:-$src/target}/release/pushdeploy" "$bin.new"
 mv -f "$bin.new" "$bin"
 touch "$manifest"
 grep -qxF -- "$bin" "$manifest" || printf '%s\n' "$bin" >> "$manifest"

@@ -4,8 +4,10 @@ mod support;
 
 mod deploy;
 mod hook;
+mod incremental;
 mod init;
 mod status;
+mod templates;
 
 use std::fs;
 use std::path::Path;
@@ -15,10 +17,8 @@ use std::path::Path;
 fn every_test_file_is_a_module() {
     let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let source = fs::read_to_string(tests_dir.join("integration.rs")).expect("read integration.rs");
-    let declared: Vec<&str> = source
-        .lines()
-        .filter_map(|line| line.strip_prefix("mod ")?.strip_suffix(';'))
-        .collect();
+    let declared: Vec<&str> =
+        source.lines().filter_map(|line| line.strip_prefix("mod ")?.strip_suffix(';')).collect();
     let mut forgotten = Vec::new();
     for entry in fs::read_dir(&tests_dir).expect("read tests/") {
         let path = entry.expect("read tests/ entry").path();
