@@ -80,17 +80,9 @@ fn each_push_switches_relative_link_to_other_slot_and_removes_old() {
 #[test]
 fn publish_subdir_is_linked_inside_slot() {
     let env = TestEnv::new();
-    env.init(&[
-        "--publish",
-        "public",
-        "--build",
-        "mkdir -p public && cp index.html public/",
-    ]);
+    env.init(&["--publish", "public", "--build", "mkdir -p public && cp index.html public/"]);
     let expected_tree = |contents: &str| -> Tree {
-        let entry = Entry::File {
-            mode: 0o644,
-            contents: contents.into(),
-        };
+        let entry = Entry::File { mode: 0o644, contents: contents.into() };
         [(PathBuf::from("index.html"), entry)].into()
     };
 
@@ -103,10 +95,7 @@ fn publish_subdir_is_linked_inside_slot() {
         env.push().assert_live(&commit, "refs/heads/main", slot);
 
         assert_eq!(env.link_target(), Path::new(slot).join("public"));
-        assert_trees_equal(
-            &expected_tree(&contents),
-            &env.snapshot_tree(env.live_dir()),
-        );
+        assert_trees_equal(&expected_tree(&contents), &env.snapshot_tree(env.live_dir()));
         env.assert_no_idle_slot();
     }
 }
@@ -119,10 +108,7 @@ fn failing_build_keeps_previous_release_live() {
     env.commit_all("v1");
     let _ = env.push();
     let before = env.live_site();
-    env.write_config(&config_with_build(
-        &env,
-        "command = 'echo compiling; exit 3'\n",
-    ));
+    env.write_config(&config_with_build(&env, "command = 'echo compiling; exit 3'\n"));
     env.write("index.html", "v2\n");
     env.commit_all("v2");
 
@@ -132,11 +118,7 @@ fn failing_build_keeps_previous_release_live() {
     env.assert_live_unchanged(&before);
 
     // The same failure from the command line exits 1.
-    let deploy = env
-        .pushdeploy()
-        .args(["deploy", "--repo"])
-        .arg(&env.bare)
-        .failure();
+    let deploy = env.pushdeploy().args(["deploy", "--repo"]).arg(&env.bare).failure();
     assert_eq!(deploy.code(), Some(1), "{deploy}");
     deploy.assert_failed_at("build");
     env.assert_live_unchanged(&before);
@@ -188,20 +170,14 @@ fn missing_publish_dir_fails_at_verify() {
     let push = env.push();
 
     let line = push.assert_failed_at("verify");
-    assert!(
-        line.contains("public"),
-        "{line:?} does not name the directory"
-    );
+    assert!(line.contains("public"), "{line:?} does not name the directory");
     env.assert_live_unchanged(&before);
 }
 
 #[test]
 fn build_output_reaches_pusher() {
     let env = TestEnv::new();
-    env.init(&[
-        "--build",
-        "echo 'from build stdout'; echo 'from build stderr' >&2",
-    ]);
+    env.init(&["--build", "echo 'from build stdout'; echo 'from build stderr' >&2"]);
     env.write("index.html", "v1\n");
     let commit = env.commit_all("v1");
 
@@ -210,16 +186,11 @@ fn build_output_reaches_pusher() {
     push.assert_live(&commit, "refs/heads/main", "blue");
     let stderr = push.normalized_stderr();
     let lines: Vec<&str> = stderr.lines().collect();
-    let final_index = lines
-        .iter()
-        .rposition(|line| line.starts_with("pushdeploy: live: "));
+    let final_index = lines.iter().rposition(|line| line.starts_with("pushdeploy: live: "));
     for text in ["from build stdout", "from build stderr"] {
         let index = lines.iter().position(|line| line.contains(text));
         assert!(index.is_some(), "{text:?} did not reach the pusher\n{push}");
-        assert!(
-            index < final_index,
-            "{text:?} came after the final line\n{push}"
-        );
+        assert!(index < final_index, "{text:?} came after the final line\n{push}");
     }
 }
 
@@ -242,15 +213,8 @@ fn build_gets_deploy_environment_without_git_variables() {
     env.push().assert_live(&commit, "refs/heads/main", "blue");
 
     let text = fs::read_to_string(&env_file).expect("the build wrote its environment");
-    let vars: Vec<(&str, &str)> = text
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .collect();
-    let var = |name: &str| {
-        vars.iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| *value)
-    };
+    let vars: Vec<(&str, &str)> = text.lines().filter_map(|line| line.split_once('=')).collect();
+    let var = |name: &str| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| *value);
     let release = env.target.join("blue").to_string_lossy().into_owned();
     let target = env.target.to_string_lossy().into_owned();
     let expected = [
@@ -264,17 +228,10 @@ fn build_gets_deploy_environment_without_git_variables() {
         ("BUILD_CWD", &release),
     ];
     for (name, value) in expected {
-        assert_eq!(
-            var(name),
-            Some(value),
-            "{name} in the build environment:\n{text}"
-        );
+        assert_eq!(var(name), Some(value), "{name} in the build environment:\n{text}");
     }
-    let git_vars: Vec<&str> = vars
-        .iter()
-        .map(|(key, _)| *key)
-        .filter(|key| key.starts_with("GIT_"))
-        .collect();
+    let git_vars: Vec<&str> =
+        vars.iter().map(|(key, _)| *key).filter(|key| key.starts_with("GIT_")).collect();
     assert_eq!(git_vars, Vec::<&str>::new(), "GIT_* leaked into the build");
 }
 
@@ -300,11 +257,7 @@ fn concurrent_deploys_run_one_after_another() {
 
     let start = Barrier::new(2);
     let deploy = |rev: &str| {
-        let cmd = env
-            .pushdeploy()
-            .args(["deploy", "--repo"])
-            .arg(&env.bare)
-            .arg(rev);
+        let cmd = env.pushdeploy().args(["deploy", "--repo"]).arg(&env.bare).arg(rev);
         start.wait();
         cmd.success()
     };
@@ -315,10 +268,7 @@ fn concurrent_deploys_run_one_after_another() {
     });
 
     let log_text = fs::read_to_string(&log).expect("read build log");
-    assert_eq!(
-        log_text, "start\nend\nstart\nend\n",
-        "the builds overlapped"
-    );
+    assert_eq!(log_text, "start\nend\nstart\nend\n", "the builds overlapped");
     let first_waited = first.stderr.contains("waiting");
     let second_waited = second.stderr.contains("waiting");
     assert!(
@@ -326,11 +276,7 @@ fn concurrent_deploys_run_one_after_another() {
         "exactly one deploy should report waiting\n{first}\n{second}"
     );
     // The deploy that waited ran last, so its commit is live.
-    let (last, last_output) = if first_waited {
-        (&a, &first)
-    } else {
-        (&b, &second)
-    };
+    let (last, last_output) = if first_waited { (&a, &first) } else { (&b, &second) };
     last_output.assert_live(last, last, &env.live_slot());
     env.assert_live_equals_archive(last);
     env.assert_no_idle_slot();
@@ -338,7 +284,5 @@ fn concurrent_deploys_run_one_after_another() {
 
 /// Returns a thread's result, re-raising its panic (with its own message and location).
 fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

@@ -26,15 +26,10 @@ fn assert_ignored(push: &Output, refname: &str, reason: &str) {
     let lines = push.pushdeploy_lines();
     let prefix = format!("pushdeploy: ignored {refname}: ");
     let ok = match lines.as_slice() {
-        [line] => line
-            .strip_prefix(&prefix)
-            .is_some_and(|why| why.contains(reason)),
+        [line] => line.strip_prefix(&prefix).is_some_and(|why| why.contains(reason)),
         _ => false,
     };
-    assert!(
-        ok,
-        "expected one line {prefix:?} mentioning {reason:?}, found {lines:#?}\n{push}"
-    );
+    assert!(ok, "expected one line {prefix:?} mentioning {reason:?}, found {lines:#?}\n{push}");
 }
 
 /// Asserts the deploy was refused in materialize with a message naming `path`, and nothing
@@ -49,10 +44,7 @@ fn assert_refused(env: &TestEnv, push: &Output, path: &str, before: &LiveSite) {
 #[test]
 fn push_of_other_branch_is_ignored() {
     let (env, _, before) = env_with_live_site();
-    let _ = env
-        .git()
-        .args(["switch", "--quiet", "-c", "feature"])
-        .success();
+    let _ = env.git().args(["switch", "--quiet", "-c", "feature"]).success();
     env.write("index.html", "feature work\n");
     env.commit_all("feature work");
 
@@ -65,10 +57,7 @@ fn push_of_other_branch_is_ignored() {
 #[test]
 fn push_of_tag_is_ignored() {
     let (env, _, before) = env_with_live_site();
-    let _ = env
-        .git()
-        .args(["tag", "-a", "v1", "-m", "release v1"])
-        .success();
+    let _ = env.git().args(["tag", "-a", "v1", "-m", "release v1"]).success();
 
     let push = env.push_ref("v1");
 
@@ -80,10 +69,7 @@ fn push_of_tag_is_ignored() {
 fn deletion_of_deploy_branch_is_ignored() {
     let (env, _, before) = env_with_live_site();
     // Git refuses to delete the branch HEAD points at unless told otherwise.
-    let _ = env
-        .git_in(&env.bare)
-        .args(["config", "receive.denyDeleteCurrent", "ignore"])
-        .success();
+    let _ = env.git_in(&env.bare).args(["config", "receive.denyDeleteCurrent", "ignore"]).success();
 
     let push = env.push_ref(":main");
 
@@ -98,22 +84,14 @@ fn hook_run_by_hand_serves_same_release_as_push() {
     let stdin = format!("{ZERO_ID} {commit} refs/heads/main\n");
 
     // As an admin would run it: from inside the repository.
-    let by_hand = env
-        .command(&hook)
-        .current_dir(&env.bare)
-        .stdin(stdin.as_str())
-        .success();
+    let by_hand = env.command(&hook).current_dir(&env.bare).stdin(stdin.as_str()).success();
     by_hand.assert_live(&commit, "refs/heads/main", &env.live_slot());
     assert_trees_equal(&pushed.tree, &env.live_site().tree);
     env.assert_live_equals_archive(&commit);
     env.assert_no_idle_slot();
 
     // As git runs it: GIT_DIR set, working directory elsewhere.
-    let with_git_dir = env
-        .command(&hook)
-        .env("GIT_DIR", &env.bare)
-        .stdin(stdin)
-        .success();
+    let with_git_dir = env.command(&hook).env("GIT_DIR", &env.bare).stdin(stdin).success();
     with_git_dir.assert_live(&commit, "refs/heads/main", &env.live_slot());
     assert_trees_equal(&pushed.tree, &env.live_site().tree);
     env.assert_no_idle_slot();
@@ -128,12 +106,7 @@ fn deploy_rev_serves_older_commit_and_deploy_serves_tip() {
     let second = env.commit_all("v2");
     env.push().assert_live(&second, "refs/heads/main", "green");
 
-    let older = env
-        .pushdeploy()
-        .args(["deploy", "--repo"])
-        .arg(&env.bare)
-        .arg("main~1")
-        .success();
+    let older = env.pushdeploy().args(["deploy", "--repo"]).arg(&env.bare).arg("main~1").success();
 
     older.assert_live(&first, "main~1", "blue");
     assert_eq!(env.link_target(), Path::new("blue"));
@@ -141,11 +114,7 @@ fn deploy_rev_serves_older_commit_and_deploy_serves_tip() {
     env.assert_no_idle_slot();
 
     // Without --repo and REV: the repository is the working directory, the rev the branch tip.
-    let tip = env
-        .pushdeploy()
-        .arg("deploy")
-        .current_dir(&env.bare)
-        .success();
+    let tip = env.pushdeploy().arg("deploy").current_dir(&env.bare).success();
 
     tip.assert_live(&second, "refs/heads/main", "green");
     assert_eq!(env.link_target(), Path::new("green"));

@@ -22,8 +22,7 @@ fn read(path: &Path) -> String {
 #[track_caller]
 fn read_config(env: &TestEnv) -> toml::Table {
     let text = read(&config_path(env));
-    text.parse()
-        .unwrap_or_else(|e| panic!("pushdeploy.toml is not TOML: {e}\n{text}"))
+    text.parse().unwrap_or_else(|e| panic!("pushdeploy.toml is not TOML: {e}\n{text}"))
 }
 
 /// Returns the names of `*.pushdeploy-backup` files in the repository and its hooks.
@@ -47,15 +46,10 @@ fn assert_refused_without_force(output: &Output) {
     assert_eq!(output.code(), Some(2), "{output}");
     let lines = output.pushdeploy_lines();
     assert!(
-        lines
-            .iter()
-            .any(|line| line.starts_with("pushdeploy: error: ")),
+        lines.iter().any(|line| line.starts_with("pushdeploy: error: ")),
         "no `pushdeploy: error: ` line\n{output}"
     );
-    assert!(
-        output.stderr.contains("--force"),
-        "no hint at --force\n{output}"
-    );
+    assert!(output.stderr.contains("--force"), "no hint at --force\n{output}");
 }
 
 #[track_caller]
@@ -76,40 +70,20 @@ fn assert_hook_runs_pushdeploy(env: &TestEnv) {
 fn init_creates_repo_config_hook_and_target() {
     let env = TestEnv::new();
 
-    let _ = env
-        .init_cmd(&["--build", "make site", "--publish", "public"])
-        .success();
+    let _ = env.init_cmd(&["--build", "make site", "--publish", "public"]).success();
 
-    let bare = env
-        .git_in(&env.bare)
-        .args(["rev-parse", "--is-bare-repository"])
-        .success();
+    let bare = env.git_in(&env.bare).args(["rev-parse", "--is-bare-repository"]).success();
     assert_eq!(bare.stdout, "true\n");
-    let head = env
-        .git_in(&env.bare)
-        .args(["symbolic-ref", "HEAD"])
-        .success();
+    let head = env.git_in(&env.bare).args(["symbolic-ref", "HEAD"]).success();
     assert_eq!(head.stdout, "refs/heads/main\n");
     let config = read_config(&env);
     let target = env.target.to_string_lossy();
     assert_eq!(config.get("branch").and_then(|v| v.as_str()), Some("main"));
-    assert_eq!(
-        config.get("target").and_then(|v| v.as_str()),
-        Some(&*target)
-    );
+    assert_eq!(config.get("target").and_then(|v| v.as_str()), Some(&*target));
     assert_eq!(config.get("link").and_then(|v| v.as_str()), Some(LINK));
-    let build = config
-        .get("build")
-        .and_then(|v| v.as_table())
-        .expect("[build] table");
-    assert_eq!(
-        build.get("command").and_then(|v| v.as_str()),
-        Some("make site")
-    );
-    assert_eq!(
-        build.get("publish").and_then(|v| v.as_str()),
-        Some("public")
-    );
+    let build = config.get("build").and_then(|v| v.as_table()).expect("[build] table");
+    assert_eq!(build.get("command").and_then(|v| v.as_str()), Some("make site"));
+    assert_eq!(build.get("publish").and_then(|v| v.as_str()), Some("public"));
     assert_hook_runs_pushdeploy(&env);
     assert!(env.target.is_dir(), "target directory not created");
 }
@@ -160,11 +134,7 @@ fn init_force_replaces_config_and_keeps_backup() {
 #[test]
 fn init_refuses_foreign_hook_without_force_and_backs_it_up_with_force() {
     let env = TestEnv::new();
-    let _ = env
-        .git_in(&env.root)
-        .args(["init", "--quiet", "--bare"])
-        .arg(&env.bare)
-        .success();
+    let _ = env.git_in(&env.root).args(["init", "--quiet", "--bare"]).arg(&env.bare).success();
     let foreign = "#!/bin/sh\necho somebody else's hook\n";
     fs::write(hook_path(&env), foreign).expect("write foreign hook");
     fs::set_permissions(hook_path(&env), fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -176,10 +146,7 @@ fn init_refuses_foreign_hook_without_force_and_backs_it_up_with_force() {
 
     let _ = env.init_cmd(&["--force"]).success();
 
-    assert_eq!(
-        read(&env.bare.join("hooks/post-receive.pushdeploy-backup")),
-        foreign
-    );
+    assert_eq!(read(&env.bare.join("hooks/post-receive.pushdeploy-backup")), foreign);
     assert_hook_runs_pushdeploy(&env);
 }
 
@@ -193,10 +160,7 @@ fn init_on_existing_repo_keeps_history_and_moves_head() {
         .success();
     env.clone_work();
     // The clone's unborn branch is named after the remote HEAD (trunk).
-    let _ = env
-        .git()
-        .args(["checkout", "--quiet", "-b", "main"])
-        .success();
+    let _ = env.git().args(["checkout", "--quiet", "-b", "main"]).success();
     env.write("index.html", "before pushdeploy\n");
     let old = env.commit_all("before pushdeploy");
     let _ = env.push();
@@ -204,15 +168,9 @@ fn init_on_existing_repo_keeps_history_and_moves_head() {
     let _ = env.init_cmd(&[]).success();
 
     assert_eq!(env.rev_parse("origin/main"), old);
-    let in_bare = env
-        .git_in(&env.bare)
-        .args(["rev-parse", "refs/heads/main"])
-        .success();
+    let in_bare = env.git_in(&env.bare).args(["rev-parse", "refs/heads/main"]).success();
     assert_eq!(in_bare.stdout.trim(), old);
-    let head = env
-        .git_in(&env.bare)
-        .args(["symbolic-ref", "HEAD"])
-        .success();
+    let head = env.git_in(&env.bare).args(["symbolic-ref", "HEAD"]).success();
     assert_eq!(head.stdout, "refs/heads/main\n");
 
     // The installed hook deploys the next push on top of the old history.

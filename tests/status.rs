@@ -8,11 +8,7 @@ use crate::support::{LINK, TestEnv, short};
 
 #[track_caller]
 fn status_json(env: &TestEnv) -> Value {
-    let output = env
-        .pushdeploy()
-        .args(["status", "--json", "--repo"])
-        .arg(&env.bare)
-        .success();
+    let output = env.pushdeploy().args(["status", "--json", "--repo"]).arg(&env.bare).success();
     serde_json::from_str(&output.stdout)
         .unwrap_or_else(|e| panic!("status --json printed no JSON object: {e}\n{output}"))
 }
@@ -87,16 +83,9 @@ fn status_text_mentions_slot_and_short_commit() {
     let _ = env.push();
 
     // Without --repo, from inside the repository.
-    let output = env
-        .pushdeploy()
-        .arg("status")
-        .current_dir(&env.bare)
-        .success();
+    let output = env.pushdeploy().arg("status").current_dir(&env.bare).success();
 
     let text = format!("{}{}", output.stdout, output.stderr);
     assert!(text.contains("blue"), "no slot in status\n{output}");
-    assert!(
-        text.contains(short(&commit)),
-        "no short commit in status\n{output}"
-    );
+    assert!(text.contains(short(&commit)), "no short commit in status\n{output}");
 }
