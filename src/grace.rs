@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 pub struct GraceFile {
     /// The path under the served directory, as raw bytes (file names need not be UTF-8).
     pub path: Vec<u8>,
-    /// Seconds since the epoch after which the file is removed.
-    pub until: u64,
+    /// Milliseconds since the epoch after which the file is removed; 0 until the switch, when
+    /// [`Grace::start`] sets it (the grace counts from the moment the new release is live).
+    pub until_ms: u64,
 }
 
 /// What one release holds on behalf of older ones.
@@ -45,13 +46,21 @@ impl Grace {
 
     /// Returns the earliest deadline still pending.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.files.iter().map(|file| file.until).min()
+        self.files.iter().map(|file| file.until_ms).min()
+    }
+
+    /// Starts the grace of the files carried by this deploy, now that its release is live.
+    pub fn start(&mut self, grace: Duration) {
+        let until = now_ms().saturating_add(grace.as_millis() as u64);
+        for file in self.files.iter_mut().filter(|file| file.until_ms == 0) {
+            file.until_ms = until;
+        }
     }
 }
 
-/// Returns the current time in seconds since the epoch.
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+/// Returns the current time in milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
 fn path_of(bytes: &[u8]) -> PathBuf {
@@ -66,11 +75,10 @@ pub fn carry(
     old_served: &Path,
     old_grace: &Grace,
     new_served: &Path,
-    grace: Duration,
 ) -> io::Result<Grace> {
-    let now = now();
+    let now = now_ms();
     let inherited: HashMap<&[u8], u64> =
-        old_grace.files.iter().map(|file| (file.path.as_slice(), file.until)).collect();
+        old_grace.files.iter().map(|file| (file.path.as_slice(), file.until_ms)).collect();
     let mut created: HashSet<PathBuf> = HashSet::new();
     let mut kept = Grace::default();
     for entry in walkdir::WalkDir::new(old_served).min_depth(1) {
@@ -81,9 +89,9 @@ pub fn carry(
         let relative = entry.path().strip_prefix(old_served).map_err(io::Error::other)?;
         let key = relative.as_os_str().as_bytes();
         let until = match inherited.get(key) {
-            Some(&until) if until <= now => continue,
+            Some(&until) if until != 0 && until <= now => continue,
             Some(&until) => until,
-            None => now + grace.as_secs().max(1),
+            None => 0, // set by `Grace::start` once the new release is live
         };
         if !make_parents(new_served, relative, &mut created, &mut kept.dirs)? {
             continue;
@@ -97,7 +105,7 @@ pub fn carry(
         } else if fs::hard_link(entry.path(), &dest).is_err() {
             fs::copy(entry.path(), &dest)?;
         }
-        kept.files.push(GraceFile { path: key.to_vec(), until });
+        kept.files.push(GraceFile { path: key.to_vec(), until_ms: until });
     }
     Ok(kept)
 }
@@ -137,10 +145,10 @@ fn make_parents(
 /// Removes the kept files whose deadline has passed from `served`, and the directories made
 /// for them once empty. Returns what is still kept.
 pub fn remove_expired(served: &Path, grace: &Grace) -> io::Result<Grace> {
-    let now = now();
+    let now = now_ms();
     let mut left = Grace::default();
     for file in &grace.files {
-        if file.until > now {
+        if file.until_ms > now {
             left.files.push(file.clone());
             continue;
         }
@@ -184,7 +192,8 @@ mod tests {
         fs::create_dir_all(old.join("gone/deep")).unwrap();
         fs::write(old.join("gone/deep/x"), "x").unwrap();
 
-        let kept = carry(&old, &Grace::default(), &new, Duration::from_secs(30)).unwrap();
+        let mut kept = carry(&old, &Grace::default(), &new).unwrap();
+        kept.start(Duration::from_secs(30));
         assert_eq!(fs::read_to_string(new.join("index.html")).unwrap(), "new");
         assert_eq!(fs::read_to_string(new.join("css/app.1.css")).unwrap(), "one");
         assert_eq!(fs::read_to_string(new.join("gone/deep/x")).unwrap(), "x");
@@ -194,7 +203,7 @@ mod tests {
 
         assert_eq!(remove_expired(&new, &kept).unwrap(), kept, "nothing expired yet");
         let expired = Grace {
-            files: kept.files.iter().map(|f| GraceFile { until: 0, ..f.clone() }).collect(),
+            files: kept.files.iter().map(|f| GraceFile { until_ms: 1, ..f.clone() }).collect(),
             dirs: kept.dirs.clone(),
         };
         assert!(remove_expired(&new, &expired).unwrap().is_empty());

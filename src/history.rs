@@ -99,12 +99,8 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn records_dir(layout: &Layout) -> PathBuf {
-    layout.state.join("releases")
-}
-
 fn record_path(layout: &Layout, slot: Slot) -> PathBuf {
-    records_dir(layout).join(format!("{}.json", slot.name()))
+    layout.records_dir().join(format!("{}.json", slot.name()))
 }
 
 /// Returns the record of what `slot` holds, if it holds a complete release.
@@ -120,10 +116,11 @@ pub fn read_record(layout: &Layout, slot: Slot) -> Result<Option<ReleaseRecord>,
 
 /// Writes (atomically, durably) the record of what `record.slot` holds.
 pub fn write_record(layout: &Layout, record: &ReleaseRecord) -> Result<(), Error> {
-    let dir = records_dir(layout);
+    let dir = layout.records_dir();
     let path = record_path(layout, record.slot);
     let write_error = |source: io::Error| Error::Write { path: path.clone(), source };
-    fs::create_dir_all(&dir).map_err(write_error)?;
+    // The directory is made with the state directory; not making it here keeps a late writer
+    // (a reaper whose site was just removed) from bringing a deleted target back.
     let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(write_error)?;
     let json = serde_json::to_vec_pretty(record).map_err(|err| write_error(err.into()))?;
     file.write_all(&json).and_then(|()| file.as_file().sync_all()).map_err(write_error)?;

@@ -131,7 +131,7 @@ pub fn add_window(layout: &Layout, slot: Slot, window: (Timestamp, Timestamp)) {
 }
 
 fn path(layout: &Layout, slot: Slot) -> PathBuf {
-    layout.state.join("releases").join(format!("{}.index", slot.name()))
+    layout.records_dir().join(format!("{}.index", slot.name()))
 }
 
 /// Writes the index of `slot`.

@@ -219,6 +219,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
 
     // Live from here on: what follows can only warn.
     record.live_since = Some(history::timestamp(SystemTime::now()));
+    record.grace.start(config.retire.grace);
     if let Err(err) = history::write_record(&layout, &record) {
         report::line(&format!("warning: {err}"));
     }
@@ -529,7 +530,7 @@ fn carry_old_files(
         .map_err(|err| err.to_string())?
         .map(|record| record.grace)
         .unwrap_or_default();
-    let kept = grace::carry(&layout.target.join(&live.link_target), &old_grace, served, grace)
+    let kept = grace::carry(&layout.target.join(&live.link_target), &old_grace, served)
         .map_err(|err| format!("cannot keep the old release's files for `retire.grace`: {err}"))?;
     if !kept.files.is_empty() {
         report::line(&format!(

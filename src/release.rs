@@ -163,7 +163,13 @@ impl Layout {
 
     /// Creates the target's state directory when missing.
     pub fn ensure_state_dir(&self) -> Result<(), Error> {
-        fs::create_dir_all(&self.state).map_err(Error::io(&self.state))
+        let releases = self.records_dir();
+        fs::create_dir_all(&releases).map_err(Error::io(&releases))
+    }
+
+    /// Returns where the record and index of each slot's release are kept.
+    pub fn records_dir(&self) -> PathBuf {
+        self.state.join("releases")
     }
 }
 

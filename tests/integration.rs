@@ -6,8 +6,10 @@ mod deploy;
 mod hook;
 mod incremental;
 mod init;
+mod load_checker;
 mod status;
 mod templates;
+mod zero_downtime;
 
 use std::fs;
 use std::path::Path;

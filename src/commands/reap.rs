@@ -30,6 +30,10 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
     let layout = Layout::new(&config);
     loop {
         let wait = {
+            // The target may be gone (a test's temp dir, a removed site): nothing to do.
+            if !layout.state.is_dir() {
+                return Ok(ExitCode::Success);
+            }
             let _lock = lock::acquire(&layout.lock_path(), |_| {})?;
             let Some(live) = layout.live()? else {
                 return Ok(ExitCode::Success);
@@ -46,9 +50,9 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
             }
             match record.grace.next_deadline() {
                 None => return Ok(ExitCode::Success),
-                Some(deadline) => deadline.saturating_sub(grace::now()),
+                Some(deadline) => deadline.saturating_sub(grace::now_ms()),
             }
         };
-        std::thread::sleep(Duration::from_secs(wait.max(1)));
+        std::thread::sleep(Duration::from_millis(wait.max(10)));
     }
 }

@@ -2,6 +2,9 @@
 //! directory holding a bare repository, a deploy target and a work clone, and runs the real
 //! `git` and the real `pushdeploy` binary in a hermetic environment.
 
+pub mod load;
+pub mod servers;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
@@ -74,10 +77,8 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        let tmp = tempfile::Builder::new()
-            .prefix("pushdeploy-test-")
-            .tempdir()
-            .expect("create temp dir");
+        let tmp =
+            tempfile::Builder::new().prefix("pushdeploy-test-").tempdir().expect("create temp dir");
         let root = tmp.path().canonicalize().expect("canonicalize temp dir");
         let home = root.join("home");
         fs::create_dir(&home).expect("create HOME");
@@ -120,11 +121,7 @@ impl TestEnv {
             .env("LC_ALL", "C")
             .env("TZ", "UTC")
             .current_dir(&self.root);
-        Cmd {
-            command,
-            stdin: None,
-            tmp_paths: self.tmp_paths(),
-        }
+        Cmd { command, stdin: None, tmp_paths: self.tmp_paths() }
     }
 
     /// The temporary directory as spelled in output, longest first.
@@ -140,9 +137,7 @@ impl TestEnv {
 
     /// Returns a `git` command run in `dir`.
     pub fn git_in(&self, dir: &Path) -> Cmd {
-        self.command("git")
-            .args(["-c", "init.defaultBranch=main"])
-            .current_dir(dir)
+        self.command("git").args(["-c", "init.defaultBranch=main"]).current_dir(dir)
     }
 
     /// Returns a `git` command run in the work clone.
@@ -157,12 +152,7 @@ impl TestEnv {
 
     /// Returns `pushdeploy init <bare> --target <target> EXTRA...`.
     pub fn init_cmd(&self, extra: &[&str]) -> Cmd {
-        self.pushdeploy()
-            .arg("init")
-            .arg(&self.bare)
-            .arg("--target")
-            .arg(&self.target)
-            .args(extra)
+        self.pushdeploy().arg("init").arg(&self.bare).arg("--target").arg(&self.target).args(extra)
     }
 
     /// Runs `pushdeploy init` (expecting success), then clones the bare repo into `work`.
@@ -176,12 +166,7 @@ impl TestEnv {
     /// Clones the bare repository into `work`.
     #[track_caller]
     pub fn clone_work(&self) {
-        let _ = self
-            .git_in(&self.root)
-            .arg("clone")
-            .arg(&self.bare)
-            .arg(&self.work)
-            .success();
+        let _ = self.git_in(&self.root).arg("clone").arg(&self.bare).arg(&self.work).success();
     }
 
     /// Writes `contents` to `path` (relative to the work clone), creating parent directories.
@@ -218,11 +203,7 @@ impl TestEnv {
     #[track_caller]
     pub fn remove(&self, path: impl AsRef<Path>) {
         let path = self.work.join(path);
-        let result = if path.is_dir() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
+        let result = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
         result.unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
     }
 
@@ -230,10 +211,7 @@ impl TestEnv {
     #[track_caller]
     pub fn commit_all(&self, message: &str) -> String {
         let _ = self.git().args(["add", "--all"]).success();
-        let _ = self
-            .git()
-            .args(["commit", "--quiet", "-m", message])
-            .success();
+        let _ = self.git().args(["commit", "--quiet", "-m", message]).success();
         self.rev_parse("HEAD")
     }
 
@@ -260,11 +238,7 @@ impl TestEnv {
     /// Writes `contents` (raw, unvalidated) as a blob in the work clone; returns its id.
     #[track_caller]
     pub fn hash_blob(&self, contents: &[u8]) -> String {
-        let output = self
-            .git()
-            .args(["hash-object", "-w", "--stdin"])
-            .stdin(contents)
-            .success();
+        let output = self.git().args(["hash-object", "-w", "--stdin"]).stdin(contents).success();
         output.stdout.trim().to_owned()
     }
 
@@ -300,10 +274,7 @@ impl TestEnv {
     /// Creates a commit of `tree` on top of the work clone's HEAD; returns its id.
     #[track_caller]
     pub fn commit_tree(&self, tree: &str, message: &str) -> String {
-        let output = self
-            .git()
-            .args(["commit-tree", tree, "-p", "HEAD", "-m", message])
-            .success();
+        let output = self.git().args(["commit-tree", tree, "-p", "HEAD", "-m", message]).success();
         output.stdout.trim().to_owned()
     }
 
@@ -337,18 +308,14 @@ impl TestEnv {
     #[track_caller]
     pub fn live_dir(&self) -> PathBuf {
         let link = self.link_path();
-        link.canonicalize()
-            .unwrap_or_else(|e| panic!("resolve {}: {e}", link.display()))
+        link.canonicalize().unwrap_or_else(|e| panic!("resolve {}: {e}", link.display()))
     }
 
     /// Returns the live slot (`blue` or `green`): the first component of the link target.
     #[track_caller]
     pub fn live_slot(&self) -> String {
         let target = self.link_target();
-        let slot = target
-            .iter()
-            .next()
-            .map(|slot| slot.to_string_lossy().into_owned());
+        let slot = target.iter().next().map(|slot| slot.to_string_lossy().into_owned());
         match slot.as_deref() {
             Some(slot @ ("blue" | "green")) => slot.to_owned(),
             _ => panic!("link target {} is not a slot", target.display()),
@@ -358,11 +325,7 @@ impl TestEnv {
     /// Returns the slot that is not live.
     #[track_caller]
     pub fn idle_slot(&self) -> &'static str {
-        if self.live_slot() == "blue" {
-            "green"
-        } else {
-            "blue"
-        }
+        if self.live_slot() == "blue" { "green" } else { "blue" }
     }
 
     /// Returns every entry under `dir` (relative paths resolve against the temp dir), without
@@ -371,16 +334,10 @@ impl TestEnv {
     pub fn snapshot_tree(&self, dir: impl AsRef<Path>) -> Tree {
         let dir = self.root.join(dir);
         let mut tree = Tree::new();
-        for item in WalkDir::new(&dir)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by_file_name()
-        {
+        for item in WalkDir::new(&dir).min_depth(1).follow_links(false).sort_by_file_name() {
             let item = item.unwrap_or_else(|e| panic!("walk {}: {e}", dir.display()));
             let path = item.path();
-            let meta = item
-                .metadata()
-                .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+            let meta = item.metadata().unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
             let mode = meta.mode() & 0o7777;
             let entry = if meta.file_type().is_symlink() {
                 let target = fs::read_link(path)
@@ -395,9 +352,7 @@ impl TestEnv {
             } else {
                 panic!("{} is neither file, dir nor symlink", path.display());
             };
-            let relative = path
-                .strip_prefix(&dir)
-                .expect("walked path is under its root");
+            let relative = path.strip_prefix(&dir).expect("walked path is under its root");
             tree.insert(relative.to_owned(), entry);
         }
         tree
@@ -406,10 +361,8 @@ impl TestEnv {
     /// Returns the tree `git archive COMMIT` produces, extracted with `tar -x -p`.
     #[track_caller]
     pub fn archive_tree(&self, commit: &str) -> Tree {
-        let archive = self
-            .git_in(&self.bare)
-            .args(["-c", "tar.umask=0022", "archive", commit])
-            .success();
+        let archive =
+            self.git_in(&self.bare).args(["-c", "tar.umask=0022", "archive", commit]).success();
         let dir = tempfile::Builder::new()
             .prefix("archive-")
             .tempdir_in(&self.root)
@@ -434,10 +387,7 @@ impl TestEnv {
     /// Records what is served now, to compare after a deploy that must not change it.
     #[track_caller]
     pub fn live_site(&self) -> LiveSite {
-        LiveSite {
-            link_target: self.link_target(),
-            tree: self.snapshot_tree(self.live_dir()),
-        }
+        LiveSite { link_target: self.link_target(), tree: self.snapshot_tree(self.live_dir()) }
     }
 
     /// Asserts the link and the live release are exactly as recorded, and no other slot is
@@ -470,10 +420,7 @@ pub fn assert_trees_equal(expected: &Tree, actual: &Tree) {
         match actual.get(path) {
             None => writeln!(report, "  missing    {path:?}: {want:?}"),
             Some(got) if got != want => {
-                writeln!(
-                    report,
-                    "  different  {path:?}: expected {want:?}, found {got:?}"
-                )
+                writeln!(report, "  different  {path:?}: expected {want:?}, found {got:?}")
             }
             Some(_) => Ok(()),
         }
@@ -728,5 +675,28 @@ impl fmt::Display for Output {
         writeln!(f, "status:  {}", self.status)?;
         writeln!(f, "--- stdout ---\n{}", self.stdout)?;
         write!(f, "--- stderr ---\n{}", self.stderr)
+    }
+}
+
+impl Cmd {
+    /// Runs the command whatever its exit status, for a caller that decides from
+    /// [`Output::status`] (a push that may be rejected and retried, say).
+    #[must_use]
+    #[track_caller]
+    pub fn output(self) -> Output {
+        self.run()
+    }
+
+    /// Starts the command with stdin, stdout and stderr on `/dev/null` and returns at once,
+    /// for a test that signals or races the process itself. The caller must wait for it.
+    #[track_caller]
+    pub fn spawn(mut self) -> Child {
+        let command = self.describe();
+        self.command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"))
     }
 }
