@@ -44,6 +44,9 @@ fn linked(push: &Output) -> usize {
         .map_or(0, |n| n.replace(',', "").parse().expect("a count"))
 }
 
+/// One change to the work clone.
+type Step = Box<dyn Fn(&TestEnv)>;
+
 #[test]
 fn incremental_deploys_equal_git_archive_through_every_kind_of_change() {
     let env = TestEnv::new();
@@ -55,7 +58,7 @@ fn incremental_deploys_equal_git_archive_through_every_kind_of_change() {
     let first = push_and_check(&env, "first");
     assert_eq!(linked(&first), 0, "nothing to link from on the first deploy\n{first}");
 
-    let steps: Vec<(&str, Box<dyn Fn(&TestEnv)>)> = vec![
+    let steps: Vec<(&str, Step)> = vec![
         (
             "modify and add",
             Box::new(|env| {
