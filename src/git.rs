@@ -139,11 +139,13 @@ impl Repo {
     /// Opens the bare repository at `path`, creating it when it does not exist.
     /// Returns the repository and whether it was created.
     pub fn open_or_init_bare(path: &Path) -> Result<(Repo, bool), Error> {
-        if path.exists() {
+        // An empty directory (made beforehand with the right owner, say) becomes the repository.
+        let empty = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none());
+        if path.exists() && !empty {
             return Repo::open(path).map(|repo| (repo, false));
         }
         let mut options = RepositoryInitOptions::new();
-        options.bare(true).no_reinit(true).mkpath(true);
+        options.bare(true).mkpath(true);
         let inner = Repository::init_opts(path, &options)
             .map_err(|source| Error::Init { path: path.to_owned(), source })?;
         let path = inner.path().to_owned();

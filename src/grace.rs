@@ -71,11 +71,7 @@ fn path_of(bytes: &[u8]) -> PathBuf {
 ///
 /// Files the old release itself kept for an even older one keep their original deadline, and
 /// expired ones are not carried over, so no file outlives its grace by being passed along.
-pub fn carry(
-    old_served: &Path,
-    old_grace: &Grace,
-    new_served: &Path,
-) -> io::Result<Grace> {
+pub fn carry(old_served: &Path, old_grace: &Grace, new_served: &Path) -> io::Result<Grace> {
     let now = now_ms();
     let inherited: HashMap<&[u8], u64> =
         old_grace.files.iter().map(|file| (file.path.as_slice(), file.until_ms)).collect();

@@ -99,13 +99,9 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn record_path(layout: &Layout, slot: Slot) -> PathBuf {
-    layout.records_dir().join(format!("{}.json", slot.name()))
-}
-
 /// Returns the record of what `slot` holds, if it holds a complete release.
 pub fn read_record(layout: &Layout, slot: Slot) -> Result<Option<ReleaseRecord>, Error> {
-    let path = record_path(layout, slot);
+    let path = layout.record_path(slot);
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -117,7 +113,7 @@ pub fn read_record(layout: &Layout, slot: Slot) -> Result<Option<ReleaseRecord>,
 /// Writes (atomically, durably) the record of what `record.slot` holds.
 pub fn write_record(layout: &Layout, record: &ReleaseRecord) -> Result<(), Error> {
     let dir = layout.records_dir();
-    let path = record_path(layout, record.slot);
+    let path = layout.record_path(record.slot);
     let write_error = |source: io::Error| Error::Write { path: path.clone(), source };
     // The directory is made with the state directory; not making it here keeps a late writer
     // (a reaper whose site was just removed) from bringing a deleted target back.
@@ -130,7 +126,7 @@ pub fn write_record(layout: &Layout, record: &ReleaseRecord) -> Result<(), Error
 
 /// Forgets what `slot` holds, before the slot is emptied.
 pub fn remove_record(layout: &Layout, slot: Slot) -> Result<(), Error> {
-    let path = record_path(layout, slot);
+    let path = layout.record_path(slot);
     match fs::remove_file(&path) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => {
             Err(Error::Write { path, source: err })

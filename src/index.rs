@@ -130,13 +130,9 @@ pub fn add_window(layout: &Layout, slot: Slot, window: (Timestamp, Timestamp)) {
     }
 }
 
-fn path(layout: &Layout, slot: Slot) -> PathBuf {
-    layout.records_dir().join(format!("{}.index", slot.name()))
-}
-
 /// Writes the index of `slot`.
 pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
-    let path = path(layout, slot);
+    let path = layout.index_path(slot);
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let temp = tempfile::NamedTempFile::new_in(dir)?;
@@ -164,7 +160,7 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
 
 /// Reads the index of `slot`; `None` when there is none or it cannot be trusted to parse.
 pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
-    let bytes = fs::read(path(layout, slot)).ok()?;
+    let bytes = fs::read(layout.index_path(slot)).ok()?;
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let mut fields = header.strip_prefix(HEADER)?.split_whitespace();
@@ -196,7 +192,7 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
 
 /// Removes the index of `slot`, before the slot is emptied.
 pub fn remove(layout: &Layout, slot: Slot) -> io::Result<()> {
-    match fs::remove_file(path(layout, slot)) {
+    match fs::remove_file(layout.index_path(slot)) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),
     }

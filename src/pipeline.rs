@@ -178,6 +178,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
         // Nothing visible changed; take back what this deploy wrote.
         let _ = forget_slot(&layout, slot);
         let _ = remove_slot_tree(&layout, slot, live.as_ref());
+        let _ = restore_parked(&layout, slot);
         let _ = history::append(&layout, &entry(clock, "failed", Some(&failure), None));
         report::line(&format!(
             "failed at {}: {}; the live site is unchanged ({}); {}",
@@ -197,6 +198,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     if request.options.dry_run {
         let _ = forget_slot(&layout, slot);
         let _ = remove_slot_tree(&layout, slot, live.as_ref());
+        let _ = restore_parked(&layout, slot);
         let _ = history::append(&layout, &entry(&clock, "dry-run", None, None));
         report::line(&format!(
             "dry run: {short} ({ref_name}) was written{} and verified in {}; not activated, the live site is unchanged ({})",
@@ -217,7 +219,9 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     }
     let time_to_live = clock.started.elapsed();
 
-    // Live from here on: what follows can only warn.
+    // Live from here on: what follows can only warn. The release kept before this one is now
+    // pushed out by a good one.
+    let _ = release::remove_path(&layout.parked_dir(slot));
     record.live_since = Some(history::timestamp(SystemTime::now()));
     record.grace.start(config.retire.grace);
     if let Err(err) = history::write_record(&layout, &record) {
@@ -380,6 +384,42 @@ struct Built {
     index: Option<Index>,
 }
 
+/// Moves the release kept in `slot` (`[retire] keep_previous`) aside while a deploy builds
+/// there, so that a failed deploy never pushes a good release out: only a deploy that goes
+/// live replaces it. Renames only; nothing is copied.
+fn park_kept(layout: &Layout, slot: Slot) -> Result<(), String> {
+    if !layout.record_path(slot).exists() || !layout.slot_dir(slot).is_dir() {
+        return Ok(());
+    }
+    let (tree, record, index) = layout.parked(slot);
+    let error = |err: std::io::Error| format!("cannot set the kept release in {slot} aside: {err}");
+    fs::create_dir_all(layout.parked_dir(slot)).map_err(error)?;
+    fs::rename(layout.slot_dir(slot), &tree).map_err(error)?;
+    fs::rename(layout.record_path(slot), &record).map_err(error)?;
+    match fs::rename(layout.index_path(slot), &index) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(error(err)),
+        _ => Ok(()),
+    }
+}
+
+/// Puts a parked release back into `slot`, replacing what a failed deploy left there.
+fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), String> {
+    let (tree, record, index) = layout.parked(slot);
+    if !tree.is_dir() {
+        return Ok(());
+    }
+    let error = |err: std::io::Error| format!("cannot put the kept release back in {slot}: {err}");
+    release::remove_path(&layout.slot_dir(slot)).map_err(|err| err.to_string())?;
+    fs::rename(&tree, layout.slot_dir(slot)).map_err(error)?;
+    for (parked, home) in [(record, layout.record_path(slot)), (index, layout.index_path(slot))] {
+        match fs::rename(parked, home) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(error(err)),
+            _ => {}
+        }
+    }
+    release::remove_path(&layout.parked_dir(slot)).map_err(|err| err.to_string())
+}
+
 /// Forgets what `slot` holds (its record and index), before it is emptied.
 fn forget_slot(layout: &Layout, slot: Slot) -> Result<(), String> {
     history::remove_record(layout, slot).map_err(|err| err.to_string())?;
@@ -400,6 +440,15 @@ fn build_release(
     let (dir, _) = clock.stage(Stage::Prepare, || {
         // A build orphaned by a killed deploy must not write into the slot being prepared.
         build::stop_orphans(&layout.build_pgid_path(), &layout.target);
+        // A kept release parked by a deploy that was killed goes back first; one parked from
+        // the live slot is obsolete (the deploy that parked it went live).
+        if let Some(live) = live {
+            release::remove_path(&layout.parked_dir(live.slot)).map_err(|err| err.to_string())?;
+        }
+        restore_parked(layout, slot)?;
+        if config.retire.keep_previous {
+            park_kept(layout, slot)?;
+        }
         forget_slot(layout, slot)?;
         remove_slot_tree(layout, slot, live)?;
         release::prepare(layout, slot).map_err(|err| err.to_string())

@@ -51,7 +51,7 @@ impl Slot {
 
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name()) // pad, so `{:<5}` lines columns up
     }
 }
 
@@ -170,6 +170,27 @@ impl Layout {
     /// Returns where the record and index of each slot's release are kept.
     pub fn records_dir(&self) -> PathBuf {
         self.state.join("releases")
+    }
+
+    /// Returns the record of what `slot` holds (see `history`).
+    pub fn record_path(&self, slot: Slot) -> PathBuf {
+        self.records_dir().join(format!("{}.json", slot.name()))
+    }
+
+    /// Returns the index of `slot`'s files (see `index`).
+    pub fn index_path(&self, slot: Slot) -> PathBuf {
+        self.records_dir().join(format!("{}.index", slot.name()))
+    }
+
+    /// Returns where the release kept in `slot` waits while a deploy builds there.
+    pub fn parked_dir(&self, slot: Slot) -> PathBuf {
+        self.state.join("parked").join(slot.name())
+    }
+
+    /// Returns the parked release of `slot`, with its record and index: `(tree, record, index)`.
+    pub fn parked(&self, slot: Slot) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = self.parked_dir(slot);
+        (dir.join("release"), dir.join("record.json"), dir.join("index"))
     }
 }
 

@@ -7,6 +7,8 @@ mod hook;
 mod incremental;
 mod init;
 mod load_checker;
+mod operations;
+mod ssh;
 mod status;
 mod templates;
 mod zero_downtime;
