@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use walkdir::WalkDir;
 
+use crate::support::install::{build_release, install_sh};
 use crate::support::servers::ServerKind;
 use crate::support::{Entry, LINK, Output, TestEnv, Tree, assert_trees_equal, short};
 
@@ -23,10 +21,6 @@ const STATIC_TITLE: &str = "pushdeploy static demo";
 
 /// The path the Hugo template caches, relative to the release.
 const HUGO_CACHE: &str = "resources/_gen";
-
-/// A bound on the release build that warms up `install.sh`: a cold `cargo build --release`
-/// can take longer than the harness's per-command limit.
-const RELEASE_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Returns the directory of a template in the source tree.
 fn template_dir(name: &str) -> PathBuf {
@@ -681,66 +675,13 @@ fn standalone_server_configs_inline_the_published_site_blocks() {
     );
 }
 
-/// Runs `cargo build --release` as `install.sh` does, with its own generous time limit, so that
-/// the script's build is a quick no-op under the harness's per-command limit.
-#[track_caller]
-fn build_release(env: &TestEnv) {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let log = env.root.join("cargo-build-release.log");
-    let log_file = fs::File::create(&log).expect("create the cargo log");
-    let mut child = Command::new("cargo")
-        .args(["build", "--release", "--locked", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("clone the log handle"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start cargo build --release");
-    let deadline = Instant::now() + RELEASE_BUILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for cargo") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cargo build --release took over {RELEASE_BUILD_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let output = fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "cargo build --release failed ({status}):\n{output}");
-}
-
-/// Returns `CARGO_HOME` and `RUSTUP_HOME` as the test runs with them: the demo runs with
-/// `HOME` in the temp dir, where cargo would find neither its registry nor its toolchain.
-fn toolchain_env() -> Vec<(&'static str, PathBuf)> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    [("CARGO_HOME", ".cargo"), ("RUSTUP_HOME", ".rustup")]
-        .into_iter()
-        .filter_map(|(name, default)| {
-            let dir = std::env::var_os(name)
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|home| home.join(default)))?;
-            dir.is_dir().then_some((name, dir))
-        })
-        .collect()
-}
-
 #[test]
 fn install_demo_deploys_twice_and_uninstall_removes_binary() {
     let env = TestEnv::new();
     build_release(&env);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
     let prefix = env.root.join("prefix");
     let demo = env.root.join("demo");
-    let run = |args: &[&str]| {
-        let mut command = env.command(&script).arg("--prefix").arg(&prefix).args(args);
-        for (name, dir) in toolchain_env() {
-            command = command.env(name, dir);
-        }
-        command.success()
-    };
+    let run = |args: &[&str]| install_sh(&env, &prefix).args(args).success();
     let hugo = in_path("hugo");
     let (title, about) =
         if hugo { (HUGO_TITLE, "about/index.html") } else { (STATIC_TITLE, "about.html") };

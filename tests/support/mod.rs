@@ -2,6 +2,7 @@
 //! directory holding a bare repository, a deploy target and a work clone, and runs the real
 //! `git` and the real `pushdeploy` binary in a hermetic environment.
 
+pub mod install;
 pub mod load;
 pub mod servers;
 
