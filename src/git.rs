@@ -311,31 +311,31 @@ impl Repo {
         }
         let odb = self.inner.odb().map_err(git_error)?;
         if let Ok((mut reader, _, _)) = odb.reader(blob.0) {
-            let mut head = vec![0; SNIFF];
-            let n = reader.read(&mut head).map_err(BlobError::Io)?;
-            head.truncate(n);
-            out.write_all(&head).map_err(BlobError::Io)?;
-            std::io::copy(&mut reader, out).map_err(BlobError::Io)?;
-            return Ok(head);
+            return copy_with_head(&mut reader, out).map_err(BlobError::Io);
         }
-        let status = std::process::Command::new("git")
+        // git streams a packed blob only above core.bigFileThreshold (512 MiB by default).
+        let mut child = std::process::Command::new("git")
+            .arg("-c")
+            .arg(format!("core.bigFileThreshold={STREAM_ABOVE}"))
             .arg("--git-dir")
             .arg(&self.path)
             .args(["cat-file", "blob"])
             .arg(blob.0.to_string())
             .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().map_err(BlobError::Io)?)
-            .status()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .map_err(|err| {
                 BlobError::Git(format!("cannot run `git cat-file` to stream a large file: {err}"))
             })?;
+        let copied = match child.stdout.take() {
+            Some(mut stdout) => copy_with_head(&mut stdout, out),
+            None => Ok(Vec::new()),
+        };
+        let status = child.wait().map_err(BlobError::Io)?;
         if !status.success() {
             return Err(BlobError::Git(format!("`git cat-file blob {}` failed: {status}", blob.0)));
         }
-        let mut head = vec![0; SNIFF];
-        let n = std::os::unix::fs::FileExt::read_at(&*out, &mut head, 0).map_err(BlobError::Io)?;
-        head.truncate(n);
-        Ok(head)
+        copied.map_err(BlobError::Io)
     }
 
     fn read_error(&self, what: &str, source: git2::Error) -> Error {
@@ -347,6 +347,15 @@ impl Repo {
 pub const STREAM_ABOVE: u64 = 16 * 1024 * 1024;
 /// How many leading bytes of each blob `write_blob` hands back.
 const SNIFF: usize = 256;
+
+/// Copies `from` into `out`, returning the first [`SNIFF`] bytes.
+fn copy_with_head(from: &mut impl Read, out: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(SNIFF);
+    from.take(SNIFF as u64).read_to_end(&mut head)?;
+    out.write_all(&head)?;
+    std::io::copy(from, out)?;
+    Ok(head)
+}
 
 /// Why a blob could not be written out.
 #[derive(Debug)]

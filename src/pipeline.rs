@@ -122,7 +122,15 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
             format!("create it, or fix `target` in {}", escape_path(&config.path)),
         ));
     }
-    layout.ensure_state_dir()?;
+    layout.ensure_state_dir().map_err(|err| {
+        Error::user(
+            format!("cannot set up pushdeploy's state directory: {err}"),
+            format!(
+                "{} must be a directory this user can write; move away whatever is there",
+                escape_path(&layout.state)
+            ),
+        )
+    })?;
     warn_if_world_writable(&layout.target);
     let lock = lock::acquire(&layout.lock_path(), |holder| {
         let holder = holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default();

@@ -3,6 +3,7 @@
 mod support;
 
 mod deploy;
+mod hardening;
 mod hook;
 mod incremental;
 mod init;

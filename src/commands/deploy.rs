@@ -36,6 +36,16 @@ pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
     let repo = Repo::open(&super::repo_path(args.repo))?;
     let config = config::load(repo.path())?;
     let ref_name = args.rev.unwrap_or_else(|| config.branch_ref());
+    if ref_name == config.branch_ref() && repo.ref_target(&ref_name)?.is_none() {
+        return Err(Error::user(
+            format!(
+                "the branch {:?} has no commits in {} yet",
+                config.branch,
+                repo.path().display()
+            ),
+            format!("push it first: git push production {}", config.branch),
+        ));
+    }
     let commit = repo.resolve(&ref_name)?;
     let options =
         Options { no_cache: args.no_cache, skip_build: args.skip_build, dry_run: args.dry_run };
