@@ -35,6 +35,28 @@ impl Error {
     }
 }
 
+/// How much of a pack file libgit2 maps at a time, and in all. Its defaults (1 GiB windows,
+/// 8 GiB mapped) leave every page of the pack that a deploy reads resident until exit, which
+/// is most of the process's RSS on a large site; small windows bound it.
+const PACK_WINDOW: usize = 4 * 1024 * 1024;
+const PACK_MAPPED_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Sets libgit2's global options. Call once, first thing in `main`.
+///
+/// Besides bounding the memory mapped for packs, it turns off re-hashing every object read:
+/// git checked each object's id when the push stored it (index-pack), so hashing all of them
+/// again on every deploy (a quarter of a first deploy's CPU) checks nothing new.
+#[allow(unsafe_code)]
+pub fn configure_libgit2() {
+    git2::opts::strict_hash_verification(false);
+    // SAFETY: these set libgit2's global options, which is unsound only while another thread
+    // uses libgit2; `main` calls this before anything else runs, on the only thread.
+    unsafe {
+        let _ = git2::opts::set_mwindow_size(PACK_WINDOW);
+        let _ = git2::opts::set_mwindow_mapped_limit(PACK_MAPPED_LIMIT);
+    }
+}
+
 /// A commit id, opaque outside this module except through its hex forms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitId(Oid);
@@ -78,11 +100,10 @@ impl BlobId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
-    /// A file, its blob, and the blob's size in bytes.
+    /// A file and its blob (its size is read only when needed: [`Repo::blob_size`]).
     File {
         executable: bool,
         blob: BlobId,
-        size: u64,
     },
     /// A symlink and the raw bytes of its target.
     Symlink {
@@ -240,10 +261,8 @@ impl Repo {
         Ok(String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned())
     }
 
-    /// Lists every entry of a commit's tree, in pre-order, with each file's size.
+    /// Lists every entry of a commit's tree, in pre-order.
     pub fn tree_entries(&self, commit: CommitId) -> Result<Vec<Entry>, Error> {
-        let odb =
-            self.inner.odb().map_err(|source| self.read_error("the object database", source))?;
         let tree = self
             .inner
             .find_commit(commit.0)
@@ -269,17 +288,9 @@ impl Repo {
                         return TreeWalkResult::Abort;
                     }
                 },
-                (Some(ObjectType::Blob), mode) => match odb.read_header(entry.id()) {
-                    Ok((size, _)) => EntryKind::File {
-                        executable: mode & 0o111 != 0,
-                        blob: BlobId(entry.id()),
-                        size: size as u64,
-                    },
-                    Err(source) => {
-                        failure = Some(self.read_error("a file", source));
-                        return TreeWalkResult::Abort;
-                    }
-                },
+                (Some(ObjectType::Blob), mode) => {
+                    EntryKind::File { executable: mode & 0o111 != 0, blob: BlobId(entry.id()) }
+                }
                 _ => return TreeWalkResult::Ok,
             };
             entries.push(Entry { parent, name, kind });
@@ -290,6 +301,15 @@ impl Repo {
             Some(err) => Err(err),
             None => Ok(entries),
         }
+    }
+
+    /// Returns a blob's size from its header, without reading it.
+    pub fn blob_size(&self, blob: BlobId) -> Result<u64, BlobError> {
+        self.inner
+            .odb()
+            .and_then(|odb| odb.read_header(blob.0))
+            .map(|(size, _)| size as u64)
+            .map_err(|err| BlobError::Git(err.message().to_owned()))
     }
 
     /// Writes a blob of `size` bytes to `out`, returning its first bytes (for sniffing).

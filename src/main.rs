@@ -19,6 +19,7 @@ mod templates;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    git::configure_libgit2();
     report::init_tracing();
     let cli = cli::parse();
     match commands::run(cli) {

@@ -492,7 +492,7 @@ fn build_release(
             };
             Failure::new(Stage::Materialize, err, hint)
         };
-        release::check_space(&entries, base.as_ref(), &layout.target).map_err(full)?;
+        release::check_space(repo, &entries, base.as_ref(), &layout.target).map_err(full)?;
         release::materialize(repo, &entries, &dir, base.as_ref(), config.umask, no_build)
             .map_err(full)
     });

@@ -327,20 +327,28 @@ fn resolve_inside(
 /// Refuses, before anything is written, a release that clearly does not fit on the target's
 /// filesystem: each file to write counts whole 4 KiB blocks, as does each directory; files the
 /// base release can lend count nothing.
-pub fn check_space(entries: &[Entry], base: Option<&Base<'_>>, target: &Path) -> Result<(), Error> {
+pub fn check_space(
+    repo: &Repo,
+    entries: &[Entry],
+    base: Option<&Base<'_>>,
+    target: &Path,
+) -> Result<(), Error> {
     const BLOCK: u64 = 4096;
     let lent = |entry: &Entry, blob: &BlobId| {
         base.and_then(|base| base.index.files.get(&entry.path()))
             .is_some_and(|known| known.blob == blob.hex())
     };
-    let needed: u64 = entries
-        .iter()
-        .map(|entry| match &entry.kind {
+    let mut needed = 0;
+    for entry in entries {
+        needed += match &entry.kind {
             EntryKind::File { blob, .. } if lent(entry, blob) => 0,
-            EntryKind::File { size, .. } => size.div_ceil(BLOCK).max(1) * BLOCK,
+            EntryKind::File { blob, .. } => {
+                let size = repo.blob_size(*blob).map_err(|err| blob_error(err, entry.path()))?;
+                size.div_ceil(BLOCK).max(1) * BLOCK
+            }
             _ => BLOCK,
-        })
-        .sum();
+        };
+    }
     let available = free_space(target)?;
     if needed > available {
         return Err(Error::NoSpace { path: target.to_owned(), needed, available });
@@ -353,6 +361,13 @@ pub fn free_space(path: &Path) -> Result<u64, Error> {
     let stats = nix::sys::statvfs::statvfs(path)
         .map_err(|errno| Error::Io { path: path.to_owned(), source: errno.into() })?;
     Ok(stats.blocks_available().saturating_mul(stats.fragment_size()))
+}
+
+fn blob_error(err: BlobError, path: PathBuf) -> Error {
+    match err {
+        BlobError::Git(message) => Error::Blob { path, message },
+        BlobError::Io(source) => Error::Io { path, source },
+    }
 }
 
 /// Tells whether an error is the filesystem being full.
@@ -407,12 +422,9 @@ pub fn materialize(
                     .map_err(Error::io(&path))?;
                 written.symlinks += 1;
             }
-            EntryKind::File { executable, blob, size } => files.push(PendingFile {
-                path: entry.path(),
-                executable: *executable,
-                blob: *blob,
-                size: *size,
-            }),
+            EntryKind::File { executable, blob } => {
+                files.push(PendingFile { path: entry.path(), executable: *executable, blob: *blob })
+            }
         }
     }
 
@@ -465,7 +477,6 @@ struct PendingFile {
     path: PathBuf,
     executable: bool,
     blob: BlobId,
-    size: u64,
 }
 
 /// What one writer thread did.
@@ -491,7 +502,7 @@ fn write_files<'f>(
     want_index: bool,
 ) -> Result<FilesWritten, Error> {
     let mut done = FilesWritten::default();
-    for PendingFile { path: relative, executable, blob, size } in files {
+    for PendingFile { path: relative, executable, blob } in files {
         let path = dir.join(relative);
         let mode = if *executable { 0o777 } else { 0o666 };
         if let Some(stat) = link_unchanged(base, relative, *blob, mode & mode_mask, &path) {
@@ -509,11 +520,12 @@ fn write_files<'f>(
             .mode(mode)
             .open(&path)
             .map_err(Error::io(&path))?;
-        let head = repo.write_blob(*blob, *size, &mut file).map_err(|err| match err {
+        let size = repo.blob_size(*blob).map_err(|err| blob_error(err, relative.clone()))?;
+        let head = repo.write_blob(*blob, size, &mut file).map_err(|err| match err {
             BlobError::Io(source) => Error::Io { path: path.clone(), source },
-            BlobError::Git(message) => Error::Blob { path: relative.clone(), message },
+            err => blob_error(err, relative.clone()),
         })?;
-        if *size < 1024 && head.starts_with(LFS_POINTER) {
+        if size < 1024 && head.starts_with(LFS_POINTER) {
             done.warnings.push(format!(
                 "{} is a Git LFS pointer: it is deployed as the pointer text, since pushdeploy does not fetch LFS objects; commit the file itself to deploy it",
                 escape_path(relative)

@@ -537,12 +537,8 @@ impl Cmd {
             Some(_) => Stdio::piped(),
             None => Stdio::null(),
         };
-        let mut child = self
-            .command
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        self.command.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = spawn_retrying_busy(&mut self.command)
             .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
         if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), self.stdin.take()) {
             // A command may exit without reading all of it; that is its business.
@@ -699,5 +695,23 @@ impl Cmd {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command}: {e}"))
+    }
+}
+
+/// Spawns a command, retrying for a moment while its executable is busy (ETXTBSY): a binary a
+/// test just copied can still be open for writing in a child that another test thread forked
+/// before the copy was closed, until that child execs.
+fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match command.spawn() {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
     }
 }
