@@ -333,10 +333,15 @@ impl Repo {
         if let Ok((mut reader, _, _)) = odb.reader(blob.0) {
             return copy_with_head(&mut reader, out).map_err(BlobError::Io);
         }
-        // git streams a packed blob only above core.bigFileThreshold (512 MiB by default).
+        // git streams a packed blob only above core.bigFileThreshold (512 MiB by default), and
+        // maps packs in 1 GiB windows unless told otherwise.
         let mut child = std::process::Command::new("git")
             .arg("-c")
             .arg(format!("core.bigFileThreshold={STREAM_ABOVE}"))
+            .arg("-c")
+            .arg(format!("core.packedGitWindowSize={PACK_WINDOW}"))
+            .arg("-c")
+            .arg(format!("core.packedGitLimit={PACK_MAPPED_LIMIT}"))
             .arg("--git-dir")
             .arg(&self.path)
             .args(["cat-file", "blob"])
