@@ -44,7 +44,8 @@ pub struct Config {
 }
 
 /// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SymlinkPolicy {
     /// Symlinks that resolve inside the release.
     #[default]
@@ -65,7 +66,8 @@ pub struct Retire {
 
 /// Which hook deploys: `post-receive` (the push is accepted first) or `pre-receive` (a failed
 /// deploy rejects the push, and the branch does not move).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     #[default]
     PostReceive,
@@ -141,8 +143,8 @@ mod raw {
         pub target: Spanned<PathBuf>,
         pub link: Option<Spanned<String>>,
         pub umask: Option<Spanned<String>>,
-        pub symlinks: Option<Spanned<String>>,
-        pub mode: Option<Spanned<String>>,
+        pub symlinks: Option<SymlinkPolicy>,
+        pub mode: Option<Mode>,
         pub build: Option<Build>,
         pub retire: Option<Retire>,
     }
@@ -240,19 +242,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         None => 0o022,
     };
 
-    let symlinks = match file.symlinks {
-        None => SymlinkPolicy::default(),
-        Some(policy) => match policy.get_ref().as_str() {
-            "inside" => SymlinkPolicy::Inside,
-            "none" => SymlinkPolicy::None,
-            other => {
-                return Err(invalid(
-                    Some(policy.span()),
-                    format!("`symlinks`: {other:?} is neither \"inside\" nor \"none\""),
-                ));
-            }
-        },
-    };
+    let symlinks = file.symlinks.unwrap_or_default();
 
     let build = match file.build {
         None => Build { timeout: DEFAULT_BUILD_TIMEOUT, ..Build::default() },
@@ -313,19 +303,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         },
     };
 
-    let mode = match file.mode {
-        None => Mode::default(),
-        Some(mode) => match mode.get_ref().as_str() {
-            "post-receive" => Mode::PostReceive,
-            "pre-receive" => Mode::PreReceive,
-            other => {
-                return Err(invalid(
-                    Some(mode.span()),
-                    format!("`mode`: {other:?} is neither \"post-receive\" nor \"pre-receive\""),
-                ));
-            }
-        },
-    };
+    let mode = file.mode.unwrap_or_default();
 
     Ok(Config { path: path.to_owned(), branch, target, link, umask, symlinks, mode, build, retire })
 }
@@ -440,6 +418,19 @@ mod tests {
     fn publish_may_not_climb() {
         let err = parse_err("target = \"/srv\"\n[build]\npublish = \"../x\"\n");
         assert!(err.contains("line 3") && err.contains("`..`"), "{err}");
+    }
+
+    #[test]
+    fn enums_name_their_choices() {
+        let config =
+            parse(Path::new("p"), "target = \"/s\"\nmode = \"pre-receive\"\nsymlinks = \"none\"\n")
+                .unwrap();
+        assert_eq!((config.mode, config.symlinks), (Mode::PreReceive, SymlinkPolicy::None));
+        let err = parse_err("target = \"/s\"\nsymlinks = \"outside\"\n");
+        assert!(
+            err.contains("line 2") && err.contains("`inside`") && err.contains("`none`"),
+            "{err}"
+        );
     }
 
     #[test]
