@@ -49,7 +49,7 @@ pub struct Options {
     pub dry_run: bool,
 }
 
-/// The stages that can fail before the switch.
+/// The stages of a deploy, as timed in the history; all but `Retire` come before the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Prepare,
@@ -57,6 +57,8 @@ enum Stage {
     Build,
     Verify,
     Activate,
+    /// After the switch: it can only warn, never fail the deploy.
+    Retire,
 }
 
 impl Stage {
@@ -67,6 +69,7 @@ impl Stage {
             Stage::Build => "build",
             Stage::Verify => "verify",
             Stage::Activate => "activate",
+            Stage::Retire => "retire",
         }
     }
 }
@@ -182,11 +185,14 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
             time_to_live: ttl,
             total: clock.started.elapsed().as_secs_f64(),
         };
-    let fail = |clock: &Clock, failure: Failure| {
-        // Nothing visible changed; take back what this deploy wrote.
+    // Nothing visible changed; take back what this deploy wrote, and put a parked release back.
+    let discard = || {
         let _ = forget_slot(&layout, slot);
         let _ = remove_slot_tree(&layout, slot, live.as_ref());
         let _ = restore_parked(&layout, slot);
+    };
+    let fail = |clock: &Clock, failure: Failure| {
+        discard();
         let _ = history::append(&layout, &entry(clock, "failed", Some(&failure), None));
         report::line(&format!(
             "failed at {}: {}; the live site is unchanged ({}); {}",
@@ -204,9 +210,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
             Err(failure) => return fail(&clock, failure),
         };
     if request.options.dry_run {
-        let _ = forget_slot(&layout, slot);
-        let _ = remove_slot_tree(&layout, slot, live.as_ref());
-        let _ = restore_parked(&layout, slot);
+        discard();
         let _ = history::append(&layout, &entry(&clock, "dry-run", None, None));
         report::line(&format!(
             "dry run: {short} ({ref_name}) was written{} and verified in {}; not activated, the live site is unchanged ({})",
@@ -235,7 +239,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
     if let Err(err) = history::write_record(&layout, &record) {
         report::line(&format!("warning: {err}"));
     }
-    let retired = match live.as_ref().filter(|old| old.slot != slot) {
+    let (retired, _) = clock.stage(Stage::Retire, || match live.as_ref().filter(|old| old.slot != slot) {
         Some(old) if config.retire.keep_previous => {
             report::line(&format!(
                 "kept the previous release in {} for an instant `pushdeploy rollback`",
@@ -253,7 +257,7 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
             })
             .is_ok(),
         None => true,
-    };
+    });
     // Sealed only once nothing of this deploy touches the release's files any more; an old
     // release that could not be retired may still share them, so then there is no index.
     if let Some(mut index) = index.filter(|_| retired) {
