@@ -254,7 +254,10 @@ fn log_lists_deploys_newest_first_with_the_failed_one() {
         assert_eq!(good.get("failed_stage"), None, "{good}");
         assert_eq!(good.get("error"), None, "{good}");
         assert!(good["time_to_live"].as_f64().is_some(), "{good}");
-        assert_eq!(stage_names(good), ["prepare", "materialize", "build", "verify", "activate"]);
+        assert_eq!(
+            stage_names(good),
+            ["prepare", "materialize", "build", "verify", "activate", "retire"]
+        );
     }
 
     let one =
