@@ -264,6 +264,12 @@ fn versions_tell_current_stale_and_unknown_bodies_apart() {
     assert_eq!(versions.check("/a", b"zero", 1), BodyCheck::Stale { version: 0, live: 1 });
     assert_eq!(versions.check("/a", b"on", 1), BodyCheck::Unknown);
     assert_eq!(versions.check("/b", b"one", 1), BodyCheck::Unknown);
+    // The length of "zero" with the bytes of a longer, later version: torn at a switch.
+    versions.add(2, "/a", "zero-two");
+    assert_eq!(versions.check("/a", b"zero", 2), BodyCheck::Stale { version: 0, live: 2 });
+    versions.add(3, "/a", "TWO!-three");
+    assert_eq!(versions.check("/a", b"TWO!", 3), BodyCheck::TornAtSwitch);
+    assert_eq!(versions.check("/a", b"TW", 3), BodyCheck::Unknown);
     let mismatch = versions.describe_mismatch("/a", b"onx");
     assert!(
         mismatch.contains(

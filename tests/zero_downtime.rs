@@ -235,6 +235,16 @@ fn requests_stay_whole(kind: ServerKind, grace: Option<Duration>) {
     assert_eq!(report.failed(), 0, "failed requests: {report}");
     assert_eq!(report.wrong_bodies, 0, "wrong bodies: {report}");
     assert_eq!(report.stale_bodies, 0, "stale bodies: {report}");
+    // Apache takes a file's length from a stat made while it maps the request to a path, then
+    // opens the path again to send it: a switch in between yields the old length with the new
+    // bytes. No deploy can close that window (see README, "Zero downtime, measured"), so for
+    // Apache such bodies are counted apart and bounded by the number of switches; nginx and
+    // Caddy size what they opened, and must never send one.
+    if kind == ServerKind::Apache {
+        assert!(report.torn_bodies <= DEPLOYS, "torn bodies, more than one per switch: {report}");
+    } else {
+        assert_eq!(report.torn_bodies, 0, "torn bodies: {report}");
+    }
     assert!(report.requests > MIN_REQUESTS, "too few requests: {report}");
     assert_eq!(report.limit_reached, None, "the checker stopped early: {report}");
 }

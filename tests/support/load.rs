@@ -388,6 +388,10 @@ pub enum BodyCheck {
     Current,
     /// One complete version, but from a release older than one already live.
     Stale { version: u64, live: u64 },
+    /// As long as one version and equal to the start of another: the length from one
+    /// release and the bytes from the next, which a server that stats a path and then opens
+    /// it again sends when the link switches in between (Apache does).
+    TornAtSwitch,
     /// No complete version of the file: truncated, mixed, or never pushed.
     Unknown,
 }
@@ -466,7 +470,15 @@ impl Versions {
                 .map(|(version, _)| *version)
                 .max()
         });
+        let torn = || {
+            let versions = bodies.get(path).map(Vec::as_slice).unwrap_or_default();
+            versions.iter().any(|(_, known)| known.len() == body.len())
+                && versions
+                    .iter()
+                    .any(|(_, known)| known.len() > body.len() && known.starts_with(body))
+        };
         match newest_match {
+            None if torn() => BodyCheck::TornAtSwitch,
             None => BodyCheck::Unknown,
             Some(version) if version < live_then => BodyCheck::Stale { version, live: live_then },
             Some(_) => BodyCheck::Current,
@@ -522,8 +534,12 @@ pub struct LoadReport {
     pub errors: u64,
     /// Requests answered with a status other than 200.
     pub non_200: u64,
-    /// 200 responses whose body is no complete version of the file (requests mode).
+    /// 200 responses whose body is no complete version of the file (requests mode), other
+    /// than the torn ones below.
     pub wrong_bodies: u64,
+    /// 200 responses as long as one version with the bytes of the next (see
+    /// [`BodyCheck::TornAtSwitch`]).
+    pub torn_bodies: u64,
     /// 200 responses with a complete version older than the release live when sent.
     pub stale_bodies: u64,
     /// Page loads completed (page-loads mode).
@@ -551,14 +567,15 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} requests in {:.2?} ({} failed: {} errors, {} not 200; {} wrong bodies, {} stale \
-             bodies; {} connections, {} retries after idle close)",
+            "{} requests in {:.2?} ({} failed: {} errors, {} not 200; {} wrong bodies, {} torn \
+             at a switch, {} stale bodies; {} connections, {} retries after idle close)",
             self.requests,
             self.elapsed,
             self.failed(),
             self.errors,
             self.non_200,
             self.wrong_bodies,
+            self.torn_bodies,
             self.stale_bodies,
             self.connects,
             self.retries,
@@ -588,6 +605,7 @@ struct Shared {
     errors: AtomicU64,
     non_200: AtomicU64,
     wrong_bodies: AtomicU64,
+    torn_bodies: AtomicU64,
     stale_bodies: AtomicU64,
     page_loads: AtomicU64,
     broken_loads: AtomicU64,
@@ -678,6 +696,7 @@ impl LoadChecker {
             errors: load(&shared.errors),
             non_200: load(&shared.non_200),
             wrong_bodies: load(&shared.wrong_bodies),
+            torn_bodies: load(&shared.torn_bodies),
             stale_bodies: load(&shared.stale_bodies),
             page_loads: load(&shared.page_loads),
             broken_loads: load(&shared.broken_loads),
@@ -796,6 +815,14 @@ impl Worker {
                     "connection {}: GET {path}: version {version} served after version {live} \
                      was live",
                     self.index
+                ));
+            }
+            BodyCheck::TornAtSwitch => {
+                self.shared.torn_bodies.fetch_add(1, Ordering::SeqCst);
+                self.shared.note_failure(format!(
+                    "connection {}: GET {path}: torn at a switch: {}",
+                    self.index,
+                    versions.describe_mismatch(path, &response.body)
                 ));
             }
             BodyCheck::Unknown => {
