@@ -13,20 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    BIN, Cmd, Entry, LINK, LiveSite, Output, TestEnv, Tree, assert_trees_equal, short, toml_str,
+    BIN, Cmd, Entry, LINK, Output, TestEnv, Tree, assert_trees_equal, short, toml_str,
 };
-
-/// Inits, pushes a first site (into blue) and returns its commit and what is served.
-fn env_with_live_site() -> (TestEnv, String, LiveSite) {
-    let env = TestEnv::new();
-    env.init(&[]);
-    env.write("index.html", "v1\n");
-    env.write("css/style.css", "body {}\n");
-    let commit = env.commit_all("v1");
-    env.push().assert_live(&commit, "refs/heads/main", "blue");
-    let live = env.live_site();
-    (env, commit, live)
-}
 
 /// Returns the final line of a deploy refused in materialize because of `what`, while
 /// `commit` stays live in `slot`.
@@ -130,7 +118,7 @@ fn write_pseudo_random(path: &Path, len: usize) {
 
 #[test]
 fn symlink_chain_leading_out_is_refused() {
-    let (env, live, before) = env_with_live_site();
+    let (env, live, before) = TestEnv::with_live_site();
     let sentinel = Sentinel::new(&env);
     // `a` names a sibling; only followed through `b` does it leave the release.
     env.symlink("a", "b");
@@ -164,7 +152,7 @@ fn symlink_chain_leading_out_is_refused() {
 
 #[test]
 fn symlink_to_directory_with_a_path_through_it_is_refused() {
-    let (env, live, before) = env_with_live_site();
+    let (env, live, before) = TestEnv::with_live_site();
     let sentinel = Sentinel::new(&env);
     let evil = env.hash_blob(b"evil\n");
     let through = env.hash_tree(&[("100644", b"x.txt", &evil)]);
@@ -191,7 +179,7 @@ fn symlink_to_directory_with_a_path_through_it_is_refused() {
 
 #[test]
 fn symlink_loop_is_refused() {
-    let (env, live, before) = env_with_live_site();
+    let (env, live, before) = TestEnv::with_live_site();
     let sentinel = Sentinel::new(&env);
     env.symlink("loop-a", "loop-b");
     env.symlink("loop-b", "loop-a");
@@ -207,7 +195,7 @@ fn symlink_loop_is_refused() {
 
 #[test]
 fn symlinks_none_refuses_even_a_link_inside_the_release() {
-    let (env, live, before) = env_with_live_site();
+    let (env, live, before) = TestEnv::with_live_site();
     let sentinel = Sentinel::new(&env);
     env.write_config(&format!("{}symlinks = \"none\"\n", env.base_config()));
     env.symlink("latest.html", "index.html");
@@ -232,7 +220,7 @@ fn symlinks_none_refuses_even_a_link_inside_the_release() {
 
 #[test]
 fn shell_syntax_in_branch_names_is_shown_verbatim_and_never_run() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let root_names = names(&env.root);
     let root = env.root.to_string_lossy().into_owned();
     let branches = [
@@ -300,7 +288,7 @@ fn deploy_branch_with_shell_syntax_deploys_and_reaches_the_build_as_data() {
 
 #[test]
 fn control_characters_in_paths_messages_and_build_output_reach_the_pusher_escaped() {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     env.write_config(&format!(
         "{}\n[build]\ncommand = 'printf \"build says \\033[31mred\\033[0m\\a\\n\"'\n",
         env.base_config()
@@ -550,7 +538,7 @@ fn stage_at_kill(printed: &str, link_moved: bool) -> &'static str {
 
 #[test]
 fn next_deploy_cleans_what_an_interrupted_switch_left() {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     env.write("index.html", "v2\n");
     let v2 = env.commit_all("v2");
     // What a power cut can leave: a new link not yet renamed, a half-written idle slot, an old
@@ -578,7 +566,7 @@ fn next_deploy_cleans_what_an_interrupted_switch_left() {
 
 #[test]
 fn next_deploy_stops_a_build_orphaned_by_a_killed_deploy() {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     env.write("index.html", "v2\n");
     let v2 = env.commit_all("v2");
     // A build whose pushdeploy was killed: its own process group, still writing into the slot
@@ -929,7 +917,7 @@ fn concurrent_pushes_serialize_skip_superseded_commits_and_never_go_backwards() 
 
 #[test]
 fn broken_config_fails_the_push_with_its_line_and_what_to_do() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let target = toml_str(&env.target.to_string_lossy());
     let cases = [
         (
@@ -973,7 +961,7 @@ fn broken_config_fails_the_push_with_its_line_and_what_to_do() {
 
 #[test]
 fn missing_target_or_a_file_in_its_place_fails_with_what_to_do() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let away = env.root.join("www-away");
     fs::rename(&env.target, &away).expect("move the target away");
     let expected = [
@@ -999,7 +987,7 @@ fn missing_target_or_a_file_in_its_place_fails_with_what_to_do() {
 
 #[test]
 fn state_path_taken_by_a_file_fails_with_what_to_do() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let state = env.target.join(".pushdeploy");
     let kept = env.root.join("state-kept");
     fs::rename(&state, &kept).expect("move the state away");
@@ -1066,7 +1054,7 @@ fn deploy_in_a_repository_without_commits_says_so() {
 
 #[test]
 fn force_push_of_an_older_commit_deploys_it() {
-    let (env, v1, _) = env_with_live_site();
+    let (env, v1, _) = TestEnv::with_live_site();
     env.write("index.html", "v2\n");
     env.write("new.html", "new\n");
     let v2 = env.commit_all("v2");
@@ -1081,7 +1069,7 @@ fn force_push_of_an_older_commit_deploys_it() {
 
 #[test]
 fn commit_with_an_empty_tree_fails_at_verify() {
-    let (env, v1, before) = env_with_live_site();
+    let (env, v1, before) = TestEnv::with_live_site();
     let _ = env.git().args(["switch", "--quiet", "--orphan", "nothing"]).success();
     let _ = env.git().args(["commit", "--quiet", "--allow-empty", "-m", "nothing"]).success();
 
@@ -1209,7 +1197,7 @@ const MEMORY_LIMIT: u64 = 100 << 20;
 /// measured on its own) adds a 200 MB file of pseudo-random bytes to the live site; and the
 /// branch's commit.
 fn env_with_200_mb_branch() -> (TestEnv, String) {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     write_pseudo_random(&env.work.join("big.bin"), 200_000_000);
     let _ = env.git().args(STORE).args(["add", "big.bin"]).success();
     let _ = env.git().args(["commit", "--quiet", "-m", "big"]).success();
@@ -1272,7 +1260,7 @@ fn packed_file_of_200_mb_deploys_with_bounded_memory() {
 fn hundred_thousand_files_deploy() {
     const FILES: usize = 100_000;
     const DIRS: usize = 100;
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     // `git fast-import` makes the commit straight from a stream: writing 100,000 files into
     // the work tree and `git add`ing them would take most of the time of this test.
     let head = env.rev_parse("HEAD");
@@ -1314,7 +1302,7 @@ fn hundred_thousand_files_deploy() {
 
 #[test]
 fn submodule_entry_deploys_as_an_empty_directory_with_a_warning() {
-    let (env, v1, _) = env_with_live_site();
+    let (env, v1, _) = TestEnv::with_live_site();
     let _ = env
         .git()
         .args(["update-index", "--add", "--cacheinfo", &format!("160000,{v1},vendor/theme")])
@@ -1336,7 +1324,7 @@ fn submodule_entry_deploys_as_an_empty_directory_with_a_warning() {
 
 #[test]
 fn lfs_pointer_deploys_as_is_with_a_warning() {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     let pointer = format!(
         "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize 123\n",
         "4d7a".repeat(16)
@@ -1382,7 +1370,7 @@ fn mode_of(path: &Path) -> u32 {
 
 #[test]
 fn umask_027_makes_files_0640_and_directories_0750() {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     env.write_config(&format!("{}umask = \"027\"\n", env.base_config()));
     // `css/style.css` is unchanged: it must not be hard-linked from the 0644 release.
     env.write("index.html", "v2\n");
@@ -1416,7 +1404,7 @@ fn umask_027_makes_files_0640_and_directories_0750() {
 
 #[test]
 fn default_umask_makes_files_0644_and_directories_and_executables_0755() {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     env.write("index.html", "v2\n");
     env.write("deep/er/page.html", "page\n");
     env.write_exec("bin/run.sh", "#!/bin/sh\necho run\n");
@@ -1449,7 +1437,7 @@ fn default_umask_makes_files_0644_and_directories_and_executables_0755() {
 
 #[test]
 fn world_writable_target_is_warned_about() {
-    let (env, _, _) = env_with_live_site();
+    let (env, _, _) = TestEnv::with_live_site();
     fs::set_permissions(&env.target, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
     env.write("index.html", "v2\n");
     let v2 = env.commit_all("v2");

@@ -7,18 +7,6 @@ use crate::support::{LiveSite, Output, TestEnv, assert_trees_equal};
 
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
 
-/// Inits, pushes a first site and returns its commit and what is served.
-fn env_with_live_site() -> (TestEnv, String, LiveSite) {
-    let env = TestEnv::new();
-    env.init(&[]);
-    env.write("index.html", "v1\n");
-    env.write("style.css", "body {}\n");
-    let commit = env.commit_all("v1");
-    env.push().assert_live(&commit, "refs/heads/main", "blue");
-    let live = env.live_site();
-    (env, commit, live)
-}
-
 /// Asserts pushdeploy printed exactly one line, `pushdeploy: ignored <refname>: <why>`, with
 /// `why` containing `reason`.
 #[track_caller]
@@ -43,7 +31,7 @@ fn assert_refused(env: &TestEnv, push: &Output, path: &str, before: &LiveSite) {
 
 #[test]
 fn push_of_other_branch_is_ignored() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let _ = env.git().args(["switch", "--quiet", "-c", "feature"]).success();
     env.write("index.html", "feature work\n");
     env.commit_all("feature work");
@@ -56,7 +44,7 @@ fn push_of_other_branch_is_ignored() {
 
 #[test]
 fn push_of_tag_is_ignored() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let _ = env.git().args(["tag", "-a", "v1", "-m", "release v1"]).success();
 
     let push = env.push_ref("v1");
@@ -67,7 +55,7 @@ fn push_of_tag_is_ignored() {
 
 #[test]
 fn deletion_of_deploy_branch_is_ignored() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     // Git refuses to delete the branch HEAD points at unless told otherwise.
     let _ = env.git_in(&env.bare).args(["config", "receive.denyDeleteCurrent", "ignore"]).success();
 
@@ -79,7 +67,7 @@ fn deletion_of_deploy_branch_is_ignored() {
 
 #[test]
 fn hook_run_by_hand_serves_same_release_as_push() {
-    let (env, commit, pushed) = env_with_live_site();
+    let (env, commit, pushed) = TestEnv::with_live_site();
     let hook = env.bare.join("hooks/post-receive");
     let stdin = format!("{ZERO_ID} {commit} refs/heads/main\n");
 
@@ -99,9 +87,9 @@ fn hook_run_by_hand_serves_same_release_as_push() {
 
 #[test]
 fn deploy_rev_serves_older_commit_and_deploy_serves_tip() {
-    let (env, first, _) = env_with_live_site();
+    let (env, first, _) = TestEnv::with_live_site();
     env.write("index.html", "v2\n");
-    env.remove("style.css");
+    env.remove("css/style.css");
     env.write("new.html", "new\n");
     let second = env.commit_all("v2");
     env.push().assert_live(&second, "refs/heads/main", "green");
@@ -124,7 +112,7 @@ fn deploy_rev_serves_older_commit_and_deploy_serves_tip() {
 
 #[test]
 fn symlink_to_absolute_path_is_refused() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     env.symlink("leak", "/etc/passwd");
     env.commit_all("leak");
 
@@ -135,7 +123,7 @@ fn symlink_to_absolute_path_is_refused() {
 
 #[test]
 fn symlink_climbing_out_with_dotdot_is_refused() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     env.write("docs/index.html", "docs\n");
     env.symlink("docs/up", "../../x");
     env.commit_all("up");
@@ -147,7 +135,7 @@ fn symlink_climbing_out_with_dotdot_is_refused() {
 
 #[test]
 fn symlink_escaping_through_another_symlink_is_refused() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     // `hop` stays inside (it is the release root), but `hop/..` is the target directory.
     env.symlink("hop", ".");
     env.symlink("exit-via-hop", "hop/..");
@@ -180,7 +168,7 @@ fn assert_no_evil_outside(env: &TestEnv) {
 
 #[test]
 fn crafted_dotdot_entry_is_refused() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let evil = env.hash_blob(b"evil\n");
     let css = env.hash_blob(b"body {}\n");
     // assets/../../evil.txt is TARGET/evil.txt when written relative to a slot.
@@ -196,7 +184,7 @@ fn crafted_dotdot_entry_is_refused() {
 
 #[test]
 fn crafted_dot_entry_is_refused() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let evil = env.hash_blob(b"evil\n");
     let css = env.hash_blob(b"body {}\n");
     let inner = env.hash_tree(&[("100644", b"evil.txt", &evil)]);
@@ -209,7 +197,7 @@ fn crafted_dot_entry_is_refused() {
 
 #[test]
 fn crafted_git_dir_entry_is_refused_in_any_case() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let config = env.hash_blob(b"[core]\n\tworktree = /\n");
     let git_dir = env.hash_tree(&[("100644", b"config", &config)]);
     for name in [".git", ".Git", ".GIT"] {
@@ -221,7 +209,7 @@ fn crafted_git_dir_entry_is_refused_in_any_case() {
 
 #[test]
 fn crafted_entry_name_with_slash_is_refused() {
-    let (env, _, before) = env_with_live_site();
+    let (env, _, before) = TestEnv::with_live_site();
     let evil = env.hash_blob(b"evil\n");
 
     let push = push_crafted(&env, &[("100644", b"sub/evil.txt", &evil)]);

@@ -77,6 +77,20 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// Inits, pushes a first site (`index.html`, `css/style.css`) into blue, and returns the
+    /// environment, that commit and what is served.
+    #[track_caller]
+    pub fn with_live_site() -> (TestEnv, String, LiveSite) {
+        let env = TestEnv::new();
+        env.init(&[]);
+        env.write("index.html", "v1\n");
+        env.write("css/style.css", "body {}\n");
+        let commit = env.commit_all("v1");
+        env.push().assert_live(&commit, "refs/heads/main", "blue");
+        let live = env.live_site();
+        (env, commit, live)
+    }
+
     pub fn new() -> Self {
         let tmp =
             tempfile::Builder::new().prefix("pushdeploy-test-").tempdir().expect("create temp dir");
