@@ -251,7 +251,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
                 Some(publish) => {
                     let span = publish.span();
                     let publish = publish.into_inner();
-                    if let Err(why) = check_publish(&publish) {
+                    if let Err(why) = check_inside_release(&publish) {
                         return Err(invalid(
                             Some(span),
                             format!("`build.publish`: {} {why}", publish.display()),
@@ -279,7 +279,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
             for path in build.cache {
                 let span = path.span();
                 let path = path.into_inner();
-                if let Err(why) = check_publish(&path) {
+                if let Err(why) = check_inside_release(&path) {
                     return Err(invalid(
                         Some(span),
                         format!("`build.cache`: {} {why}", path.display()),
@@ -322,7 +322,7 @@ pub fn check_link_name(link: &str) -> Result<(), &'static str> {
 }
 
 /// Explains why a path inside the release (publish or cache) is unusable, or accepts it.
-pub fn check_publish(publish: &Path) -> Result<(), &'static str> {
+pub fn check_inside_release(publish: &Path) -> Result<(), &'static str> {
     let mut normal = 0;
     for component in publish.components() {
         match component {

@@ -55,17 +55,19 @@ pub fn init_tracing() {
 }
 
 /// Returns text safe to print on one line: control characters (newlines, escapes, …) and
-/// invalid UTF-8 become `\n`, `\x1b`-style escapes. With `keep_tabs`, tabs stay as they are.
-pub fn escape_bytes(bytes: &[u8], keep_tabs: bool) -> String {
+/// invalid UTF-8 become `\n`, `\x1b`-style escapes. A name (`verbatim` false) also gets its
+/// backslashes doubled, so an escape in it cannot be mistaken for one of ours; a build's output
+/// (`verbatim` true) keeps its tabs and backslashes as written.
+pub fn escape_bytes(bytes: &[u8], verbatim: bool) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {
             match ch {
-                '\t' if keep_tabs => out.push('\t'),
+                '\t' if verbatim => out.push('\t'),
                 '\n' => out.push_str("\\n"),
                 '\r' => out.push_str("\\r"),
                 '\t' => out.push_str("\\t"),
-                '\\' if !keep_tabs => out.push_str("\\\\"),
+                '\\' if !verbatim => out.push_str("\\\\"),
                 ch if ch.is_control() => {
                     let _ = write!(out, "\\u{{{:x}}}", ch as u32);
                 }
