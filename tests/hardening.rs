@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    BIN, Cmd, Entry, LINK, Output, TestEnv, Tree, assert_trees_equal, short, toml_str,
+    BIN, Cmd, Entry, LINK, LiveSite, Output, TestEnv, Tree, assert_trees_equal, short, toml_str,
 };
 
 /// Returns the final line of a deploy refused in materialize because of `what`, while
@@ -56,6 +56,22 @@ impl Sentinel {
         Sentinel { before: env.snapshot_tree(&dir), root_names: names(&env.root), dir }
     }
 
+    /// Asserts the deploy ended refused for `why` with `live` still served unchanged, and
+    /// nothing written outside.
+    #[track_caller]
+    fn assert_refused(
+        &self,
+        env: &TestEnv,
+        push: &Output,
+        why: &str,
+        live: &str,
+        before: &LiveSite,
+    ) {
+        assert_eq!(push.final_line(), refusal(why, "blue", live), "{push}");
+        env.assert_live_unchanged(before);
+        self.assert_untouched(env);
+    }
+
     /// Asserts nothing was written outside the live slot: not into the sentinel directory,
     /// not beside the target, not into the target beside the slots.
     #[track_caller]
@@ -65,17 +81,6 @@ impl Sentinel {
         let slot = env.live_slot();
         assert_eq!(names(&env.target), set(&[".pushdeploy", &slot, LINK]), "target holds more");
     }
-}
-
-/// Pushes (forced) a commit whose tree is `index.html` plus `extra`, entries written without
-/// the validation `git add` would apply.
-fn push_crafted(env: &TestEnv, extra: &[(&str, &[u8], &str)]) -> Output {
-    let index = env.hash_blob(b"crafted\n");
-    let mut entries = vec![("100644", b"index.html".as_slice(), index.as_str())];
-    entries.extend_from_slice(extra);
-    let tree = env.hash_tree(&entries);
-    let commit = env.commit_tree(&tree, "crafted");
-    env.push_ref(&format!("+{commit}:refs/heads/main"))
 }
 
 /// Returns `pushdeploy deploy --repo BARE REV`.
@@ -127,10 +132,13 @@ fn symlink_chain_leading_out_is_refused() {
 
     let push = env.push();
 
-    let why = "refused a: symlink to b leads out of the release";
-    assert_eq!(push.final_line(), refusal(why, "blue", &live), "{push}");
-    env.assert_live_unchanged(&before);
-    sentinel.assert_untouched(&env);
+    sentinel.assert_refused(
+        &env,
+        &push,
+        "refused a: symlink to b leads out of the release",
+        &live,
+        &before,
+    );
 
     // Three links, each of which alone stays inside the release: `sub/hop3` is the release
     // root, so `sub/hop2` (lexically `sub`) is the target directory.
@@ -144,10 +152,13 @@ fn symlink_chain_leading_out_is_refused() {
 
     let push = env.push();
 
-    let why = "refused hop1: symlink to sub/hop2 leads out of the release";
-    assert_eq!(push.final_line(), refusal(why, "blue", &live), "{push}");
-    env.assert_live_unchanged(&before);
-    sentinel.assert_untouched(&env);
+    sentinel.assert_refused(
+        &env,
+        &push,
+        "refused hop1: symlink to sub/hop2 leads out of the release",
+        &live,
+        &before,
+    );
 }
 
 #[test]
@@ -165,10 +176,11 @@ fn symlink_to_directory_with_a_path_through_it_is_refused() {
     for link in ["..", "../../outside", absolute.as_str(), "css"] {
         let link_blob = env.hash_blob(link.as_bytes());
 
-        let push = push_crafted(
-            &env,
-            &[("120000", b"d", &link_blob), ("40000", b"d", &through), ("40000", b"css", &inside)],
-        );
+        let push = env.push_crafted(&[
+            ("120000", b"d", &link_blob),
+            ("40000", b"d", &through),
+            ("40000", b"css", &inside),
+        ]);
 
         let why = "refused d: the tree holds two entries of this name";
         assert_eq!(push.final_line(), refusal(why, "blue", &live), "d -> {link}\n{push}");
@@ -187,10 +199,13 @@ fn symlink_loop_is_refused() {
 
     let push = env.push();
 
-    let why = "refused loop-a: symlink to loop-b is part of a symlink loop";
-    assert_eq!(push.final_line(), refusal(why, "blue", &live), "{push}");
-    env.assert_live_unchanged(&before);
-    sentinel.assert_untouched(&env);
+    sentinel.assert_refused(
+        &env,
+        &push,
+        "refused loop-a: symlink to loop-b is part of a symlink loop",
+        &live,
+        &before,
+    );
 }
 
 #[test]
@@ -203,10 +218,7 @@ fn symlinks_none_refuses_even_a_link_inside_the_release() {
 
     let push = env.push();
 
-    let why = "refused latest.html: symlinks are not allowed (`symlinks = \"none\"` in the configuration)";
-    assert_eq!(push.final_line(), refusal(why, "blue", &live), "{push}");
-    env.assert_live_unchanged(&before);
-    sentinel.assert_untouched(&env);
+    sentinel.assert_refused(&env, &push, "refused latest.html: symlinks are not allowed (`symlinks = \"none\"` in the configuration)", &live, &before);
 
     // The same configuration deploys a tree without links.
     env.remove("latest.html");

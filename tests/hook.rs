@@ -146,17 +146,6 @@ fn symlink_escaping_through_another_symlink_is_refused() {
     assert_refused(&env, &push, "exit-via-hop", &before);
 }
 
-/// Pushes (forced) a commit whose tree is `index.html` plus `extra`, entries written without
-/// the validation `git add` would apply.
-fn push_crafted(env: &TestEnv, extra: &[(&str, &[u8], &str)]) -> Output {
-    let index = env.hash_blob(b"crafted\n");
-    let mut entries = vec![("100644", b"index.html".as_slice(), index.as_str())];
-    entries.extend_from_slice(extra);
-    let tree = env.hash_tree(&entries);
-    let commit = env.commit_tree(&tree, "crafted");
-    env.push_ref(&format!("+{commit}:refs/heads/main"))
-}
-
 /// Asserts nothing named `evil.txt` was written outside the slots.
 #[track_caller]
 fn assert_no_evil_outside(env: &TestEnv) {
@@ -176,7 +165,7 @@ fn crafted_dotdot_entry_is_refused() {
     let up = env.hash_tree(&[("40000", b"..", &inner)]);
     let assets = env.hash_tree(&[("100644", b"style.css", &css), ("40000", b"..", &up)]);
 
-    let push = push_crafted(&env, &[("40000", b"assets", &assets)]);
+    let push = env.push_crafted(&[("40000", b"assets", &assets)]);
 
     assert_refused(&env, &push, "assets/..", &before);
     assert_no_evil_outside(&env);
@@ -190,7 +179,7 @@ fn crafted_dot_entry_is_refused() {
     let inner = env.hash_tree(&[("100644", b"evil.txt", &evil)]);
     let assets = env.hash_tree(&[("100644", b"style.css", &css), ("40000", b".", &inner)]);
 
-    let push = push_crafted(&env, &[("40000", b"assets", &assets)]);
+    let push = env.push_crafted(&[("40000", b"assets", &assets)]);
 
     assert_refused(&env, &push, "assets/.", &before);
 }
@@ -201,7 +190,7 @@ fn crafted_git_dir_entry_is_refused_in_any_case() {
     let config = env.hash_blob(b"[core]\n\tworktree = /\n");
     let git_dir = env.hash_tree(&[("100644", b"config", &config)]);
     for name in [".git", ".Git", ".GIT"] {
-        let push = push_crafted(&env, &[("40000", name.as_bytes(), &git_dir)]);
+        let push = env.push_crafted(&[("40000", name.as_bytes(), &git_dir)]);
 
         assert_refused(&env, &push, name, &before);
     }
@@ -212,7 +201,7 @@ fn crafted_entry_name_with_slash_is_refused() {
     let (env, _, before) = TestEnv::with_live_site();
     let evil = env.hash_blob(b"evil\n");
 
-    let push = push_crafted(&env, &[("100644", b"sub/evil.txt", &evil)]);
+    let push = env.push_crafted(&[("100644", b"sub/evil.txt", &evil)]);
 
     assert_refused(&env, &push, "sub/evil.txt", &before);
 }

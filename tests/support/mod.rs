@@ -77,6 +77,18 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// Pushes (forced) a commit whose tree is `index.html` plus `extra`, entries written
+    /// without the validation `git add` would apply.
+    #[track_caller]
+    pub fn push_crafted(&self, extra: &[(&str, &[u8], &str)]) -> Output {
+        let index = self.hash_blob(b"crafted\n");
+        let mut entries = vec![("100644", b"index.html".as_slice(), index.as_str())];
+        entries.extend_from_slice(extra);
+        let tree = self.hash_tree(&entries);
+        let commit = self.commit_tree(&tree, "crafted");
+        self.push_ref(&format!("+{commit}:refs/heads/main"))
+    }
+
     /// Inits, pushes a first site (`index.html`, `css/style.css`) into blue, and returns the
     /// environment, that commit and what is served.
     #[track_caller]
