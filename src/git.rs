@@ -90,6 +90,11 @@ impl CommitId {
 pub struct BlobId(Oid);
 
 impl BlobId {
+    /// Parses a full hex object id.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        Oid::from_str(hex).ok().filter(|_| hex.len() == 40).map(BlobId)
+    }
+
     /// Returns the full hex id.
     pub fn hex(&self) -> String {
         self.0.to_string()

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use nix::time::{ClockId, clock_gettime};
 
+use crate::git::BlobId;
 use crate::release::{Layout, Slot};
 
 const HEADER: &str = "pushdeploy-index 1";
@@ -45,8 +46,7 @@ impl FileStat {
 /// One indexed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
-    /// The blob's hex id.
-    pub blob: String,
+    pub blob: BlobId,
     pub stat: FileStat,
 }
 
@@ -147,7 +147,12 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
         write!(
             out,
             "{} {:o} {} {} {} {} ",
-            entry.blob, stat.mode, stat.ino, stat.size, stat.mtime.0, stat.mtime.1
+            entry.blob.hex(),
+            stat.mode,
+            stat.ino,
+            stat.size,
+            stat.mtime.0,
+            stat.mtime.1
         )?;
         out.write_all(file.as_os_str().as_bytes())?;
         out.write_all(b"\0")?;
@@ -179,7 +184,7 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
     for record in bytes[newline + 1..].split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let mut parts = record.splitn(7, |&b| b == b' ');
         let mut text = || std::str::from_utf8(parts.next()?).ok().map(str::to_owned);
-        let blob = text()?;
+        let blob = BlobId::from_hex(&text()?)?;
         let mode = u32::from_str_radix(&text()?, 8).ok()?;
         let ino = text()?.parse().ok()?;
         let size = text()?.parse().ok()?;

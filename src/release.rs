@@ -336,7 +336,7 @@ pub fn check_space(
     const BLOCK: u64 = 4096;
     let lent = |entry: &Entry, blob: &BlobId| {
         base.and_then(|base| base.index.files.get(&entry.path()))
-            .is_some_and(|known| known.blob == blob.hex())
+            .is_some_and(|known| known.blob == *blob)
     };
     let mut needed = 0;
     for entry in entries {
@@ -510,7 +510,7 @@ fn write_files<'f>(
             done.linked += 1;
             done.bytes += stat.size;
             if want_index {
-                done.index.push((relative.clone(), IndexEntry { blob: blob.hex(), stat }));
+                done.index.push((relative.clone(), IndexEntry { blob: *blob, stat }));
             }
             continue;
         }
@@ -535,7 +535,7 @@ fn write_files<'f>(
         done.bytes += size;
         if want_index {
             let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-            done.index.push((relative.clone(), IndexEntry { blob: blob.hex(), stat }));
+            done.index.push((relative.clone(), IndexEntry { blob: *blob, stat }));
         }
     }
     Ok(done)
@@ -552,7 +552,7 @@ fn link_unchanged(
 ) -> Option<FileStat> {
     let base = base?;
     let known = base.index.files.get(relative)?;
-    if known.blob != blob.hex() || known.stat.mode & 0o7777 != mode {
+    if known.blob != blob || known.stat.mode & 0o7777 != mode {
         return None;
     }
     let source = base.dir.join(relative);
