@@ -211,8 +211,6 @@ pub struct Written {
     /// Of `files`, how many were hard-linked from the base release rather than written.
     pub linked: u64,
     pub bytes: u64,
-    pub symlinks: u64,
-    pub dirs: u64,
     /// Things the pusher should know that do not fail the deploy.
     pub warnings: Vec<String>,
 }
@@ -411,7 +409,6 @@ pub fn materialize(
         match &entry.kind {
             EntryKind::Dir => {
                 dirs.create(&path).map_err(Error::io(&path))?;
-                written.dirs += 1;
             }
             EntryKind::Submodule { commit } => {
                 dirs.create(&path).map_err(Error::io(&path))?;
@@ -420,7 +417,6 @@ pub fn materialize(
             EntryKind::Symlink { target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
                     .map_err(Error::io(&path))?;
-                written.symlinks += 1;
             }
             EntryKind::File { executable, blob } => {
                 files.push(PendingFile { path: entry.path(), executable: *executable, blob: *blob })
