@@ -303,7 +303,9 @@ fn requests_mode_counts_wrong_bodies_and_failures_and_stops_at_its_limit() {
     assert_eq!(report.non_200, 30, "{report}");
     assert_eq!(report.errors, 0, "{report}");
     assert_eq!(report.wrong_bodies, 10, "{report}");
-    assert_eq!(report.connects, 2, "{report}");
+    // Regression: one thread can reach the limit before the other has connected on a busy
+    // machine (seen in CI), so the second connection is not guaranteed.
+    assert!((1..=2).contains(&report.connects), "{report}");
     assert_eq!(report.limit_reached.as_deref(), Some("max_requests = 60"), "{report}");
     assert!(report.failures.len() <= 10, "{report}");
 }
