@@ -2,6 +2,7 @@
 
 mod support;
 
+mod containment;
 mod deploy;
 mod hardening;
 mod hook;

@@ -1,0 +1,1 @@
+//! Containment: served.
