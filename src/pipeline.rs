@@ -146,6 +146,18 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
 /// Runs one deploy under the target's lock and tells the pusher how it ended.
 pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCode, Error> {
     let (layout, _lock) = lock_target(config)?;
+    deploy_locked(config, repo, layout, request)
+}
+
+/// Runs one deploy while the caller holds the target's lock (see [`lock_target`]): a caller
+/// that decides what to deploy from the branch or the history must decide it under the lock,
+/// or a deploy that went live while it waited would be undone.
+pub fn deploy_locked(
+    config: &Config,
+    repo: &Repo,
+    layout: Layout,
+    request: &Request,
+) -> Result<ExitCode, Error> {
     let short = request.commit.short();
     if request.skip_if_superseded {
         let tip = repo.ref_target(&config.branch_ref())?;
@@ -289,32 +301,33 @@ pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCod
 
 /// Switches back to the release kept in the other slot (`[retire] keep_previous`) when it
 /// holds `commit`: one rename, no rebuild. Returns `None` when no kept release matches.
+/// The caller holds the target's lock.
 pub fn switch_to_kept(
     config: &Config,
     repo: &Repo,
+    layout: &Layout,
     commit: CommitId,
 ) -> Result<Option<ExitCode>, Error> {
-    let (layout, _lock) = lock_target(config)?;
     let Some(live) = layout.live()? else { return Ok(None) };
     let short = commit.short();
-    if history::read_record(&layout, live.slot)?.is_some_and(|record| record.commit == commit.hex())
+    if history::read_record(layout, live.slot)?.is_some_and(|record| record.commit == commit.hex())
     {
         report::line(&format!("{short} is already live in {}; nothing to do", live.slot));
         return Ok(Some(ExitCode::Success));
     }
     let kept = live.slot.other();
-    let Some(mut record) = history::read_record(&layout, kept)? else { return Ok(None) };
+    let Some(mut record) = history::read_record(layout, kept)? else { return Ok(None) };
     if record.commit != commit.hex() || !layout.slot_dir(kept).is_dir() {
         return Ok(None);
     }
     report::line(&format!("rolling back to {short}, kept in {kept}: no rebuild"));
     let mut clock = Clock::start();
     let (activated, _) =
-        clock.stage(Stage::Activate, || release::activate(&layout, Path::new(&record.link_target)));
+        clock.stage(Stage::Activate, || release::activate(layout, Path::new(&record.link_target)));
     activated?;
     let time_to_live = clock.started.elapsed();
     record.live_since = Some(history::timestamp(SystemTime::now()));
-    history::write_record(&layout, &record)?;
+    history::write_record(layout, &record)?;
     record_deploy_refs(config, repo, commit, clock.started_at);
     let entry = HistoryEntry {
         started_at: history::timestamp(clock.started_at),
@@ -330,7 +343,7 @@ pub fn switch_to_kept(
         time_to_live: Some(time_to_live.as_secs_f64()),
         total: clock.started.elapsed().as_secs_f64(),
     };
-    history::append(&layout, &entry)?;
+    history::append(layout, &entry)?;
     report::line(&format!(
         "live: {short} ({}) in {kept}: {} -> {} (live after {}, instant rollback; the release it replaced stays in {})",
         escape(&record.ref_name),
@@ -506,7 +519,7 @@ fn build_release(
     }
     let linked = match written.linked {
         0 => String::new(),
-        n => format!(" and hard-linked {} unchanged ones", report::count(n)),
+        n => format!(" and hard-linked {}", report::things(n, "unchanged file")),
     };
     report::line(&format!(
         "wrote {}{linked} ({}) in {}",

@@ -68,7 +68,7 @@ pub fn escape_bytes(bytes: &[u8], verbatim: bool) -> String {
                 '\r' => out.push_str("\\r"),
                 '\t' => out.push_str("\\t"),
                 '\\' if !verbatim => out.push_str("\\\\"),
-                ch if ch.is_control() => {
+                ch if ch.is_control() || is_bidi_control(ch) => {
                     let _ = write!(out, "\\u{{{:x}}}", ch as u32);
                 }
                 ch => out.push(ch),
@@ -79,6 +79,13 @@ pub fn escape_bytes(bytes: &[u8], verbatim: bool) -> String {
         }
     }
     out
+}
+
+/// Tells whether `ch` reorders the text around it when displayed (the Unicode bidirectional
+/// embeddings, overrides, isolates and marks): a name holding U+202E would print one thing and
+/// be another ("Trojan Source", CVE-2021-42574), so it is escaped like a control character.
+fn is_bidi_control(ch: char) -> bool {
+    matches!(ch, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Returns a path as printable one-line text.
@@ -141,6 +148,9 @@ mod tests {
     fn escapes_control_characters_and_bad_utf8() {
         assert_eq!(escape_bytes(b"a\nb\x1b[31m\xff", false), "a\\nb\\u{1b}[31m\\xff");
         assert_eq!(escape_bytes(b"col\tumn", true), "col\tumn");
+        assert_eq!(escape("txt.\u{202e}exe"), "txt.\\u{202e}exe");
+        assert_eq!(escape("a\u{2066}b\u{2069}\u{200f}"), "a\\u{2066}b\\u{2069}\\u{200f}");
+        assert_eq!(escape("\u{5d0}\u{5d1} ok"), "\u{5d0}\u{5d1} ok", "Hebrew text itself is kept");
     }
 
     #[test]

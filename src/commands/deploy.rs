@@ -46,10 +46,13 @@ pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
             format!("push it first: git push production {}", config.branch),
         ));
     }
-    let commit = repo.resolve(&ref_name)?;
     let options =
         Options { no_cache: args.no_cache, skip_build: args.skip_build, dry_run: args.dry_run };
+    // What the tip (or any named revision) means is read once the lock is ours: a push that
+    // goes live while this waits must not be followed by its older commit.
+    let (layout, _lock) = pipeline::lock_target(&config)?;
+    let commit = repo.resolve(&ref_name)?;
     let request =
         Request { commit, ref_name, skip_if_superseded: false, options, trigger: "deploy" };
-    pipeline::deploy(&config, &repo, &request)
+    pipeline::deploy_locked(&config, &repo, layout, &request)
 }

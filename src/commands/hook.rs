@@ -43,13 +43,15 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
         return follow_up(&config, &repo, args.hook);
     }
     let mut deploy = None;
+    let mut ignored = Vec::new();
     for update in updates {
         tracing::debug!(old = %update.old.hex(), new = %update.new.hex(), name = %update.name, "ref update");
         match classify(&config, &update) {
             Ok(()) => deploy = Some(update),
-            Err(why) => report::line(&format!("ignored {}: {why}", escape(&update.name))),
+            Err(why) => ignored.push((update.name, why)),
         }
     }
+    report_ignored(&ignored);
     let Some(update) = deploy else { return Ok(ExitCode::Success) };
     let push = PushOptions::from_env();
     if push.rollback {
@@ -77,6 +79,32 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
         trigger: "push",
     };
     pipeline::deploy(&config, &repo, &request)
+}
+
+/// Up to this many ignored refs get a line each; more get one summary line, so a push of
+/// thousands of tags does not bury the line that matters.
+const IGNORED_LINES: usize = 3;
+
+/// Tells the pusher which refs of the push do not deploy, and why.
+fn report_ignored(ignored: &[(String, String)]) {
+    if ignored.len() <= IGNORED_LINES {
+        for (name, why) in ignored {
+            report::line(&format!("ignored {}: {why}", escape(name)));
+        }
+        return;
+    }
+    let named: Vec<String> =
+        ignored.iter().take(IGNORED_LINES).map(|(name, _)| escape(name)).collect();
+    let mut reasons: Vec<&str> = ignored.iter().map(|(_, why)| why.as_str()).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    report::line(&format!(
+        "ignored {} ({} and {} more): {}",
+        report::things(ignored.len() as u64, "ref"),
+        named.join(", "),
+        report::count((ignored.len() - IGNORED_LINES) as u64),
+        reasons.join("; ")
+    ));
 }
 
 fn read_updates() -> Result<Vec<RefUpdate>, Error> {

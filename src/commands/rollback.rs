@@ -40,26 +40,28 @@ pub fn rollback(
     rev: Option<&str>,
     options: Options,
 ) -> Result<ExitCode, Error> {
+    // The release to go back to is chosen under the lock: one that went live while this
+    // waited is what a rollback goes back from.
+    let (layout, _lock) = pipeline::lock_target(config)?;
     let (commit, ref_name) = match rev {
         Some(rev) => (repo.resolve(rev)?, rev.to_owned()),
-        None => previous_release(config)?,
+        None => previous_release(&layout)?,
     };
-    if let Some(code) = pipeline::switch_to_kept(config, repo, commit)? {
+    if let Some(code) = pipeline::switch_to_kept(config, repo, &layout, commit)? {
         return Ok(code);
     }
     let request =
         Request { commit, ref_name, skip_if_superseded: false, options, trigger: "rollback" };
-    pipeline::deploy(config, repo, &request)
+    pipeline::deploy_locked(config, repo, layout, &request)
 }
 
 /// Returns the newest successful deploy whose commit is not the live one, and its ref.
-fn previous_release(config: &Config) -> Result<(CommitId, String), Error> {
-    let layout = Layout::new(config);
+fn previous_release(layout: &Layout) -> Result<(CommitId, String), Error> {
     let live = match layout.live()? {
-        Some(live) => history::read_record(&layout, live.slot)?.map(|record| record.commit),
+        Some(live) => history::read_record(layout, live.slot)?.map(|record| record.commit),
         None => None,
     };
-    history::read_all(&layout)?
+    history::read_all(layout)?
         .into_iter()
         .rev()
         .filter(|entry| entry.result == "live" && Some(&entry.commit) != live.as_ref())
