@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::support::{LINK, TestEnv, short};
+use crate::support::{LINK, TestEnv};
 
 #[track_caller]
 fn status_json(env: &TestEnv) -> Value {
@@ -75,7 +75,7 @@ fn status_json_reports_live_commit_slot_and_ref() {
 }
 
 #[test]
-fn status_text_mentions_slot_and_short_commit() {
+fn status_text_names_link_slot_commit_ref_and_since() {
     let env = TestEnv::new();
     env.init(&[]);
     env.write("index.html", "v1\n");
@@ -85,7 +85,22 @@ fn status_text_mentions_slot_and_short_commit() {
     // Without --repo, from inside the repository.
     let output = env.pushdeploy().arg("status").current_dir(&env.bare).success();
 
-    let text = format!("{}{}", output.stdout, output.stderr);
-    assert!(text.contains("blue"), "no slot in status\n{output}");
-    assert!(text.contains(short(&commit)), "no short commit in status\n{output}");
+    let target = env.target.display();
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            format!("live:   {target}/public_html -> {target}/blue").as_str(),
+            "slot:   blue",
+            format!("commit: {commit} v1").as_str(),
+            "ref:    refs/heads/main",
+        ],
+        "{output}"
+    );
+    let since = lines.get(4).and_then(|line| line.strip_prefix("since:  "));
+    assert!(
+        since.is_some_and(|since| since.len() == 20 && since.ends_with('Z')),
+        "no `since:` line with a UTC time\n{output}"
+    );
+    assert_eq!(lines.len(), 5, "{output}");
 }
