@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::report::escape_path;
+
 /// The configuration file's name inside the bare repository.
 pub const FILE_NAME: &str = "pushdeploy.toml";
 /// The deploy branch when the file names none.
@@ -108,6 +110,12 @@ impl Config {
     pub fn link_path(&self) -> PathBuf {
         self.target.join(&self.link)
     }
+
+    /// Tells whether releases are written writable by every user, which validation allows only
+    /// with `world_writable = true`.
+    pub fn releases_world_writable(&self) -> bool {
+        self.umask & 0o002 == 0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +151,7 @@ mod raw {
         pub target: Spanned<PathBuf>,
         pub link: Option<Spanned<String>>,
         pub umask: Option<Spanned<String>>,
+        pub world_writable: Option<bool>,
         pub symlinks: Option<SymlinkPolicy>,
         pub mode: Option<Mode>,
         pub build: Option<Build>,
@@ -231,8 +240,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         }
         None => DEFAULT_LINK.to_owned(),
     };
+    if let Err(why) = check_target_location(&target, repo_of(path), &link) {
+        return Err(invalid(Some(target_span), format!("`target`: {why}")));
+    }
 
-    let umask = match file.umask {
+    let umask = match &file.umask {
         Some(umask) => parse_umask(umask.get_ref()).ok_or_else(|| {
             invalid(
                 Some(umask.span()),
@@ -241,6 +253,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         })?,
         None => 0o022,
     };
+    let world_writable = file.world_writable.unwrap_or(false);
+    // Others' write bit left unmasked: anyone on the machine could change what is served.
+    if let Some(written) = file.umask.as_ref().filter(|_| umask & 0o002 == 0 && !world_writable) {
+        let shown = written.get_ref();
+        return Err(invalid(
+            Some(written.span()),
+            format!(
+                "`umask`: {shown:?} lets every user write into the releases; use a umask that \
+                 keeps others from writing, such as \"022\", or add `world_writable = true` if \
+                 every user of this machine may change the site"
+            ),
+        ));
+    }
 
     let symlinks = file.symlinks.unwrap_or_default();
 
@@ -306,6 +331,95 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let mode = file.mode.unwrap_or_default();
 
     Ok(Config { path: path.to_owned(), branch, target, link, umask, symlinks, mode, build, retire })
+}
+
+/// Returns the repository a configuration file at `path` belongs to (the file lives at
+/// `REPO/pushdeploy.toml`).
+fn repo_of(path: &Path) -> &Path {
+    path.parent().filter(|repo| !repo.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Explains why `target` is a directory no deploy may write into, or accepts it.
+///
+/// A deploy creates `blue/`, `green/`, the link and `.pushdeploy/` in the target and moves
+/// aside what it finds there under those names, so `/` or a home directory would be filled
+/// with them, a target inside the repository would put releases among git's files, and a
+/// repository under one of those names would be moved aside by the first deploy. A repository
+/// elsewhere in the target is left alone, as is anything else already there. Paths are
+/// compared as the kernel resolves them (symlinks, `..`), so a spelling cannot hide a trap.
+fn check_target_location(target: &Path, repo: &Path, link: &str) -> Result<(), String> {
+    let own_dir = "give the site a directory of its own, such as /srv/www/example.com";
+    let shown = escape_path(target);
+    let resolved = resolve(target);
+    if resolved.parent().is_none() {
+        return Err(format!("{shown} is the root directory; {own_dir}"));
+    }
+    let homes = [
+        std::env::var_os("HOME").map(PathBuf::from),
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|user| user.dir),
+    ];
+    if homes
+        .into_iter()
+        .flatten()
+        .filter(|home| home.is_absolute())
+        .any(|home| resolve(&home) == resolved)
+    {
+        return Err(format!("{shown} is the home directory of this user; {own_dir}"));
+    }
+    let repo = match std::path::absolute(repo) {
+        Ok(repo) => resolve(&repo),
+        Err(_) => return Ok(()),
+    };
+    if resolved == repo {
+        return Err(format!("{shown} is the repository itself; {own_dir}"));
+    }
+    if resolved.starts_with(&repo) {
+        return Err(format!("{shown} is inside the repository {}; {own_dir}", escape_path(&repo)));
+    }
+    if let Ok(inside) = repo.strip_prefix(&resolved)
+        && let Some(Component::Normal(first)) = inside.components().next()
+        && let Some(first) = first.to_str()
+        && (RESERVED_NAMES.contains(&first)
+            || first.starts_with(".pushdeploy")
+            || first == link
+            || first == format!(".{link}.pushdeploy-new"))
+    {
+        return Err(format!(
+            "{shown} holds the repository {} at `{first}`, a name pushdeploy writes to; move the \
+             repository elsewhere or choose another target",
+            escape_path(&repo)
+        ));
+    }
+    Ok(())
+}
+
+/// Returns `path` as the kernel would resolve it: the longest part that exists canonicalized
+/// (symlinks and `..` followed), the rest appended with `.` and `..` applied lexically.
+fn resolve(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut resolved) = existing.canonicalize() {
+            for component in rest.into_iter().rev() {
+                match component {
+                    Component::ParentDir => {
+                        resolved.pop();
+                    }
+                    Component::Normal(name) => resolved.push(name),
+                    _ => {}
+                }
+            }
+            return resolved;
+        }
+        let mut components = existing.components();
+        match components.next_back() {
+            Some(last @ (Component::Normal(_) | Component::ParentDir | Component::CurDir)) => {
+                rest.push(last);
+                existing = components.as_path();
+            }
+            _ => return path.to_owned(),
+        }
+    }
 }
 
 /// Explains why a link name is unusable, or accepts it.
@@ -450,6 +564,41 @@ mod tests {
         assert!(
             parse_err("target = \"/s\"\n[retire]\ngrace = \"1 fortnight\"\n")
                 .contains("`retire.grace`")
+        );
+    }
+
+    #[test]
+    fn targets_that_are_root_or_the_repository_are_refused() {
+        let own = "give the site a directory of its own, such as /srv/www/example.com";
+        assert_eq!(
+            parse_err("target = \"/\"\n"),
+            format!("/r/pushdeploy.toml: line 1: `target`: / is the root directory; {own}")
+        );
+        assert!(parse_err("target = \"/usr/..\"\n").contains("/usr/.. is the root directory"));
+        assert!(parse_err("target = \"/r\"\n").contains("/r is the repository itself"));
+        assert!(parse_err("target = \"/r/www\"\n").contains("is inside the repository /r;"));
+        let err = parse(Path::new("/srv/www/blue/pushdeploy.toml"), "target = \"/srv/www\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds the repository /srv/www/blue at `blue`"), "{err}");
+        // Beside the slots, under a name of its own, the repository is left alone.
+        parse(Path::new("/srv/www/site.git/pushdeploy.toml"), "target = \"/srv/www\"\n").unwrap();
+    }
+
+    #[test]
+    fn umask_letting_others_write_needs_world_writable() {
+        let err = parse_err("target = \"/s\"\numask = \"020\"\n");
+        assert!(
+            err.starts_with("/r/pushdeploy.toml: line 2: `umask`: \"020\" lets every user write"),
+            "{err}"
+        );
+        let text = "target = \"/s\"\numask = \"000\"\nworld_writable = true\n";
+        let config = parse(Path::new("p"), text).unwrap();
+        assert!(config.releases_world_writable());
+        assert!(
+            !parse(Path::new("p"), "target = \"/s\"\numask = \"002\"\n")
+                .unwrap()
+                .releases_world_writable()
         );
     }
 

@@ -126,15 +126,23 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
         ));
     }
     layout.ensure_state_dir().map_err(|err| {
-        Error::user(
-            format!("cannot set up pushdeploy's state directory: {err}"),
-            format!(
+        let hint = match &err {
+            release::Error::StateDir { hint, .. } => hint.clone(),
+            _ => format!(
                 "{} must be a directory this user can write; move away whatever is there",
                 escape_path(&layout.state)
             ),
-        )
+        };
+        Error::user(format!("cannot set up pushdeploy's state directory: {err}"), hint)
     })?;
     warn_if_world_writable(&layout.target);
+    if config.releases_world_writable() {
+        report::line(&format!(
+            "warning: umask {:03o} with `world_writable = true` in {}: every user of this machine can change the releases",
+            config.umask,
+            escape_path(&config.path)
+        ));
+    }
     let lock = lock::acquire(&layout.lock_path(), |holder| {
         let holder = holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
         report::line(&format!("waiting for the deploy in progress{holder} to finish"));
@@ -376,12 +384,13 @@ pub fn record_deploy_refs(config: &Config, repo: &Repo, commit: CommitId, when: 
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";
 
-/// Removes a slot's tree. Removing it drops links to inodes the live release may share (a
-/// release hard-linked from it), which moves their ctime; the live index is told that this
-/// window of ctimes is ours, so it does not distrust every file for it.
+/// Removes a slot's tree, or moves it aside if pushdeploy did not create it. Removing it drops
+/// links to inodes the live release may share (a release hard-linked from it), which moves
+/// their ctime; the live index is told that this window of ctimes is ours, so it does not
+/// distrust every file for it.
 fn remove_slot_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), String> {
     let start = index::coarse_now();
-    release::remove_path(&layout.slot_dir(slot)).map_err(|err| err.to_string())?;
+    release::remove_slot(layout, slot).map_err(|err| err.to_string())?;
     let end = index::seal_time();
     if let Some(live) = live.filter(|live| live.slot != slot) {
         index::add_window(layout, live.slot, (start, end));
@@ -413,6 +422,8 @@ struct Built {
 /// there, so that a failed deploy never pushes a good release out: only a deploy that goes
 /// live replaces it. Renames only; nothing is copied.
 fn park_kept(layout: &Layout, slot: Slot) -> Result<(), String> {
+    // Only a release of pushdeploy's own is kept; a directory it did not create goes aside.
+    release::set_aside_foreign_slot(layout, slot).map_err(|err| err.to_string())?;
     if !layout.record_path(slot).exists() || !layout.slot_dir(slot).is_dir() {
         return Ok(());
     }
@@ -434,8 +445,9 @@ fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), String> {
         return Ok(());
     }
     let error = |err: std::io::Error| format!("cannot put the kept release back in {slot}: {err}");
-    release::remove_path(&layout.slot_dir(slot)).map_err(|err| err.to_string())?;
+    release::remove_slot(layout, slot).map_err(|err| err.to_string())?;
     fs::rename(&tree, layout.slot_dir(slot)).map_err(error)?;
+    release::mark_slot(layout, slot).map_err(|err| err.to_string())?;
     for (parked, home) in [(record, layout.record_path(slot)), (index, layout.index_path(slot))] {
         match fs::rename(parked, home) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(error(err)),
@@ -445,8 +457,11 @@ fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), String> {
     release::remove_path(&layout.parked_dir(slot)).map_err(|err| err.to_string())
 }
 
-/// Forgets what `slot` holds (its record and index), before it is emptied.
+/// Forgets what `slot` holds (its record and index), before it is emptied. A slot directory
+/// pushdeploy did not create is moved aside first, while its record can still vouch for a
+/// release made before pushdeploy recorded which slots it created.
 fn forget_slot(layout: &Layout, slot: Slot) -> Result<(), String> {
+    release::set_aside_foreign_slot(layout, slot).map_err(|err| err.to_string())?;
     history::remove_record(layout, slot).map_err(|err| err.to_string())?;
     index::remove(layout, slot).map_err(|err| format!("cannot remove the index of {slot}: {err}"))
 }

@@ -72,6 +72,10 @@ pub enum Error {
     ForeignLink { path: PathBuf, target: PathBuf },
     #[error("refused {}: {why}", escape_path(path))]
     Refused { path: PathBuf, why: String },
+    /// Something in pushdeploy's state directory that pushdeploy did not make, or not as it
+    /// makes it; `hint` says what to do.
+    #[error("{} {problem}", escape_path(path))]
+    StateDir { path: PathBuf, problem: String, hint: String },
     #[error("not enough space on the target's filesystem: the release needs about {}, and {} are free in {}", crate::report::bytes(*needed), crate::report::bytes(*available), escape_path(path))]
     NoSpace { path: PathBuf, needed: u64, available: u64 },
     #[error("cannot read {} from the repository: {message}", escape_path(path))]
@@ -161,10 +165,48 @@ impl Layout {
         }
     }
 
-    /// Creates the target's state directory when missing.
+    /// Creates the target's state directory and the directories in it when missing, and
+    /// checks that they, and whatever else pushdeploy keeps there, are what pushdeploy makes.
+    ///
+    /// Each is made with one `mkdir` and then checked with `lstat`: a planted symlink (say
+    /// `.pushdeploy -> /home/alice`) is refused, never followed, since a deploy removes trees,
+    /// truncates its lock and writes its records in there.
     pub fn ensure_state_dir(&self) -> Result<(), Error> {
-        let releases = self.records_dir();
-        fs::create_dir_all(&releases).map_err(Error::io(&releases))
+        make_state_dir(&self.state)?;
+        make_state_dir(&self.records_dir())?;
+        make_state_dir(&self.slots_dir())?;
+        self.check_state()
+    }
+
+    /// Checks, creating nothing, that the state directory and what pushdeploy keeps in it are
+    /// real directories and files owned by this user, not symlinks; a missing one is fine.
+    pub fn check_state(&self) -> Result<(), Error> {
+        let dirs = [
+            self.state.clone(),
+            self.records_dir(),
+            self.slots_dir(),
+            self.trash(),
+            self.state.join("parked"),
+            self.state.join("cache"),
+        ];
+        for dir in &dirs {
+            check_state_entry(dir, true)?;
+        }
+        for file in [self.lock_path(), self.build_pgid_path(), self.state.join("history.jsonl")] {
+            check_state_entry(&file, false)?;
+        }
+        Ok(())
+    }
+
+    /// Returns where pushdeploy records which slot directories it created.
+    fn slots_dir(&self) -> PathBuf {
+        self.state.join("slots")
+    }
+
+    /// Returns the record that `slot`'s directory is pushdeploy's: `pending` while it is being
+    /// made, then its `dev:inode`.
+    fn slot_marker(&self, slot: Slot) -> PathBuf {
+        self.slots_dir().join(slot.name())
     }
 
     /// Returns where the record and index of each slot's release are kept.
@@ -194,14 +236,189 @@ impl Layout {
     }
 }
 
-/// Empties `slot` (the one that is not live) and what interrupted deploys left behind.
+/// Empties `slot` (the one that is not live) and what interrupted deploys left behind, then
+/// creates its directory, empty, recording that pushdeploy made it. What pushdeploy did not
+/// make is moved aside, never deleted.
 #[instrument(skip_all, fields(slot = %slot))]
 pub fn prepare(layout: &Layout, slot: Slot) -> Result<PathBuf, Error> {
-    remove_path(&layout.new_link())?;
+    let new_link = layout.new_link();
+    // Only ever a symlink pushdeploy made; anything else by that name is someone's.
+    match fs::symlink_metadata(&new_link) {
+        Ok(meta) if !meta.file_type().is_symlink() => {
+            move_aside(&layout.target, &new_link)?;
+        }
+        _ => remove_path(&new_link)?,
+    }
     remove_path(&layout.trash())?;
+    remove_slot(layout, slot)?;
     let dir = layout.slot_dir(slot);
-    remove_path(&dir)?;
+    // The marker comes first: a deploy killed between the two leaves a directory that is
+    // still known as pushdeploy's, so the next deploy removes it instead of moving it aside.
+    write_slot_marker(layout, slot, "pending")?;
+    DirBuilder::new().mode(0o777).create(&dir).map_err(Error::io(&dir))?;
+    mark_slot(layout, slot)?;
     Ok(dir)
+}
+
+/// Records that the directory now at `slot` is pushdeploy's (its `dev:inode`), after
+/// pushdeploy made it or put a release of its own back there.
+pub fn mark_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    let dir = layout.slot_dir(slot);
+    let meta = fs::symlink_metadata(&dir).map_err(Error::io(&dir))?;
+    write_slot_marker(layout, slot, &identity(&meta))
+}
+
+/// Returns what a slot marker says for a directory: `dev:inode`.
+fn identity(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Writes a slot's marker atomically (a temporary file renamed over it), so it is never seen
+/// half-written.
+fn write_slot_marker(layout: &Layout, slot: Slot, text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = layout.slots_dir();
+    make_state_dir(&dir)?;
+    let path = layout.slot_marker(slot);
+    let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(&path))?;
+    file.write_all(format!("{text}\n").as_bytes()).map_err(Error::io(&path))?;
+    file.persist(&path).map_err(|err| Error::Io { path: path.clone(), source: err.error })?;
+    Ok(())
+}
+
+/// Tells whether whatever is at `slot`'s path is a directory pushdeploy created; `None` when
+/// nothing is there.
+///
+/// The slot's marker decides. A slot without a marker is pushdeploy's when it holds a release
+/// record (releases made before markers existed); it is then given a marker, so it stays
+/// known as pushdeploy's once the record is forgotten.
+fn slot_is_ours(layout: &Layout, slot: Slot) -> Result<Option<bool>, Error> {
+    let dir = layout.slot_dir(slot);
+    let meta = match fs::symlink_metadata(&dir) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path: dir, source }),
+    };
+    if !meta.is_dir() {
+        return Ok(Some(false));
+    }
+    let marker = layout.slot_marker(slot);
+    match fs::read_to_string(&marker) {
+        Ok(text) => Ok(Some(text.trim() == "pending" || text.trim() == identity(&meta))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let legacy = fs::symlink_metadata(layout.record_path(slot)).is_ok();
+            if legacy {
+                write_slot_marker(layout, slot, &identity(&meta))?;
+            }
+            Ok(Some(legacy))
+        }
+        Err(source) => Err(Error::Io { path: marker, source }),
+    }
+}
+
+/// Moves whatever is at `slot`'s path aside when pushdeploy did not create it, saying so in
+/// one line: pushdeploy deletes only what it created.
+pub fn set_aside_foreign_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    if slot_is_ours(layout, slot)? == Some(false) {
+        move_aside(&layout.target, &layout.slot_dir(slot))?;
+    }
+    Ok(())
+}
+
+/// Removes `slot`'s directory if pushdeploy created it (moving it aside otherwise), and then
+/// its marker.
+pub fn remove_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    set_aside_foreign_slot(layout, slot)?;
+    remove_path(&layout.slot_dir(slot))?;
+    remove_path(&layout.slot_marker(slot))
+}
+
+/// Renames `path` to `PATH.moved-aside-<UTC time>` in `dir` (never replacing anything) and
+/// tells the pusher; returns the new path.
+fn move_aside(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
+    use nix::fcntl::{RenameFlags, renameat2};
+    let name = path.file_name().unwrap_or_default().to_owned();
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "");
+    let handle = File::open(dir).map_err(Error::io(dir))?;
+    let mut attempt = 1;
+    loop {
+        let mut aside = name.clone();
+        aside.push(format!(".moved-aside-{stamp}"));
+        if attempt > 1 {
+            aside.push(format!("-{attempt}"));
+        }
+        // RENAME_NOREPLACE: a plain rename would replace an empty directory of that name.
+        let flags = RenameFlags::RENAME_NOREPLACE;
+        match renameat2(&handle, name.as_os_str(), &handle, aside.as_os_str(), flags) {
+            Ok(()) => {
+                let aside = dir.join(aside);
+                crate::report::line(&format!(
+                    "moved {} aside to {}: pushdeploy did not create it, and deletes only what it created",
+                    escape_path(path),
+                    escape_path(&aside)
+                ));
+                return Ok(aside);
+            }
+            Err(nix::errno::Errno::EEXIST) => attempt += 1,
+            Err(errno) => return Err(Error::Io { path: path.to_owned(), source: errno.into() }),
+        }
+    }
+}
+
+/// Creates a directory of pushdeploy's state when missing; an existing one is checked later.
+fn make_state_dir(path: &Path) -> Result<(), Error> {
+    match DirBuilder::new().create(path) {
+        Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+            Err(Error::Io { path: path.to_owned(), source: err })
+        }
+        _ => check_state_entry(path, true),
+    }
+}
+
+/// Checks with `lstat` that `path`, when it exists, is a directory (or a regular file) owned
+/// by this user, not a symlink.
+fn check_state_entry(path: &Path, dir: bool) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(Error::Io { path: path.to_owned(), source }),
+    };
+    let kind = meta.file_type();
+    let what = if dir { "a directory" } else { "a file" };
+    let planted = |problem: String| Error::StateDir {
+        path: path.to_owned(),
+        problem,
+        hint: format!(
+            "move {} away, and pushdeploy makes a real {} there at the next deploy (or put back the one that was there)",
+            escape_path(path),
+            if dir { "directory" } else { "file" }
+        ),
+    };
+    if kind.is_symlink() {
+        return Err(planted(format!("is a symlink, not {what}; pushdeploy does not follow it")));
+    }
+    if dir && !kind.is_dir() {
+        return Err(planted("is a file, not a directory".into()));
+    }
+    if !dir && !kind.is_file() {
+        return Err(planted("is not a regular file".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::StateDir {
+            path: path.to_owned(),
+            problem: format!("is owned by uid {}, not by this user (uid {me})", meta.uid()),
+            hint: format!(
+                "run pushdeploy as the user that owns {}, or `chown -R` it to this user",
+                escape_path(path)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What materializing wrote.
@@ -383,8 +600,8 @@ pub struct Base<'a> {
     pub index: &'a Index,
 }
 
-/// Writes a checked tree into `dir`, which must not exist yet. Returns what was written and,
-/// with `want_index`, the new release's index.
+/// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
+/// written and, with `want_index`, the new release's index.
 ///
 /// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
 /// written through a symlink, even one the tree itself just created. A file whose blob, mode
@@ -402,7 +619,6 @@ pub fn materialize(
     let mut written = Written::default();
     let mut dirs = DirBuilder::new();
     dirs.mode(0o777);
-    dirs.create(dir).map_err(Error::io(dir))?;
     let mut files = Vec::new();
     for entry in entries {
         let path = dir.join(entry.path());
@@ -609,17 +825,21 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 
 /// Removes a release that is no longer live. It is first renamed into the state directory so
 /// that, if removal is interrupted, the slot is already free and the next deploy cleans up.
+/// A slot pushdeploy did not create (a release set up by hand that pushdeploy took over) is
+/// moved aside instead.
 #[instrument(skip_all, fields(slot = %slot))]
 pub fn retire(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    set_aside_foreign_slot(layout, slot)?;
     let dir = layout.slot_dir(slot);
     if fs::symlink_metadata(&dir).is_err() {
-        return Ok(());
+        return remove_path(&layout.slot_marker(slot));
     }
     let trash = layout.trash();
-    fs::create_dir_all(&trash).map_err(Error::io(&trash))?;
+    make_state_dir(&trash)?;
     let parked = trash.join(slot.name());
     remove_path(&parked)?;
     fs::rename(&dir, &parked).map_err(Error::io(&dir))?;
+    remove_path(&layout.slot_marker(slot))?;
     remove_path(&parked)
 }
 

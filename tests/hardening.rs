@@ -548,6 +548,18 @@ fn stage_at_kill(printed: &str, link_moved: bool) -> &'static str {
     }
 }
 
+/// Writes the record a deploy keeps of a slot directory it made (`.pushdeploy/slots/SLOT`,
+/// its `dev:inode`), as the killed deploy that left it would have: pushdeploy removes only
+/// slots it made, and moves any other aside.
+#[track_caller]
+fn mark_slot_as_made_by_pushdeploy(env: &TestEnv, slot: &str) {
+    let meta = fs::symlink_metadata(env.target.join(slot)).expect("stat the slot");
+    let slots = env.target.join(".pushdeploy/slots");
+    fs::create_dir_all(&slots).expect("make the slots directory");
+    fs::write(slots.join(slot), format!("{}:{}\n", meta.dev(), meta.ino()))
+        .expect("write the slot's marker");
+}
+
 #[test]
 fn next_deploy_cleans_what_an_interrupted_switch_left() {
     let (env, _, _) = TestEnv::with_live_site();
@@ -560,6 +572,7 @@ fn next_deploy_cleans_what_an_interrupted_switch_left() {
     fs::create_dir_all(env.target.join("green/half/written")).expect("make the half slot");
     fs::write(env.target.join("green/index.html"), "half\n").expect("write the half slot");
     fs::write(env.target.join("green/stale-only.html"), "stale\n").expect("write the half slot");
+    mark_slot_as_made_by_pushdeploy(&env, "green");
     fs::create_dir_all(env.target.join(".pushdeploy/trash/blue/old")).expect("make the trash");
     fs::write(env.target.join(".pushdeploy/trash/blue/old/page.html"), "old\n")
         .expect("fill the trash");
@@ -585,6 +598,7 @@ fn next_deploy_stops_a_build_orphaned_by_a_killed_deploy() {
     // the next deploy prepares.
     let green = env.target.join("green");
     fs::create_dir(&green).expect("make the orphan's slot");
+    mark_slot_as_made_by_pushdeploy(&env, "green");
     let mut orphan = env
         .command("setsid")
         .args(["sh", "-c", "while :; do echo x >> stray.txt; sleep 0.02; done"])

@@ -17,7 +17,9 @@ use crate::report::{self, escape_path};
 /// Checks a site's setup: the hook, the target, the link, what the web server can read, and
 /// the free disk space. Each finding says what to do; exits 1 when something must be fixed.
 ///
-/// Checks: the configuration loads; the hook of the configured mode is installed, executable,
+/// Checks: the configuration loads (which refuses a target that is `/`, a home directory or
+/// the repository, and a umask that lets every user write unless `world_writable = true`,
+/// which is then warned about); the hook of the configured mode is installed, executable,
 /// written by pushdeploy, and points at an existing binary (and no stale hook of the other
 /// mode deploys first); push options are advertised; the target exists, is writable by this
 /// user and not by everyone; the link is a symlink to a complete release with a record; the
@@ -59,6 +61,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
         Ok(config) => {
             findings.ok(format!("configuration {} loads", escape_path(&config.path)));
             check_hooks(&repo, &config, &mut findings);
+            check_umask(&config, &mut findings);
             check_target(&config, &mut findings);
         }
         Err(err) => findings.problem(err.to_string(), err.hint()),
@@ -135,6 +138,20 @@ fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {
     }
 }
 
+/// Warns when the configuration lets every user write into the releases (only possible with
+/// `world_writable = true`; without it the configuration does not load).
+fn check_umask(config: &Config, findings: &mut Findings) {
+    if config.releases_world_writable() {
+        findings.warn(
+            format!(
+                "umask {:03o} with `world_writable = true`: every user of this machine can change the releases",
+                config.umask
+            ),
+            "remove `world_writable` and use a umask such as \"022\" unless that is what you want",
+        );
+    }
+}
+
 /// Returns the binary a pushdeploy hook execs: `exec '/path/to/pushdeploy' hook ...`.
 fn hook_binary(text: &str) -> Option<PathBuf> {
     let line = text.lines().find(|line| line.starts_with("exec "))?;
@@ -169,6 +186,13 @@ fn check_target(config: &Config, findings: &mut Findings) {
             format!("target {target} is writable by every user"),
             format!("run `chmod o-w {target}`"),
         );
+    }
+    match layout.check_state() {
+        Ok(()) => {}
+        Err(release::Error::StateDir { path, problem, hint }) => {
+            findings.problem(format!("{} {problem}", escape_path(&path)), hint);
+        }
+        Err(err) => findings.problem(err.to_string(), "check the state directory's permissions"),
     }
     let live = match layout.live() {
         Ok(Some(live)) => live,

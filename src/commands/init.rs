@@ -58,6 +58,12 @@ pub struct InitArgs {
     /// deploys before accepting it, so a failed deploy rejects the push
     #[arg(long, value_enum, value_name = "MODE", default_value = "post-receive")]
     mode: Mode,
+    /// The umask releases are written with and the build runs with [default: 022]
+    #[arg(long, value_name = "OCTAL")]
+    umask: Option<String>,
+    /// Allow a umask that lets every user write into the releases (`world_writable = true`)
+    #[arg(long)]
+    world_writable: bool,
     /// Replace a differing configuration or a foreign hook, keeping a backup
     #[arg(long)]
     force: bool,
@@ -182,6 +188,12 @@ fn config_text(args: &InitArgs, target: &Path) -> String {
         toml_string(&target.to_string_lossy()),
         toml_string(&args.link),
     );
+    if let Some(umask) = &args.umask {
+        text.push_str(&format!("umask = {}\n", toml_string(umask)));
+    }
+    if args.world_writable {
+        text.push_str("world_writable = true\n");
+    }
     if args.mode != Mode::default() {
         text.push_str(&format!("mode = {}\n", toml_string(args.mode.name())));
     }
