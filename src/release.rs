@@ -241,14 +241,7 @@ impl Layout {
 /// make is moved aside, never deleted.
 #[instrument(skip_all, fields(slot = %slot))]
 pub fn prepare(layout: &Layout, slot: Slot) -> Result<PathBuf, Error> {
-    let new_link = layout.new_link();
-    // Only ever a symlink pushdeploy made; anything else by that name is someone's.
-    match fs::symlink_metadata(&new_link) {
-        Ok(meta) if !meta.file_type().is_symlink() => {
-            move_aside(&layout.target, &new_link)?;
-        }
-        _ => remove_path(&new_link)?,
-    }
+    clear_new_link(layout)?;
     remove_path(&layout.trash())?;
     remove_slot(layout, slot)?;
     let dir = layout.slot_dir(slot);
@@ -258,6 +251,18 @@ pub fn prepare(layout: &Layout, slot: Slot) -> Result<PathBuf, Error> {
     DirBuilder::new().mode(0o777).create(&dir).map_err(Error::io(&dir))?;
     mark_slot(layout, slot)?;
     Ok(dir)
+}
+
+/// Removes a temporary link left by an interrupted switch. Only ever a symlink pushdeploy
+/// made; anything else by that name is someone's, and is moved aside.
+fn clear_new_link(layout: &Layout) -> Result<(), Error> {
+    let new_link = layout.new_link();
+    match fs::symlink_metadata(&new_link) {
+        Ok(meta) if !meta.file_type().is_symlink() => {
+            move_aside(&layout.target, &new_link).map(drop)
+        }
+        _ => remove_path(&new_link),
+    }
 }
 
 /// Records that the directory now at `slot` is pushdeploy's (its `dev:inode`), after
@@ -798,7 +803,7 @@ fn submodule_warning(path: &Path, commit: CommitId) -> String {
 #[instrument(skip_all)]
 pub fn activate(layout: &Layout, link_target: &Path) -> Result<(), Error> {
     let new_link = layout.new_link();
-    remove_path(&new_link)?;
+    clear_new_link(layout)?;
     std::os::unix::fs::symlink(link_target, &new_link).map_err(Error::io(&new_link))?;
     fs::rename(&new_link, &layout.link).map_err(Error::io(&layout.link))?;
     // The rename lives in the directory's entries: without this fsync a power cut could bring
