@@ -2,6 +2,7 @@
 
 mod build;
 mod cache;
+mod check;
 mod cli;
 mod commands;
 mod config;

@@ -14,6 +14,7 @@ use tracing::info_span;
 
 use crate::build;
 use crate::cache::Cache;
+use crate::check;
 use crate::config::{self, Config};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
@@ -576,23 +577,34 @@ fn build_release(
         report::line(&format!("built in {}", report::seconds(took)));
     }
 
-    let (verified, _) = clock.stage(Stage::Verify, || verify(config, &dir));
-    verified?;
-
     let link_target = match &config.build.publish {
         Some(publish) => Path::new(slot.name()).join(publish),
         None => PathBuf::from(slot.name()),
     };
     let mut record = release_record(request, slot, &link_target);
-    if let Some(live) = live.filter(|_| !config.retire.grace.is_zero()) {
-        record.grace = carry_old_files(
-            layout,
-            live,
-            &dir.join(config.build.publish.as_deref().unwrap_or(Path::new(""))),
-            config.retire.grace,
-        )
-        .map_err(|reason| Failure::new(Stage::Verify, reason, retry))?;
-    }
+    // In this order: the grace step writes into what the build left, and the check sees both.
+    let (verified, _) = clock.stage(Stage::Verify, || {
+        verify(config, &dir)?;
+        // A dry run stops before the switch: there is nothing to keep reachable, and it must
+        // leave no trace of a grace in the live release's files either.
+        let keeping = !config.retire.grace.is_zero() && !request.options.dry_run;
+        if let Some(live) = live.filter(|_| keeping) {
+            record.grace =
+                carry_old_files(layout, live, &dir, publish(config), config.retire.grace)
+                    .map_err(|reason| Failure::new(Stage::Verify, reason, retry))?;
+        }
+        // Without a build and a grace step, the release is the pushed tree, which `check_tree`
+        // checked entry by entry before anything was written: nothing else can be in it.
+        let built = build_command(config, request).is_some();
+        if built || !record.grace.files.is_empty() {
+            check::served(&dir, publish(config)).map_err(|err| {
+                let hint = if built { BUILD_OUTPUT_HINT } else { retry };
+                Failure::new(Stage::Verify, err, hint)
+            })?;
+        }
+        Ok(())
+    });
+    verified?;
     Ok(Built { record, index })
 }
 
@@ -608,19 +620,33 @@ fn trusted_index<'l>(layout: &Layout, live: &'l Live) -> Option<(&'l Live, Index
     (index.commit == record.commit).then_some((live, index))
 }
 
-/// Keeps the live release's files that the new one lacks reachable for the grace period.
+/// What to do about build output that `check::served` refused.
+const BUILD_OUTPUT_HINT: &str = "make the build leave only files, directories and symlinks that stay inside the release, then push again";
+
+/// Returns the served directory, relative to the release.
+fn publish(config: &Config) -> &Path {
+    config.build.publish.as_deref().unwrap_or(Path::new(""))
+}
+
+/// Keeps the live release's files that the new release in `dir` lacks reachable for the grace
+/// period, under its served directory `publish`.
 fn carry_old_files(
     layout: &Layout,
     live: &Live,
-    served: &Path,
+    dir: &Path,
+    publish: &Path,
     grace: Duration,
 ) -> Result<Grace, String> {
     let old_grace = history::read_record(layout, live.slot)
         .map_err(|err| err.to_string())?
         .map(|record| record.grace)
         .unwrap_or_default();
-    let kept = grace::carry(&layout.target.join(&live.link_target), &old_grace, served)
+    let carried = grace::carry(&layout.target.join(&live.link_target), &old_grace, dir, publish)
         .map_err(|err| format!("cannot keep the old release's files for `retire.grace`: {err}"))?;
+    for warning in &carried.warnings {
+        report::line(&format!("warning: {warning}"));
+    }
+    let kept = carried.grace;
     if !kept.files.is_empty() {
         report::line(&format!(
             "kept {} of the old release reachable for {} (retire.grace)",
@@ -667,14 +693,24 @@ fn verify(config: &Config, dir: &Path) -> Result<(), Failure> {
         ),
         None => "push a commit that has files in it".to_owned(),
     };
-    // lstat, not stat: a publish path that is a symlink could lead anywhere.
-    let meta = fs::symlink_metadata(&served);
-    if !meta.as_ref().is_ok_and(|meta| meta.is_dir()) {
-        let problem = match meta {
-            Ok(meta) if meta.file_type().is_symlink() => "is a symlink, not a directory",
-            Ok(_) => "is not a directory",
-            Err(_) => "does not exist",
-        };
+    // lstat, not stat, on every component: a symlink anywhere on the way could lead anywhere.
+    let problem = match check::publish_dir(dir, publish(config)) {
+        Ok(()) => None,
+        Err(check::PublishProblem::Symlink(path)) => {
+            let reason = format!(
+                "refused {}: is a symlink; the {what} and the directories above it must be real directories of the release",
+                escape_path(&path)
+            );
+            return Err(Failure::new(Stage::Verify, reason, hint));
+        }
+        Err(check::PublishProblem::NotADirectory) => Some("is not a directory"),
+        Err(check::PublishProblem::Missing) => Some("does not exist"),
+        Err(check::PublishProblem::Unreadable(path, err)) => {
+            let reason = format!("cannot check the {what}: {}: {err}", escape_path(&path));
+            return Err(Failure::new(Stage::Verify, reason, hint));
+        }
+    };
+    if let Some(problem) = problem {
         return Err(Failure::new(Stage::Verify, format!("the {what} {problem}"), hint));
     }
     let empty = fs::read_dir(&served).map(|mut entries| entries.next().is_none()).unwrap_or(true);

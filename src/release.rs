@@ -2,7 +2,7 @@
 //! with one rename, and retiring the old one.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tracing::instrument;
 
+use crate::check;
 use crate::config::{Config, SymlinkPolicy};
 use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
 use crate::index::{self, FileStat, Index, IndexEntry};
@@ -464,15 +465,14 @@ pub fn check_tree(entries: &[Entry], symlinks: SymlinkPolicy) -> Result<(), Erro
                 });
             }
             let mut hops = 0;
-            resolve_inside(&index, components(&entry.parent), target, &mut hops).map_err(
-                |why| Error::Refused {
+            check::resolve_inside(&index, check::components(&entry.parent), target, &mut hops)
+                .map_err(|why| Error::Refused {
                     path: entry.path(),
                     why: format!(
                         "symlink to {} {why}",
                         escape_path(Path::new(OsStr::from_bytes(target)))
                     ),
-                },
-            )?;
+                })?;
         }
     }
     Ok(())
@@ -491,57 +491,16 @@ fn check_name(name: &OsStr) -> Result<(), &'static str> {
     }
 }
 
-fn components(path: &Path) -> Vec<OsString> {
-    path.components().map(|c| c.as_os_str().to_owned()).collect()
-}
-
-/// The most symlinks followed while resolving one, as Linux allows (ELOOP).
-const MAX_HOPS: usize = 40;
-
-/// Resolves a symlink target found in directory `dir` the way the kernel would, through the
-/// tree's own symlinks, and fails if it ever leaves the release. Returns the resolved path.
-fn resolve_inside(
-    index: &HashMap<PathBuf, &EntryKind>,
-    dir: Vec<OsString>,
-    target: &[u8],
-    hops: &mut usize,
-) -> Result<Vec<OsString>, &'static str> {
-    if target.starts_with(b"/") {
-        return Err("is absolute; only relative links inside the release are allowed");
+/// The pushed tree, by path, as the resolver of [`check`] sees it.
+impl check::Tree for HashMap<PathBuf, &EntryKind> {
+    fn node(&self, path: &Path) -> io::Result<check::Node> {
+        Ok(match self.get(path) {
+            Some(EntryKind::Symlink { target }) => check::Node::Symlink(target.clone()),
+            Some(EntryKind::Dir | EntryKind::Submodule { .. }) => check::Node::Dir,
+            Some(EntryKind::File { .. }) => check::Node::Other,
+            None => check::Node::Missing,
+        })
     }
-    let mut current = dir;
-    // Past a missing entry the kernel would fail; keep resolving lexically, conservatively.
-    let mut dangling = false;
-    for part in target.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                if current.pop().is_none() {
-                    return Err("leads out of the release");
-                }
-            }
-            name => {
-                current.push(OsStr::from_bytes(name).to_owned());
-                if dangling {
-                    continue;
-                }
-                let path: PathBuf = current.iter().collect();
-                match index.get(&path) {
-                    Some(EntryKind::Symlink { target }) => {
-                        *hops += 1;
-                        if *hops > MAX_HOPS {
-                            return Err("is part of a symlink loop");
-                        }
-                        current.pop();
-                        current = resolve_inside(index, current, target, hops)?;
-                    }
-                    Some(_) => {}
-                    None => dangling = true,
-                }
-            }
-        }
-    }
-    Ok(current)
 }
 
 /// Refuses, before anything is written, a release that clearly does not fit on the target's

@@ -43,7 +43,7 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
             };
             let served = layout.target.join(&live.link_target);
             let left = grace::remove_expired(&served, &record.grace)
-                .map_err(|source| release::Error::Io { path: served, source })?;
+                .map_err(|err| release::Error::Io { path: err.path, source: err.source })?;
             if left != record.grace {
                 record.grace = left;
                 history::write_record(&layout, &record)?;
