@@ -571,7 +571,17 @@ fn build_release(
                     .for_each(|line| report::line(line));
             }
             build::run(&build).map_err(|err| build_failure(&err))?;
-            cache.save(&dir).map_err(|err| build_failure(&err))
+            cache.save(&dir).map_err(|err| {
+                if err.is_no_space() {
+                    let hint = format!(
+                        "free space on the filesystem of {}, then push again",
+                        escape_path(&layout.target)
+                    );
+                    Failure::new(Stage::Build, err, hint)
+                } else {
+                    build_failure(&err)
+                }
+            })
         });
         result?;
         report::line(&format!("built in {}", report::seconds(took)));
