@@ -189,6 +189,7 @@ impl Layout {
             self.trash(),
             self.state.join("parked"),
             self.state.join("cache"),
+            self.state.join("cache.partial"),
         ];
         for dir in &dirs {
             check_state_entry(dir, true)?;

@@ -83,7 +83,9 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
 
 /// Up to this many ignored refs get a line each; more get one summary line, so a push of
 /// thousands of tags does not bury the line that matters.
-const IGNORED_LINES: usize = 3;
+const IGNORED_LINES: usize = 10;
+/// How many refs the summary line names.
+const IGNORED_NAMED: usize = 3;
 
 /// Tells the pusher which refs of the push do not deploy, and why.
 fn report_ignored(ignored: &[(String, String)]) {
@@ -94,7 +96,7 @@ fn report_ignored(ignored: &[(String, String)]) {
         return;
     }
     let named: Vec<String> =
-        ignored.iter().take(IGNORED_LINES).map(|(name, _)| escape(name)).collect();
+        ignored.iter().take(IGNORED_NAMED).map(|(name, _)| escape(name)).collect();
     let mut reasons: Vec<&str> = ignored.iter().map(|(_, why)| why.as_str()).collect();
     reasons.sort_unstable();
     reasons.dedup();
@@ -102,7 +104,7 @@ fn report_ignored(ignored: &[(String, String)]) {
         "ignored {} ({} and {} more): {}",
         report::things(ignored.len() as u64, "ref"),
         named.join(", "),
-        report::count((ignored.len() - IGNORED_LINES) as u64),
+        report::count((ignored.len() - IGNORED_NAMED) as u64),
         reasons.join("; ")
     ));
 }
