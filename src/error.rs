@@ -1,6 +1,7 @@
 //! The top-level error type and the process exit codes.
 
-use crate::{config, git, history, lock, release};
+use crate::target::{history, lock};
+use crate::{config, git, release, target};
 
 /// The process exit codes, in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum Error {
     #[error(transparent)]
     Git(#[from] git::Error),
     #[error(transparent)]
+    Target(#[from] target::Error),
+    #[error(transparent)]
     Release(#[from] release::Error),
     #[error(transparent)]
     Lock(#[from] lock::Error),
@@ -49,7 +52,7 @@ impl Error {
             Error::Config(err) => Some(err.hint()),
             Error::Git(err) => err.hint(),
             Error::Lock(_) => Some("check that the target directory is writable".into()),
-            Error::Release(_) | Error::History(_) => None,
+            Error::Target(_) | Error::Release(_) | Error::History(_) => None,
             Error::User { hint, .. } => Some(hint.clone()),
         }
     }
@@ -58,7 +61,9 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) | Error::User { .. } | Error::Git(_) => ExitCode::Usage,
-            Error::Release(_) | Error::Lock(_) | Error::History(_) => ExitCode::DeployFailed,
+            Error::Target(_) | Error::Release(_) | Error::Lock(_) | Error::History(_) => {
+                ExitCode::DeployFailed
+            }
         }
     }
 }

@@ -1,20 +1,14 @@
 //! pushdeploy: zero-downtime blue/green deploys of a site on `git push`.
 
-mod build;
-mod cache;
-mod check;
 mod cli;
 mod commands;
 mod config;
 mod error;
 mod git;
-mod grace;
-mod history;
-mod index;
-mod lock;
 mod pipeline;
 mod release;
 mod report;
+mod target;
 mod templates;
 
 use std::process::ExitCode;

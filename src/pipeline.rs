@@ -12,18 +12,19 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::stat::{Mode, umask};
 use tracing::info_span;
 
-use crate::build;
-use crate::cache::Cache;
-use crate::check;
 use crate::config::{self, Config};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
-use crate::grace::{self, Grace};
-use crate::history::{self, HistoryEntry, ReleaseRecord};
-use crate::index::{self, Index};
-use crate::lock::{self, DeployLock};
-use crate::release::{self, Layout, Live, Slot};
+use crate::release::build;
+use crate::release::cache::Cache;
+use crate::release::check;
+use crate::release::grace::{self, Grace};
+use crate::release::{self, write};
 use crate::report::{self, escape, escape_path};
+use crate::target::history::{self, HistoryEntry, ReleaseRecord};
+use crate::target::index::{self, Index};
+use crate::target::lock::{self, DeployLock};
+use crate::target::{self, Layout, Live, Slot, link, slots};
 
 /// What to deploy.
 #[derive(Debug, Clone)]
@@ -128,7 +129,7 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
     }
     layout.ensure_state_dir().map_err(|err| {
         let hint = match &err {
-            release::Error::StateDir { hint, .. } => hint.clone(),
+            target::Error::StateDir { hint, .. } => hint.clone(),
             _ => format!(
                 "{} must be a directory this user can write; move away whatever is there",
                 escape_path(&layout.state)
@@ -243,8 +244,8 @@ pub fn deploy_locked(
     }
     let (activated, _) = clock.stage(Stage::Activate, || {
         history::write_record(&layout, &record).map_err(|err| err.to_string())?;
-        release::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
-        release::activate(&layout, Path::new(&record.link_target)).map_err(|err| err.to_string())
+        link::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
+        link::activate(&layout, Path::new(&record.link_target)).map_err(|err| err.to_string())
     });
     if let Err(reason) = activated {
         let retry = "fix the problem and push again, or run `pushdeploy deploy`";
@@ -254,7 +255,7 @@ pub fn deploy_locked(
 
     // Live from here on: what follows can only warn. The release kept before this one is now
     // pushed out by a good one.
-    let _ = release::remove_path(&layout.parked_dir(slot));
+    let _ = slots::remove_path(&layout.parked_dir(slot));
     record.live_since = Some(history::timestamp(SystemTime::now()));
     record.grace.start(config.retire.grace);
     if let Err(err) = history::write_record(&layout, &record) {
@@ -269,7 +270,7 @@ pub fn deploy_locked(
             true
         }
         Some(old) => forget_slot(&layout, old.slot)
-            .and_then(|()| release::retire(&layout, old.slot).map_err(|err| err.to_string()))
+            .and_then(|()| slots::retire(&layout, old.slot).map_err(|err| err.to_string()))
             .map_err(|err| {
                 report::line(&format!(
                     "warning: could not remove the old release in {}: {err}; the next deploy retries",
@@ -332,7 +333,7 @@ pub fn switch_to_kept(
     report::line(&format!("rolling back to {short}, kept in {kept}: no rebuild"));
     let mut clock = Clock::start();
     let (activated, _) =
-        clock.stage(Stage::Activate, || release::activate(layout, Path::new(&record.link_target)));
+        clock.stage(Stage::Activate, || link::activate(layout, Path::new(&record.link_target)));
     activated?;
     let time_to_live = clock.started.elapsed();
     record.live_since = Some(history::timestamp(SystemTime::now()));
@@ -391,7 +392,7 @@ pub const LIVE_REF: &str = "refs/deploys/live";
 /// distrust every file for it.
 fn remove_slot_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), String> {
     let start = index::coarse_now();
-    release::remove_slot(layout, slot).map_err(|err| err.to_string())?;
+    slots::remove_slot(layout, slot).map_err(|err| err.to_string())?;
     let end = index::seal_time();
     if let Some(live) = live.filter(|live| live.slot != slot) {
         index::add_window(layout, live.slot, (start, end));
@@ -424,7 +425,7 @@ struct Built {
 /// live replaces it. Renames only; nothing is copied.
 fn park_kept(layout: &Layout, slot: Slot) -> Result<(), String> {
     // Only a release of pushdeploy's own is kept; a directory it did not create goes aside.
-    release::set_aside_foreign_slot(layout, slot).map_err(|err| err.to_string())?;
+    slots::set_aside_foreign_slot(layout, slot).map_err(|err| err.to_string())?;
     if !layout.record_path(slot).exists() || !layout.slot_dir(slot).is_dir() {
         return Ok(());
     }
@@ -446,23 +447,23 @@ fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), String> {
         return Ok(());
     }
     let error = |err: std::io::Error| format!("cannot put the kept release back in {slot}: {err}");
-    release::remove_slot(layout, slot).map_err(|err| err.to_string())?;
+    slots::remove_slot(layout, slot).map_err(|err| err.to_string())?;
     fs::rename(&tree, layout.slot_dir(slot)).map_err(error)?;
-    release::mark_slot(layout, slot).map_err(|err| err.to_string())?;
+    slots::mark_slot(layout, slot).map_err(|err| err.to_string())?;
     for (parked, home) in [(record, layout.record_path(slot)), (index, layout.index_path(slot))] {
         match fs::rename(parked, home) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(error(err)),
             _ => {}
         }
     }
-    release::remove_path(&layout.parked_dir(slot)).map_err(|err| err.to_string())
+    slots::remove_path(&layout.parked_dir(slot)).map_err(|err| err.to_string())
 }
 
 /// Forgets what `slot` holds (its record and index), before it is emptied. A slot directory
 /// pushdeploy did not create is moved aside first, while its record can still vouch for a
 /// release made before pushdeploy recorded which slots it created.
 fn forget_slot(layout: &Layout, slot: Slot) -> Result<(), String> {
-    release::set_aside_foreign_slot(layout, slot).map_err(|err| err.to_string())?;
+    slots::set_aside_foreign_slot(layout, slot).map_err(|err| err.to_string())?;
     history::remove_record(layout, slot).map_err(|err| err.to_string())?;
     index::remove(layout, slot).map_err(|err| format!("cannot remove the index of {slot}: {err}"))
 }
@@ -484,7 +485,7 @@ fn build_release(
         // A kept release parked by a deploy that was killed goes back first; one parked from
         // the live slot is obsolete (the deploy that parked it went live).
         if let Some(live) = live {
-            release::remove_path(&layout.parked_dir(live.slot)).map_err(|err| err.to_string())?;
+            slots::remove_path(&layout.parked_dir(live.slot)).map_err(|err| err.to_string())?;
         }
         restore_parked(layout, slot)?;
         if config.retire.keep_previous {
@@ -492,7 +493,7 @@ fn build_release(
         }
         forget_slot(layout, slot)?;
         remove_slot_tree(layout, slot, live)?;
-        release::prepare(layout, slot).map_err(|err| err.to_string())
+        slots::prepare(layout, slot).map_err(|err| err.to_string())
     });
     let dir = dir.map_err(|reason| Failure::new(Stage::Prepare, reason, retry))?;
 
@@ -500,7 +501,7 @@ fn build_release(
         let entries = repo.tree_entries(request.commit).map_err(|err| {
             Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
         })?;
-        release::check_tree(&entries, config.symlinks).map_err(|err| {
+        check::check_tree(&entries, config.symlinks).map_err(|err| {
             Failure::new(
                 Stage::Materialize,
                 err,
@@ -513,9 +514,9 @@ fn build_release(
         let base_index = live.filter(|_| no_build).and_then(|live| trusted_index(layout, live));
         let base = base_index
             .as_ref()
-            .map(|(live, index)| release::Base { dir: layout.slot_dir(live.slot), index });
+            .map(|(live, index)| write::Base { dir: layout.slot_dir(live.slot), index });
         let full = |err: release::Error| {
-            let hint = if release::is_no_space(&err) {
+            let hint = if err.is_no_space() {
                 format!(
                     "free space on the filesystem of {}, then push again",
                     escape_path(&layout.target)
@@ -525,8 +526,8 @@ fn build_release(
             };
             Failure::new(Stage::Materialize, err, hint)
         };
-        release::check_space(repo, &entries, base.as_ref(), &layout.target).map_err(full)?;
-        release::materialize(repo, &entries, &dir, base.as_ref(), config.umask, no_build)
+        write::check_space(repo, &entries, base.as_ref(), &layout.target).map_err(full)?;
+        write::materialize(repo, &entries, &dir, base.as_ref(), config.umask, no_build)
             .map_err(full)
     });
     let (written, index) = written?;

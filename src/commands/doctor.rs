@@ -10,9 +10,10 @@ use nix::unistd::{AccessFlags, User, access};
 use crate::config::{self, Config, Mode};
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
-use crate::history;
-use crate::release::{self, Layout};
+use crate::release::write;
 use crate::report::{self, escape_path};
+use crate::target::history;
+use crate::target::{self, Layout};
 
 /// Checks a site's setup: the hook, the target, the link, what the web server can read, and
 /// the free disk space. Each finding says what to do; exits 1 when something must be fixed.
@@ -189,7 +190,7 @@ fn check_target(config: &Config, findings: &mut Findings) {
     }
     match layout.check_state() {
         Ok(()) => {}
-        Err(release::Error::StateDir { path, problem, hint }) => {
+        Err(target::Error::StateDir { path, problem, hint }) => {
             findings.problem(format!("{} {problem}", escape_path(&path)), hint);
         }
         Err(err) => findings.problem(err.to_string(), "check the state directory's permissions"),
@@ -298,7 +299,7 @@ fn check_space(target: &Path, served: &Path, findings: &mut Findings) {
         .filter(|meta| meta.is_file())
         .map(|meta| meta.len())
         .sum();
-    let Ok(free) = release::free_space(target) else { return };
+    let Ok(free) = write::free_space(target) else { return };
     let line =
         format!("{} free for a release of about {}", report::bytes(free), report::bytes(size));
     if free < size.saturating_mul(2) {

@@ -7,10 +7,10 @@ use clap::Args;
 use crate::config::{self, Config, Mode};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
-use crate::history;
 use crate::pipeline::{self, Options, Request};
-use crate::release::Layout;
 use crate::report::{self, escape};
+use crate::target::Layout;
+use crate::target::history;
 
 /// Runs as a git hook: reads git's `<old> <new> <ref>` lines on stdin and deploys the push of
 /// the deploy branch. Installed by `pushdeploy init`; to deploy by hand, use `pushdeploy deploy`.

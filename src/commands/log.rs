@@ -7,9 +7,9 @@ use clap::Args;
 use crate::config;
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
-use crate::history;
-use crate::release::Layout;
 use crate::report::{self, escape};
+use crate::target::Layout;
+use crate::target::history;
 
 /// Lists deploys, newest first: when, commit, ref, slot, result, durations, who.
 #[derive(Debug, Args)]

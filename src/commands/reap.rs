@@ -8,10 +8,10 @@ use clap::Args;
 use crate::config;
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
-use crate::grace;
-use crate::history;
-use crate::lock;
-use crate::release::{self, Layout};
+use crate::release::grace;
+use crate::target::history;
+use crate::target::lock;
+use crate::target::{self, Layout};
 
 /// Removes the old release's files kept by `[retire] grace` once their time is up, then exits.
 ///
@@ -43,7 +43,7 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
             };
             let served = layout.target.join(&live.link_target);
             let left = grace::remove_expired(&served, &record.grace)
-                .map_err(|err| release::Error::Io { path: err.path, source: err.source })?;
+                .map_err(|err| target::Error::Io { path: err.path, source: err.source })?;
             if left != record.grace {
                 record.grace = left;
                 history::write_record(&layout, &record)?;

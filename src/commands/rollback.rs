@@ -7,9 +7,9 @@ use clap::Args;
 use crate::config::{self, Config};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
-use crate::history;
 use crate::pipeline::{self, Options, Request};
-use crate::release::Layout;
+use crate::target::Layout;
+use crate::target::history;
 
 /// Goes back to the previous successful release, or to REV.
 ///

@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::config;
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
-use crate::history;
-use crate::release::{Layout, Slot};
 use crate::report::escape_path;
+use crate::target::history;
+use crate::target::{Layout, Slot};
 
 /// Shows the live slot, its commit and ref, and since when it is live.
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::check;
+use crate::release::check;
 use crate::report::escape_path;
 
 /// A file kept from an older release, and until when.

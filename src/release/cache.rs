@@ -22,8 +22,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::release::remove_path;
 use crate::report::escape_path;
+use crate::target::slots::remove_path;
 
 /// The cached paths of one deploy.
 pub struct Cache<'a> {
@@ -54,9 +54,9 @@ impl Error {
     }
 
     /// Keeps the io error (and so its kind, such as ENOSPC) of a failed removal.
-    fn removal(path: &Path) -> impl FnOnce(crate::release::Error) -> Error + '_ {
+    fn removal(path: &Path) -> impl FnOnce(crate::target::Error) -> Error + '_ {
         move |err| match err {
-            crate::release::Error::Io { source, .. } => Error::Io { path: path.to_owned(), source },
+            crate::target::Error::Io { source, .. } => Error::Io { path: path.to_owned(), source },
             other => {
                 Error::Io { path: path.to_owned(), source: io::Error::other(other.to_string()) }
             }

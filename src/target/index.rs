@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use nix::time::{ClockId, clock_gettime};
 
 use crate::git::BlobId;
-use crate::release::{Layout, Slot};
+use crate::target::{Layout, Slot};
 
 const HEADER: &str = "pushdeploy-index 1";
 

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::grace::Grace;
-use crate::release::{Layout, Slot};
+use crate::release::grace::Grace;
+use crate::target::{Layout, Slot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

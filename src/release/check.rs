@@ -7,6 +7,7 @@
 //! following anything). Both resolve a symlink the way the kernel would, so that a link is
 //! judged by where it leads in the tree it is served from, not by its text.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -16,6 +17,8 @@ use std::path::{Component, Path, PathBuf};
 
 use tracing::instrument;
 
+use crate::config::SymlinkPolicy;
+use crate::git::{Entry, EntryKind};
 use crate::report::escape_path;
 
 /// The most symlinks followed while resolving one, as Linux allows (ELOOP).
@@ -233,6 +236,72 @@ pub fn served(root: &Path, served: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Checks a whole tree before anything is written: every name is a plain file name, and every
+/// symlink resolves inside the release.
+#[instrument(skip_all)]
+pub fn check_tree(entries: &[Entry], symlinks: SymlinkPolicy) -> Result<(), Error> {
+    let mut index: HashMap<PathBuf, &EntryKind> = HashMap::with_capacity(entries.len());
+    for entry in entries {
+        let path = entry.path();
+        if let Err(why) = check_name(&entry.name) {
+            return Err(Error::Refused { path: entry.parent.join(&entry.name), why: why.into() });
+        }
+        if index.insert(path.clone(), &entry.kind).is_some() {
+            return Err(Error::Refused {
+                path,
+                why: "the tree holds two entries of this name".into(),
+            });
+        }
+    }
+    for entry in entries {
+        if let EntryKind::Symlink { target } = &entry.kind {
+            if symlinks == SymlinkPolicy::None {
+                return Err(Error::Refused {
+                    path: entry.path(),
+                    why: "symlinks are not allowed (`symlinks = \"none\"` in the configuration)"
+                        .into(),
+                });
+            }
+            let mut hops = 0;
+            resolve_inside(&index, components(&entry.parent), target, &mut hops).map_err(
+                |why| Error::Refused {
+                    path: entry.path(),
+                    why: format!(
+                        "symlink to {} {why}",
+                        escape_path(Path::new(OsStr::from_bytes(target)))
+                    ),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn check_name(name: &OsStr) -> Result<(), &'static str> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." {
+        Err("a tree entry may not be named `.`, `..` or nothing")
+    } else if bytes.contains(&b'/') {
+        Err("a tree entry name may not contain `/`")
+    } else if bytes.eq_ignore_ascii_case(b".git") {
+        Err("a tree entry may not be named `.git`")
+    } else {
+        Ok(())
+    }
+}
+
+/// The pushed tree, by path, as the resolver sees it.
+impl Tree for HashMap<PathBuf, &EntryKind> {
+    fn node(&self, path: &Path) -> io::Result<Node> {
+        Ok(match self.get(path) {
+            Some(EntryKind::Symlink { target }) => Node::Symlink(target.clone()),
+            Some(EntryKind::Dir | EntryKind::Submodule { .. }) => Node::Dir,
+            Some(EntryKind::File { .. }) => Node::Other,
+            None => Node::Missing,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +339,65 @@ mod tests {
             Err(PublishProblem::Symlink(path)) => assert_eq!(path, Path::new("out")),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+
+    fn dir(parent: &str, name: &str) -> Entry {
+        Entry { parent: parent.into(), name: name.into(), kind: EntryKind::Dir }
+    }
+
+    fn link(parent: &str, name: &str, target: &str) -> Entry {
+        Entry {
+            parent: parent.into(),
+            name: name.into(),
+            kind: EntryKind::Symlink { target: target.as_bytes().to_vec() },
+        }
+    }
+
+    fn refused(entries: &[Entry]) -> String {
+        check_tree(entries, SymlinkPolicy::Inside).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn links_inside_the_release_pass() {
+        let tree =
+            [dir("", "a"), dir("a", "b"), link("a/b", "up", "../../a"), link("", "x", "a/b/up/b")];
+        check_tree(&tree, SymlinkPolicy::Inside).unwrap();
+    }
+
+    #[test]
+    fn absolute_and_climbing_links_are_refused() {
+        assert!(refused(&[link("", "leak", "/etc/passwd")]).contains("absolute"));
+        assert!(refused(&[dir("", "a"), link("a", "up", "../../x")]).contains("out of"));
+    }
+
+    #[test]
+    fn chain_through_a_link_to_root_is_refused() {
+        // Lexically `l/..` is `.`, but `l` is the root itself, so `l/..` is its parent.
+        let err = refused(&[link("", "l", "."), link("", "m", "l/..")]);
+        assert_eq!(err, "refused m: symlink to l/.. leads out of the release");
+    }
+
+    #[test]
+    fn loops_are_refused() {
+        assert!(refused(&[link("", "a", "b/x"), link("", "b", "a/x")]).contains("loop"));
+    }
+
+    #[test]
+    fn no_symlinks_at_all_when_configured() {
+        let tree = [link("", "l", "index.html")];
+        let err = check_tree(&tree, SymlinkPolicy::None).unwrap_err().to_string();
+        assert!(err.starts_with("refused l: symlinks are not allowed"), "{err}");
+    }
+
+    #[test]
+    fn crafted_names_are_refused() {
+        assert!(refused(&[dir("", "..")]).contains("`..`"));
+        assert!(refused(&[dir("", ".GIT")]).contains("`.git`"));
+        assert!(refused(&[dir("", "a/b")]).contains("`/`"));
     }
 }

@@ -1,0 +1,263 @@
+//! Writing a commit's tree into a slot: files, directories, symlinks, as `git archive` would,
+//! hard-linking what an unmodified earlier release already holds.
+
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use tracing::instrument;
+
+use super::{Error, blob_error};
+use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
+use crate::report::escape_path;
+use crate::target::index::{self, FileStat, Index, IndexEntry};
+
+/// What materializing wrote.
+#[derive(Debug, Default, Clone)]
+pub struct Written {
+    pub files: u64,
+    /// Of `files`, how many were hard-linked from the base release rather than written.
+    pub linked: u64,
+    pub bytes: u64,
+    /// Things the pusher should know that do not fail the deploy.
+    pub warnings: Vec<String>,
+}
+
+/// Refuses, before anything is written, a release that clearly does not fit on the target's
+/// filesystem: each file to write counts whole 4 KiB blocks, as does each directory; files the
+/// base release can lend count nothing.
+pub fn check_space(
+    repo: &Repo,
+    entries: &[Entry],
+    base: Option<&Base<'_>>,
+    target: &Path,
+) -> Result<(), Error> {
+    const BLOCK: u64 = 4096;
+    let lent = |entry: &Entry, blob: &BlobId| {
+        base.and_then(|base| base.index.files.get(&entry.path()))
+            .is_some_and(|known| known.blob == *blob)
+    };
+    let mut needed = 0;
+    for entry in entries {
+        needed += match &entry.kind {
+            EntryKind::File { blob, .. } if lent(entry, blob) => 0,
+            EntryKind::File { blob, .. } => {
+                let size = repo.blob_size(*blob).map_err(|err| blob_error(err, entry.path()))?;
+                size.div_ceil(BLOCK).max(1) * BLOCK
+            }
+            _ => BLOCK,
+        };
+    }
+    let available = free_space(target)?;
+    if needed > available {
+        return Err(Error::NoSpace { path: target.to_owned(), needed, available });
+    }
+    Ok(())
+}
+
+/// Returns the bytes an unprivileged user may still write on the filesystem of `path`.
+pub fn free_space(path: &Path) -> Result<u64, Error> {
+    let stats = nix::sys::statvfs::statvfs(path)
+        .map_err(|errno| Error::Io { path: path.to_owned(), source: errno.into() })?;
+    Ok(stats.blocks_available().saturating_mul(stats.fragment_size()))
+}
+
+/// A complete, unmodified release that files can be hard-linked from.
+pub struct Base<'a> {
+    pub dir: PathBuf,
+    pub index: &'a Index,
+}
+
+/// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
+/// written and, with `want_index`, the new release's index.
+///
+/// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
+/// written through a symlink, even one the tree itself just created. A file whose blob, mode
+/// and path are the same as in `base`, and which `base`'s index trusts, is hard-linked instead
+/// of written. Files are written by a few threads, each with its own repository handle.
+#[instrument(skip_all)]
+pub fn materialize(
+    repo: &Repo,
+    entries: &[Entry],
+    dir: &Path,
+    base: Option<&Base<'_>>,
+    umask: u32,
+    want_index: bool,
+) -> Result<(Written, Option<Index>), Error> {
+    let mut written = Written::default();
+    let mut dirs = DirBuilder::new();
+    dirs.mode(0o777);
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = dir.join(entry.path());
+        match &entry.kind {
+            EntryKind::Dir => {
+                dirs.create(&path).map_err(Error::io(&path))?;
+            }
+            EntryKind::Submodule { commit } => {
+                dirs.create(&path).map_err(Error::io(&path))?;
+                written.warnings.push(submodule_warning(&entry.path(), *commit));
+            }
+            EntryKind::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
+                    .map_err(Error::io(&path))?;
+            }
+            EntryKind::File { executable, blob } => {
+                files.push(PendingFile { path: entry.path(), executable: *executable, blob: *blob })
+            }
+        }
+    }
+
+    let mode_mask = !umask;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
+        vec![write_files(repo, files.iter(), dir, base, mode_mask, want_index)]
+    } else {
+        let repo_path = repo.path();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|worker| {
+                    let files = &files;
+                    scope.spawn(move || {
+                        // A libgit2 repository handle is not shared between threads.
+                        let repo = Repo::open(repo_path).map_err(|err| Error::Blob {
+                            path: PathBuf::new(),
+                            message: err.to_string(),
+                        })?;
+                        let mine = files.iter().skip(worker).step_by(threads);
+                        write_files(&repo, mine, dir, base, mode_mask, want_index)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| Err(panicked())))
+                .collect()
+        })
+    };
+    let mut index = want_index.then(Index::default);
+    for result in results {
+        let part = result?;
+        written.files += part.files;
+        written.linked += part.linked;
+        written.bytes += part.bytes;
+        written.warnings.extend(part.warnings);
+        if let Some(index) = &mut index {
+            index.files.extend(part.index);
+        }
+    }
+    Ok((written, index))
+}
+
+/// How every Git LFS pointer file starts.
+const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+
+/// A file of the tree, waiting to be written.
+struct PendingFile {
+    path: PathBuf,
+    executable: bool,
+    blob: BlobId,
+}
+
+/// What one writer thread did.
+#[derive(Default)]
+struct FilesWritten {
+    warnings: Vec<String>,
+    files: u64,
+    linked: u64,
+    bytes: u64,
+    index: Vec<(PathBuf, IndexEntry)>,
+}
+
+fn panicked() -> Error {
+    Error::Io { path: PathBuf::new(), source: io::Error::other("a writer thread panicked") }
+}
+
+fn write_files<'f>(
+    repo: &Repo,
+    files: impl Iterator<Item = &'f PendingFile>,
+    dir: &Path,
+    base: Option<&Base<'_>>,
+    mode_mask: u32,
+    want_index: bool,
+) -> Result<FilesWritten, Error> {
+    let mut done = FilesWritten::default();
+    for PendingFile { path: relative, executable, blob } in files {
+        let path = dir.join(relative);
+        let mode = if *executable { 0o777 } else { 0o666 };
+        if let Some(stat) = link_unchanged(base, relative, *blob, mode & mode_mask, &path) {
+            done.files += 1;
+            done.linked += 1;
+            done.bytes += stat.size;
+            if want_index {
+                done.index.push((relative.clone(), IndexEntry { blob: *blob, stat }));
+            }
+            continue;
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        let size = repo.blob_size(*blob).map_err(|err| blob_error(err, relative.clone()))?;
+        let head = repo.write_blob(*blob, size, &mut file).map_err(|err| match err {
+            BlobError::Io(source) => Error::Io { path: path.clone(), source },
+            err => blob_error(err, relative.clone()),
+        })?;
+        if size < 1024 && head.starts_with(LFS_POINTER) {
+            done.warnings.push(format!(
+                "{} is a Git LFS pointer: it is deployed as the pointer text, since pushdeploy does not fetch LFS objects; commit the file itself to deploy it",
+                escape_path(relative)
+            ));
+        }
+        done.files += 1;
+        done.bytes += size;
+        if want_index {
+            let stat = index::stat_of(&file).map_err(Error::io(&path))?;
+            done.index.push((relative.clone(), IndexEntry { blob: *blob, stat }));
+        }
+    }
+    Ok(done)
+}
+
+/// Hard-links `relative` from the base release when the index vouches that the file there is
+/// this very blob with this mode, unmodified. Returns its stat when it did.
+fn link_unchanged(
+    base: Option<&Base<'_>>,
+    relative: &Path,
+    blob: BlobId,
+    mode: u32,
+    dest: &Path,
+) -> Option<FileStat> {
+    let base = base?;
+    let known = base.index.files.get(relative)?;
+    if known.blob != blob || known.stat.mode & 0o7777 != mode {
+        return None;
+    }
+    let source = base.dir.join(relative);
+    let meta = fs::symlink_metadata(&source).ok()?;
+    if !base.index.trusts(known, &meta) {
+        tracing::debug!(
+            path = %relative.display(),
+            ctime = ?(std::os::unix::fs::MetadataExt::ctime(&meta), std::os::unix::fs::MetadataExt::ctime_nsec(&meta)),
+            sealed = ?base.index.sealed,
+            same_stat = FileStat::of(&meta) == known.stat,
+            "not linked: changed since the index was sealed"
+        );
+        return None;
+    }
+    fs::hard_link(&source, dest).ok()?;
+    Some(known.stat)
+}
+
+fn submodule_warning(path: &Path, commit: CommitId) -> String {
+    format!(
+        "submodule {} (commit {}) is not deployed: its directory is empty, as `git archive` makes it; vendor its files into the repository to deploy them",
+        escape_path(path),
+        commit.short()
+    )
+}

@@ -1,0 +1,12 @@
+//! The target directory: its layout (slots, link, state directory), what happens to slots,
+//! the switch of the link, and the state pushdeploy keeps there (lock, history, records,
+//! indexes).
+
+pub mod history;
+pub mod index;
+pub mod layout;
+pub mod link;
+pub mod lock;
+pub mod slots;
+
+pub use layout::{Error, Layout, Live, Slot};

@@ -1,0 +1,195 @@
+//! What happens to slot directories: made empty for a deploy (recording that pushdeploy made
+//! them), moved aside when pushdeploy did not make them, retired, removed.
+
+use std::fs::{self, DirBuilder, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tracing::instrument;
+
+use super::layout::{Error, Layout, Slot, make_state_dir};
+use crate::report::escape_path;
+
+/// Empties `slot` (the one that is not live) and what interrupted deploys left behind, then
+/// creates its directory, empty, recording that pushdeploy made it. What pushdeploy did not
+/// make is moved aside, never deleted.
+#[instrument(skip_all, fields(slot = %slot))]
+pub fn prepare(layout: &Layout, slot: Slot) -> Result<PathBuf, Error> {
+    clear_new_link(layout)?;
+    remove_path(&layout.trash())?;
+    remove_slot(layout, slot)?;
+    let dir = layout.slot_dir(slot);
+    // The marker comes first: a deploy killed between the two leaves a directory that is
+    // still known as pushdeploy's, so the next deploy removes it instead of moving it aside.
+    write_slot_marker(layout, slot, "pending")?;
+    DirBuilder::new().mode(0o777).create(&dir).map_err(Error::io(&dir))?;
+    mark_slot(layout, slot)?;
+    Ok(dir)
+}
+
+/// Removes a temporary link left by an interrupted switch. Only ever a symlink pushdeploy
+/// made; anything else by that name is someone's, and is moved aside.
+pub fn clear_new_link(layout: &Layout) -> Result<(), Error> {
+    let new_link = layout.new_link();
+    match fs::symlink_metadata(&new_link) {
+        Ok(meta) if !meta.file_type().is_symlink() => {
+            move_aside(&layout.target, &new_link).map(drop)
+        }
+        _ => remove_path(&new_link),
+    }
+}
+
+/// Records that the directory now at `slot` is pushdeploy's (its `dev:inode`), after
+/// pushdeploy made it or put a release of its own back there.
+pub fn mark_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    let dir = layout.slot_dir(slot);
+    let meta = fs::symlink_metadata(&dir).map_err(Error::io(&dir))?;
+    write_slot_marker(layout, slot, &identity(&meta))
+}
+
+/// Returns what a slot marker says for a directory: `dev:inode`.
+fn identity(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Writes a slot's marker atomically (a temporary file renamed over it), so it is never seen
+/// half-written.
+fn write_slot_marker(layout: &Layout, slot: Slot, text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = layout.slots_dir();
+    make_state_dir(&dir)?;
+    let path = layout.slot_marker(slot);
+    let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(&path))?;
+    file.write_all(format!("{text}\n").as_bytes()).map_err(Error::io(&path))?;
+    file.persist(&path).map_err(|err| Error::Io { path: path.clone(), source: err.error })?;
+    Ok(())
+}
+
+/// Tells whether whatever is at `slot`'s path is a directory pushdeploy created; `None` when
+/// nothing is there.
+///
+/// The slot's marker decides. A slot without a marker is pushdeploy's when it holds a release
+/// record (releases made before markers existed); it is then given a marker, so it stays
+/// known as pushdeploy's once the record is forgotten.
+fn slot_is_ours(layout: &Layout, slot: Slot) -> Result<Option<bool>, Error> {
+    let dir = layout.slot_dir(slot);
+    let meta = match fs::symlink_metadata(&dir) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path: dir, source }),
+    };
+    if !meta.is_dir() {
+        return Ok(Some(false));
+    }
+    let marker = layout.slot_marker(slot);
+    match fs::read_to_string(&marker) {
+        Ok(text) => Ok(Some(text.trim() == "pending" || text.trim() == identity(&meta))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let legacy = fs::symlink_metadata(layout.record_path(slot)).is_ok();
+            if legacy {
+                write_slot_marker(layout, slot, &identity(&meta))?;
+            }
+            Ok(Some(legacy))
+        }
+        Err(source) => Err(Error::Io { path: marker, source }),
+    }
+}
+
+/// Moves whatever is at `slot`'s path aside when pushdeploy did not create it, saying so in
+/// one line: pushdeploy deletes only what it created.
+pub fn set_aside_foreign_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    if slot_is_ours(layout, slot)? == Some(false) {
+        move_aside(&layout.target, &layout.slot_dir(slot))?;
+    }
+    Ok(())
+}
+
+/// Removes `slot`'s directory if pushdeploy created it (moving it aside otherwise), and then
+/// its marker.
+pub fn remove_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    set_aside_foreign_slot(layout, slot)?;
+    remove_path(&layout.slot_dir(slot))?;
+    remove_path(&layout.slot_marker(slot))
+}
+
+/// Renames `path` to `PATH.moved-aside-<UTC time>` in `dir` (never replacing anything) and
+/// tells the pusher; returns the new path.
+fn move_aside(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
+    use nix::fcntl::{RenameFlags, renameat2};
+    let name = path.file_name().unwrap_or_default().to_owned();
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "");
+    let handle = File::open(dir).map_err(Error::io(dir))?;
+    let mut attempt = 1;
+    loop {
+        let mut aside = name.clone();
+        aside.push(format!(".moved-aside-{stamp}"));
+        if attempt > 1 {
+            aside.push(format!("-{attempt}"));
+        }
+        // RENAME_NOREPLACE: a plain rename would replace an empty directory of that name.
+        let flags = RenameFlags::RENAME_NOREPLACE;
+        match renameat2(&handle, name.as_os_str(), &handle, aside.as_os_str(), flags) {
+            Ok(()) => {
+                let aside = dir.join(aside);
+                crate::report::line(&format!(
+                    "moved {} aside to {}: pushdeploy did not create it, and deletes only what it created",
+                    escape_path(path),
+                    escape_path(&aside)
+                ));
+                return Ok(aside);
+            }
+            Err(nix::errno::Errno::EEXIST) => attempt += 1,
+            Err(errno) => return Err(Error::Io { path: path.to_owned(), source: errno.into() }),
+        }
+    }
+}
+
+/// Removes a release that is no longer live. It is first renamed into the state directory so
+/// that, if removal is interrupted, the slot is already free and the next deploy cleans up.
+/// A slot pushdeploy did not create (a release set up by hand that pushdeploy took over) is
+/// moved aside instead.
+#[instrument(skip_all, fields(slot = %slot))]
+pub fn retire(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    set_aside_foreign_slot(layout, slot)?;
+    let dir = layout.slot_dir(slot);
+    if fs::symlink_metadata(&dir).is_err() {
+        return remove_path(&layout.slot_marker(slot));
+    }
+    let trash = layout.trash();
+    make_state_dir(&trash)?;
+    let parked = trash.join(slot.name());
+    remove_path(&parked)?;
+    fs::rename(&dir, &parked).map_err(Error::io(&dir))?;
+    remove_path(&layout.slot_marker(slot))?;
+    remove_path(&parked)
+}
+
+/// Removes a file, link or whole tree; a missing path is fine. Directories a build left
+/// without write permission are opened up first (as `go clean -modcache` must).
+pub fn remove_path(path: &Path) -> Result<(), Error> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io { path: path.to_owned(), source });
+        }
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path).map_err(Error::io(path));
+    }
+    match fs::remove_dir_all(path) {
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+                }
+            }
+            fs::remove_dir_all(path).map_err(Error::io(path))
+        }
+        result => result.map_err(Error::io(path)),
+    }
+}
