@@ -57,14 +57,20 @@ pub fn configure_libgit2() {
     }
 }
 
-/// A commit id, opaque outside this module except through its hex forms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Parses a full (40-digit) hex object id.
+fn oid_from_hex(hex: &str) -> Option<Oid> {
+    Oid::from_str(hex).ok().filter(|_| hex.len() == 40)
+}
+
+/// A commit id, opaque outside this module except through its hex forms. Serialized as its
+/// full hex id (records, the history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CommitId(Oid);
 
 impl CommitId {
     /// Parses a full hex object id.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        Oid::from_str(hex).ok().filter(|_| hex.len() == 40).map(CommitId)
+        oid_from_hex(hex).map(CommitId)
     }
 
     /// Returns the full hex id.
@@ -72,7 +78,7 @@ impl CommitId {
         self.0.to_string()
     }
 
-    /// Returns the seven-character abbreviation used in messages.
+    /// Returns the seven-character abbreviation used in every message.
     pub fn short(&self) -> String {
         let mut hex = self.0.to_string();
         hex.truncate(7);
@@ -85,6 +91,26 @@ impl CommitId {
     }
 }
 
+impl std::fmt::Display for CommitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl serde::Serialize for CommitId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CommitId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        CommitId::from_hex(&hex)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a full commit id: {hex:?}")))
+    }
+}
+
 /// A blob's id, to read it back with [`Repo::write_blob`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobId(Oid);
@@ -92,7 +118,7 @@ pub struct BlobId(Oid);
 impl BlobId {
     /// Parses a full hex object id.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        Oid::from_str(hex).ok().filter(|_| hex.len() == 40).map(BlobId)
+        oid_from_hex(hex).map(BlobId)
     }
 
     /// Returns the full hex id.

@@ -3,9 +3,9 @@
 mod cli;
 mod commands;
 mod config;
+mod deploy;
 mod error;
 mod git;
-mod pipeline;
 mod release;
 mod report;
 mod target;

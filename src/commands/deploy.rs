@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config;
+use crate::deploy::{self, Options, Request};
 use crate::error::{Error, ExitCode};
-use crate::git::Repo;
-use crate::pipeline::{self, Options, Request};
+use crate::target::history::Trigger;
 
 /// Deploys a revision by hand, exactly as a push of the deploy branch would.
 ///
@@ -33,8 +32,7 @@ pub struct DeployArgs {
 }
 
 pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
-    let repo = Repo::open(&super::repo_path(args.repo))?;
-    let config = config::load(repo.path())?;
+    let super::Site { repo, config, .. } = super::open_site(args.repo)?;
     let ref_name = args.rev.unwrap_or_else(|| config.branch_ref());
     if ref_name == config.branch_ref() && repo.ref_target(&ref_name)?.is_none() {
         return Err(Error::user(
@@ -50,9 +48,9 @@ pub fn run(args: DeployArgs) -> Result<ExitCode, Error> {
         Options { no_cache: args.no_cache, skip_build: args.skip_build, dry_run: args.dry_run };
     // What the tip (or any named revision) means is read once the lock is ours: a push that
     // goes live while this waits must not be followed by its older commit.
-    let (layout, _lock) = pipeline::lock_target(&config)?;
+    let (layout, _lock) = deploy::lock_target(&config)?;
     let commit = repo.resolve(&ref_name)?;
     let request =
-        Request { commit, ref_name, skip_if_superseded: false, options, trigger: "deploy" };
-    pipeline::deploy_locked(&config, &repo, layout, &request)
+        Request { commit, ref_name, skip_if_superseded: false, options, trigger: Trigger::Deploy };
+    deploy::deploy_locked(&config, &repo, &layout, &request)
 }

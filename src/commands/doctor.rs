@@ -12,7 +12,7 @@ use crate::error::{Error, ExitCode};
 use crate::git::Repo;
 use crate::release::write;
 use crate::report::{self, escape_path};
-use crate::target::history;
+use crate::target::record;
 use crate::target::{self, Layout};
 
 /// Checks a site's setup: the hook, the target, the link, what the web server can read, and
@@ -167,13 +167,13 @@ fn hook_binary(text: &str) -> Option<PathBuf> {
 fn check_target(config: &Config, findings: &mut Findings) {
     let layout = Layout::new(config);
     let target = escape_path(&layout.target);
-    let Ok(meta) = fs::metadata(&layout.target) else {
+    if fs::metadata(&layout.target).is_err() {
         findings.problem(
             format!("target {target} does not exist"),
             "create it (owned by the user that pushes) or fix `target` in the configuration",
         );
         return;
-    };
+    }
     if access(&layout.target, AccessFlags::W_OK).is_ok() {
         findings.ok(format!("target {target} is writable by this user"));
     } else {
@@ -182,11 +182,8 @@ fn check_target(config: &Config, findings: &mut Findings) {
             format!("run `chown -R {} {target}` as root", current_user()),
         );
     }
-    if meta.permissions().mode() & 0o002 != 0 {
-        findings.warn(
-            format!("target {target} is writable by every user"),
-            format!("run `chmod o-w {target}`"),
-        );
+    if let Some((problem, fix)) = layout.world_writable_target() {
+        findings.warn(problem, fix);
     }
     match layout.check_state() {
         Ok(()) => {}
@@ -209,13 +206,13 @@ fn check_target(config: &Config, findings: &mut Findings) {
     };
     let served = layout.target.join(&live.link_target);
     let complete = fs::read_dir(&served).is_ok_and(|mut entries| entries.next().is_some());
-    let record = history::read_record(&layout, live.slot).ok().flatten();
+    let record = record::read(&layout, live.slot).ok().flatten();
     match (complete, record) {
         (true, Some(record)) => findings.ok(format!(
             "{} -> {} is a complete release of {}",
             escape_path(&layout.link),
             escape_path(&live.link_target),
-            record.commit.get(..7).unwrap_or(&record.commit)
+            record.commit.short()
         )),
         (true, None) => findings.warn(
             format!("{} has no record in .pushdeploy/releases", escape_path(&served)),

@@ -4,13 +4,13 @@ use std::io::{BufRead, IsTerminal};
 
 use clap::Args;
 
-use crate::config::{self, Config, Mode};
+use crate::config::{Config, Mode};
+use crate::deploy::{self, Options, Request, rollback};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
-use crate::pipeline::{self, Options, Request};
 use crate::report::{self, escape};
-use crate::target::Layout;
-use crate::target::history;
+use crate::target::history::Trigger;
+use crate::target::{Layout, record};
 
 /// Runs as a git hook: reads git's `<old> <new> <ref>` lines on stdin and deploys the push of
 /// the deploy branch. Installed by `pushdeploy init`; to deploy by hand, use `pushdeploy deploy`.
@@ -37,10 +37,9 @@ struct RefUpdate {
 
 pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     let updates = read_updates()?;
-    let repo = Repo::open(&super::repo_path(None))?;
-    let config = config::load(repo.path())?;
+    let super::Site { repo, config, layout } = super::open_site(None)?;
     if args.hook != config.mode {
-        return follow_up(&config, &repo, args.hook);
+        return follow_up(&config, &repo, &layout, args.hook);
     }
     let mut deploy = None;
     let mut ignored = Vec::new();
@@ -56,7 +55,7 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     let push = PushOptions::from_env();
     if push.rollback {
         report::line("rollback asked for with `-o rollback`: the pushed commit is not deployed");
-        return super::rollback::rollback(&config, &repo, None, push.options);
+        return rollback::rollback(&config, &repo, None, push.options);
     }
     if args.hook == Mode::PreReceive {
         // git moves the branch only if it still points where the pusher saw it; a deploy of a
@@ -76,9 +75,9 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
         // After post-receive, a newer push may have moved the branch while this one waited.
         skip_if_superseded: args.hook == Mode::PostReceive,
         options: push.options,
-        trigger: "push",
+        trigger: Trigger::Push,
     };
-    pipeline::deploy(&config, &repo, &request)
+    deploy::deploy(&config, &repo, &request)
 }
 
 /// Up to this many ignored refs get a line each; more get one summary line, so a push of
@@ -137,18 +136,17 @@ fn read_updates() -> Result<Vec<RefUpdate>, Error> {
 }
 
 /// Runs a hook that is not the one configured to deploy.
-fn follow_up(config: &Config, repo: &Repo, hook: Mode) -> Result<ExitCode, Error> {
+fn follow_up(config: &Config, repo: &Repo, layout: &Layout, hook: Mode) -> Result<ExitCode, Error> {
     match hook {
         // pre-receive mode: the deploy happened before git accepted the objects; now that they
         // are out of quarantine, the deploy refs can point at them.
         Mode::PostReceive => {
-            let layout = Layout::new(config);
             if let Some(live) = layout.live()?
-                && let Some(record) = history::read_record(&layout, live.slot)?
-                && let Some(commit) = CommitId::from_hex(&record.commit)
-                && repo.ref_target(pipeline::LIVE_REF)? != Some(commit)
+                && let Some(record) = record::read(layout, live.slot)?
+                && repo.ref_target(deploy::LIVE_REF)? != Some(record.commit)
             {
-                pipeline::record_deploy_refs(config, repo, commit, std::time::SystemTime::now());
+                let now = std::time::SystemTime::now();
+                deploy::record_deploy_refs(config, repo, record.commit, now);
             }
         }
         Mode::PreReceive => report::line(&format!(

@@ -4,11 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config;
 use crate::error::{Error, ExitCode};
-use crate::git::Repo;
 use crate::report::{self, escape};
-use crate::target::Layout;
 use crate::target::history;
 
 /// Lists deploys, newest first: when, commit, ref, slot, result, durations, who.
@@ -26,9 +23,8 @@ pub struct LogArgs {
 }
 
 pub fn run(args: LogArgs) -> Result<ExitCode, Error> {
-    let repo = Repo::open(&super::repo_path(args.repo))?;
-    let config = config::load(repo.path())?;
-    let entries = history::read_all(&Layout::new(&config))?;
+    let site = super::open_site(args.repo)?;
+    let entries = history::read_all(&site.layout)?;
     let newest: Vec<_> =
         entries.into_iter().rev().take(args.max_count.unwrap_or(usize::MAX)).collect();
     if args.json {
@@ -40,11 +36,11 @@ pub fn run(args: LogArgs) -> Result<ExitCode, Error> {
     for entry in &newest {
         let live_after =
             entry.time_to_live.map(|ttl| format!("live after {ttl:.2} s, ")).unwrap_or_default();
-        let trigger = if entry.trigger.is_empty() { "push" } else { &entry.trigger };
+        let trigger = entry.trigger.name();
         out.push_str(&format!(
             "{}  {}  {:<7} {:<5}  {}  ({trigger} by {}; {live_after}total {:.2} s)",
             entry.started_at,
-            entry.commit.get(..7).unwrap_or(&entry.commit),
+            entry.commit.short(),
             entry.result,
             entry.slot,
             escape(&entry.ref_name),

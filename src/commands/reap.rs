@@ -5,13 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config;
 use crate::error::{Error, ExitCode};
-use crate::git::Repo;
 use crate::release::grace;
-use crate::target::history;
 use crate::target::lock;
-use crate::target::{self, Layout};
+use crate::target::{self, record};
 
 /// Removes the old release's files kept by `[retire] grace` once their time is up, then exits.
 ///
@@ -25,9 +22,7 @@ pub struct ReapArgs {
 }
 
 pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
-    let repo = Repo::open(&super::repo_path(args.repo))?;
-    let config = config::load(repo.path())?;
-    let layout = Layout::new(&config);
+    let super::Site { layout, .. } = super::open_site(args.repo)?;
     loop {
         let wait = {
             // The target may be gone (a test's temp dir, a removed site): nothing to do.
@@ -38,7 +33,7 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
             let Some(live) = layout.live()? else {
                 return Ok(ExitCode::Success);
             };
-            let Some(mut record) = history::read_record(&layout, live.slot)? else {
+            let Some(mut record) = record::read(&layout, live.slot)? else {
                 return Ok(ExitCode::Success);
             };
             let served = layout.target.join(&live.link_target);
@@ -46,11 +41,11 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
                 .map_err(|err| target::Error::Io { path: err.path, source: err.source })?;
             if left != record.grace {
                 record.grace = left;
-                history::write_record(&layout, &record)?;
+                record::write(&layout, &record)?;
             }
             match record.grace.next_deadline() {
                 None => return Ok(ExitCode::Success),
-                Some(deadline) => deadline.saturating_sub(grace::now_ms()),
+                Some(deadline) => deadline.saturating_sub(record::now_ms()),
             }
         };
         std::thread::sleep(Duration::from_millis(wait.max(10)));

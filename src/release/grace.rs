@@ -17,56 +17,10 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::{Deserialize, Serialize};
 
 use crate::release::check;
 use crate::report::escape_path;
-
-/// A file kept from an older release, and until when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GraceFile {
-    /// The path under the served directory, as raw bytes (file names need not be UTF-8).
-    pub path: Vec<u8>,
-    /// Milliseconds since the epoch after which the file is removed; 0 until the switch, when
-    /// [`Grace::start`] sets it (the grace counts from the moment the new release is live).
-    pub until_ms: u64,
-}
-
-/// What one release holds on behalf of older ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grace {
-    #[serde(default)]
-    pub files: Vec<GraceFile>,
-    /// Directories created only to hold kept files, removed once empty.
-    #[serde(default)]
-    pub dirs: Vec<Vec<u8>>,
-}
-
-impl Grace {
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.dirs.is_empty()
-    }
-
-    /// Returns the earliest deadline still pending.
-    pub fn next_deadline(&self) -> Option<u64> {
-        self.files.iter().map(|file| file.until_ms).min()
-    }
-
-    /// Starts the grace of the files carried by this deploy, now that its release is live.
-    pub fn start(&mut self, grace: Duration) {
-        let until = now_ms().saturating_add(grace.as_millis() as u64);
-        for file in self.files.iter_mut().filter(|file| file.until_ms == 0) {
-            file.until_ms = until;
-        }
-    }
-}
-
-/// Returns the current time in milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
-}
+use crate::target::record::{Grace, GraceFile, now_ms};
 
 fn path_of(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(bytes.to_vec()))
@@ -338,6 +292,7 @@ fn remove_expired_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn carries_only_what_the_new_release_lacks_and_removes_it_when_expired() {

@@ -1,8 +1,4 @@
-//! The deploy record: an append-only history, and one record per slot of the release it holds.
-//!
-//! A slot's record is written after its release is complete and before the link can point at
-//! it, and removed before the slot is emptied, so whatever the link points at has a record that
-//! describes it, even after a crash between two stages.
+//! The deploy history: `.pushdeploy/history.jsonl`, one JSON line per deploy, append-only.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -11,9 +7,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::release::grace::Grace;
+use crate::git::CommitId;
 use crate::target::{Layout, Slot};
 
+/// What can go wrong reading or writing the history or a slot's record.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot write {}: {source}", path.display())]
@@ -24,51 +21,112 @@ pub enum Error {
     Damaged { path: PathBuf, source: serde_json::Error },
 }
 
-/// What a slot holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReleaseRecord {
-    pub slot: Slot,
-    pub commit: String,
-    /// The ref that was pushed, or the revision given to `deploy`.
-    #[serde(rename = "ref")]
-    pub ref_name: String,
-    /// The link's target when this release is live, e.g. `green/public`.
-    pub link_target: String,
-    pub built_at: String,
-    /// When the link was switched to it; missing until then.
-    pub live_since: Option<String>,
-    /// Files kept from older releases for skew protection.
-    #[serde(default, skip_serializing_if = "Grace::is_empty")]
-    pub grace: Grace,
-}
-
 /// One line of `history.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub started_at: String,
-    pub commit: String,
+    pub commit: CommitId,
     #[serde(rename = "ref")]
     pub ref_name: String,
     pub slot: Slot,
-    /// `live`, `failed` or `dry-run`.
-    pub result: String,
-    /// What started it: `push`, `deploy`, `rollback`.
+    pub result: Outcome,
+    /// What started it; entries written before it was recorded were pushes.
     #[serde(default)]
-    pub trigger: String,
+    pub trigger: Trigger,
     /// Who pushed (or ran the command), as far as the environment tells.
     #[serde(default)]
     pub pusher: String,
     /// The stage that failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_stage: Option<String>,
+    pub failed_stage: Option<Stage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Seconds per stage, in the order they ran.
-    pub stages: Vec<(String, f64)>,
+    pub stages: Vec<(Stage, f64)>,
     /// Seconds from the start to the link switch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_live: Option<f64>,
     pub total: f64,
+}
+
+/// How a deploy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Live,
+    Failed,
+    DryRun,
+}
+
+impl Outcome {
+    /// Returns the name the history and `log` use: `live`, `failed`, `dry-run`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Live => "live",
+            Outcome::Failed => "failed",
+            Outcome::DryRun => "dry-run",
+        }
+    }
+}
+
+/// What started a deploy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    #[default]
+    Push,
+    Deploy,
+    Rollback,
+}
+
+impl Trigger {
+    /// Returns the name the history and `log` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Push => "push",
+            Trigger::Deploy => "deploy",
+            Trigger::Rollback => "rollback",
+        }
+    }
+}
+
+/// The stages of a deploy, as the history times them; all but `Retire` come before the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Prepare,
+    Materialize,
+    Build,
+    Verify,
+    Activate,
+    /// After the switch: it can only warn, never fail the deploy.
+    Retire,
+}
+
+impl Stage {
+    /// Returns the stage's name, as the pusher and the history see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Prepare => "prepare",
+            Stage::Materialize => "materialize",
+            Stage::Build => "build",
+            Stage::Verify => "verify",
+            Stage::Activate => "activate",
+            Stage::Retire => "retire",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name()) // pad, so `{:<7}` lines columns up
+    }
 }
 
 /// Returns who is deploying: the name a git server put in the environment (gitolite's
@@ -99,42 +157,6 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-/// Returns the record of what `slot` holds, if it holds a complete release.
-pub fn read_record(layout: &Layout, slot: Slot) -> Result<Option<ReleaseRecord>, Error> {
-    let path = layout.record_path(slot);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::Read { path, source }),
-    };
-    serde_json::from_str(&text).map(Some).map_err(|source| Error::Damaged { path, source })
-}
-
-/// Writes (atomically, durably) the record of what `record.slot` holds.
-pub fn write_record(layout: &Layout, record: &ReleaseRecord) -> Result<(), Error> {
-    let dir = layout.records_dir();
-    let path = layout.record_path(record.slot);
-    let write_error = |source: io::Error| Error::Write { path: path.clone(), source };
-    // The directory is made with the state directory; not making it here keeps a late writer
-    // (a reaper whose site was just removed) from bringing a deleted target back.
-    let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(write_error)?;
-    let json = serde_json::to_vec_pretty(record).map_err(|err| write_error(err.into()))?;
-    file.write_all(&json).and_then(|()| file.as_file().sync_all()).map_err(write_error)?;
-    file.persist(&path).map_err(|err| write_error(err.error))?;
-    Ok(())
-}
-
-/// Forgets what `slot` holds, before the slot is emptied.
-pub fn remove_record(layout: &Layout, slot: Slot) -> Result<(), Error> {
-    let path = layout.record_path(slot);
-    match fs::remove_file(&path) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => {
-            Err(Error::Write { path, source: err })
-        }
-        _ => Ok(()),
-    }
-}
-
 fn history_path(layout: &Layout) -> PathBuf {
     layout.state.join("history.jsonl")
 }
@@ -158,4 +180,27 @@ pub fn read_all(layout: &Layout) -> Result<Vec<HistoryEntry>, Error> {
         Err(source) => return Err(Error::Read { path, source }),
     };
     Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_and_write_the_json_of_earlier_versions() {
+        let old = r#"{"started_at":"2026-11-25T21:21:25Z","commit":"25af7330000000000000000000000000000000aa","ref":"refs/heads/main","slot":"green","result":"failed","pusher":"alice","failed_stage":"build","error":"boom","stages":[["prepare",0.01],["materialize",0.02],["build",0.03]],"total":0.11}"#;
+        let entry: HistoryEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(entry.result, Outcome::Failed);
+        assert_eq!(entry.trigger, Trigger::Push, "no trigger: written before it was recorded");
+        assert_eq!(entry.failed_stage, Some(Stage::Build));
+        assert_eq!(entry.stages[1].0, Stage::Materialize);
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(
+            json.contains(r#""result":"failed""#) && json.contains(r#""trigger":"push""#),
+            "{json}"
+        );
+        assert!(json.contains(r#"["build",0.03]"#), "{json}");
+        let dry: Outcome = serde_json::from_str(r#""dry-run""#).unwrap();
+        assert_eq!(dry, Outcome::DryRun);
+    }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use nix::time::{ClockId, clock_gettime};
 
-use crate::git::BlobId;
+use crate::git::{BlobId, CommitId};
 use crate::target::{Layout, Slot};
 
 const HEADER: &str = "pushdeploy-index 1";
@@ -53,7 +53,9 @@ pub struct IndexEntry {
 /// The files of one release.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
-    pub commit: String,
+    /// The commit whose release this indexes; set when the index is sealed, and an index
+    /// without one is never trusted.
+    pub commit: Option<CommitId>,
     /// Coarse-clock time after which any change to a file makes it untrusted.
     pub sealed: Timestamp,
     pub files: HashMap<PathBuf, IndexEntry>,
@@ -81,7 +83,8 @@ impl Index {
     /// Seals the index: from now on, a changed ctime means a changed file.
     ///
     /// Every change made so far has a ctime strictly before the seal (see [`seal_time`]).
-    pub fn seal(&mut self) {
+    pub fn seal(&mut self, commit: CommitId) {
+        self.commit = Some(commit);
         self.sealed = seal_time();
     }
 }
@@ -137,7 +140,8 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let temp = tempfile::NamedTempFile::new_in(dir)?;
     let mut out = BufWriter::new(temp);
-    write!(out, "{HEADER} {} {} {}", index.commit, index.sealed.0, index.sealed.1)?;
+    let commit = index.commit.map_or_else(|| "unsealed".to_owned(), |commit| commit.hex());
+    write!(out, "{HEADER} {commit} {} {}", index.sealed.0, index.sealed.1)?;
     for ((s0, n0), (s1, n1)) in &index.windows {
         write!(out, " {s0}.{n0}-{s1}.{n1}")?;
     }
@@ -169,7 +173,7 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let mut fields = header.strip_prefix(HEADER)?.split_whitespace();
-    let commit = fields.next()?.to_owned();
+    let commit = Some(CommitId::from_hex(fields.next()?)?);
     let sealed = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
     let time = |text: &str| -> Option<Timestamp> {
         let (secs, nanos) = text.split_once('.')?;

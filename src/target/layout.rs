@@ -104,6 +104,20 @@ impl Layout {
         }
     }
 
+    /// Says so when every user may write into the target, who could replace the link or a
+    /// release: what is wrong, and the command that fixes it.
+    pub fn world_writable_target(&self) -> Option<(String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(&self.target).ok()?;
+        (meta.permissions().mode() & 0o002 != 0).then(|| {
+            let target = escape_path(&self.target);
+            (
+                format!("target {target} is writable by every user, who could replace the site"),
+                format!("run `chmod o-w {target}`"),
+            )
+        })
+    }
+
     /// Returns a slot's directory.
     pub fn slot_dir(&self, slot: Slot) -> PathBuf {
         self.target.join(slot.name())

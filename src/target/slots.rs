@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::instrument;
 
-use super::layout::{Error, Layout, Slot, make_state_dir};
+use super::layout::{Error, Layout, Live, Slot, make_state_dir};
+use super::{index, record};
 use crate::report::escape_path;
 
 /// Empties `slot` (the one that is not live) and what interrupted deploys left behind, then
@@ -191,5 +192,103 @@ pub fn remove_path(path: &Path) -> Result<(), Error> {
             fs::remove_dir_all(path).map_err(Error::io(path))
         }
         result => result.map_err(Error::io(path)),
+    }
+}
+
+/// Empties `slot` for a new release: what interrupted deploys left, a release kept there
+/// (`[retire] keep_previous`, parked aside until the deploy goes live), then the slot itself.
+/// Returns its new, empty directory.
+pub fn empty_for_release(
+    layout: &Layout,
+    slot: Slot,
+    live: Option<&Live>,
+    keep_previous: bool,
+) -> Result<PathBuf, Error> {
+    // A kept release parked by a deploy that was killed goes back first; one parked from
+    // the live slot is obsolete (the deploy that parked it went live).
+    if let Some(live) = live {
+        remove_path(&layout.parked_dir(live.slot))?;
+    }
+    restore_parked(layout, slot)?;
+    if keep_previous {
+        park_kept(layout, slot)?;
+    }
+    forget(layout, slot)?;
+    remove_tree(layout, slot, live)?;
+    prepare(layout, slot)
+}
+
+/// Takes back what a deploy that did not go live wrote into `slot`, and puts a release parked
+/// there back. Nothing visible changed, so nothing visible changes now either.
+pub fn discard(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
+    forget(layout, slot)?;
+    remove_tree(layout, slot, live)?;
+    restore_parked(layout, slot)
+}
+
+/// Forgets what `slot` holds (its record and index), before it is emptied. A slot directory
+/// pushdeploy did not create is moved aside first, while its record can still vouch for a
+/// release made before pushdeploy recorded which slots it created.
+pub fn forget(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    set_aside_foreign_slot(layout, slot)?;
+    record::remove(layout, slot)?;
+    index::remove(layout, slot).map_err(Error::io(&layout.index_path(slot)))
+}
+
+/// Removes a slot's tree, or moves it aside if pushdeploy did not create it. Removing it drops
+/// links to inodes the live release may share (a release hard-linked from it), which moves
+/// their ctime; the live index is told that this window of ctimes is ours, so it does not
+/// distrust every file for it.
+fn remove_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
+    let start = index::coarse_now();
+    remove_slot(layout, slot)?;
+    let end = index::seal_time();
+    if let Some(live) = live.filter(|live| live.slot != slot) {
+        index::add_window(layout, live.slot, (start, end));
+    }
+    Ok(())
+}
+
+/// Moves the release kept in `slot` (`[retire] keep_previous`) aside while a deploy builds
+/// there, so that a failed deploy never pushes a good release out: only a deploy that goes
+/// live replaces it. Renames only; nothing is copied.
+fn park_kept(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    // Only a release of pushdeploy's own is kept; a directory it did not create goes aside.
+    set_aside_foreign_slot(layout, slot)?;
+    if !layout.record_path(slot).exists() || !layout.slot_dir(slot).is_dir() {
+        return Ok(());
+    }
+    let (tree, record, index) = layout.parked(slot);
+    let parked = layout.parked_dir(slot);
+    fs::create_dir_all(&parked).map_err(Error::io(&parked))?;
+    rename(&layout.slot_dir(slot), &tree)?;
+    rename(&layout.record_path(slot), &record)?;
+    rename_if_present(&layout.index_path(slot), &index)
+}
+
+/// Puts a parked release back into `slot`, replacing what a failed deploy left there.
+fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    let (tree, record, index) = layout.parked(slot);
+    if !tree.is_dir() {
+        return Ok(());
+    }
+    remove_slot(layout, slot)?;
+    rename(&tree, &layout.slot_dir(slot))?;
+    mark_slot(layout, slot)?;
+    rename_if_present(&record, &layout.record_path(slot))?;
+    rename_if_present(&index, &layout.index_path(slot))?;
+    remove_path(&layout.parked_dir(slot))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), Error> {
+    fs::rename(from, to).map_err(Error::io(from))
+}
+
+fn rename_if_present(from: &Path, to: &Path) -> Result<(), Error> {
+    match fs::rename(from, to) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(Error::Io { path: from.into(), source: err })
+        }
+        _ => Ok(()),
     }
 }

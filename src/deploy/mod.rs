@@ -1,0 +1,212 @@
+//! A deploy, in two phases with plain data between them.
+//!
+//! **Prepare** ([`prepare`]: prepare, materialize, build, verify) touches only the slot that is
+//! not live and returns a [`Prepared`] release. **Switch** ([`switch`]: activate, retire,
+//! record) makes it live. Until `activate` renames the new link over the live one nothing a
+//! deploy does is visible, so a failure before then goes through one discard path
+//! ([`finish::failed`]) and leaves the site exactly as it was. A rollback to a kept release is
+//! a release that is already prepared ([`rollback`]).
+
+mod finish;
+mod prepare;
+pub mod rollback;
+mod switch;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::stat::{Mode, umask};
+use tracing::info_span;
+
+use crate::config::Config;
+use crate::error::{Error, ExitCode};
+use crate::git::{CommitId, Repo};
+use crate::report::{self, escape, escape_path};
+use crate::target::history::{Stage, Trigger};
+use crate::target::lock::{self, DeployLock};
+use crate::target::{self, Layout, Live, Slot};
+
+pub use prepare::Prepared;
+pub use switch::{LIVE_REF, record_deploy_refs};
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub commit: CommitId,
+    /// The ref that was pushed, or the revision named to `deploy`.
+    pub ref_name: String,
+    /// Skip the deploy if, once the lock is ours, the deploy branch no longer points at
+    /// `commit`: a newer push is queued and will deploy its own commit.
+    pub skip_if_superseded: bool,
+    pub options: Options,
+    /// What started the deploy, for the history.
+    pub trigger: Trigger,
+}
+
+/// How to deploy: `deploy` flags and `git push -o` options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Build without the build cache (its result still becomes the new cache).
+    pub no_cache: bool,
+    /// Do not run the configured build.
+    pub skip_build: bool,
+    /// Materialize and build, then stop before the switch.
+    pub dry_run: bool,
+}
+
+/// What the pusher is told to do after most failures.
+const RETRY: &str = "fix the problem and push again, or run `pushdeploy deploy`";
+
+/// Why a stage failed, and what the pusher can do about it.
+struct Failure {
+    stage: Stage,
+    reason: String,
+    hint: String,
+}
+
+impl Failure {
+    fn new(stage: Stage, reason: impl std::fmt::Display, hint: impl Into<String>) -> Failure {
+        Failure { stage, reason: reason.to_string(), hint: hint.into() }
+    }
+}
+
+/// Times the stages of one deploy.
+struct Clock {
+    started: Instant,
+    started_at: SystemTime,
+    stages: Vec<(Stage, f64)>,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock { started: Instant::now(), started_at: SystemTime::now(), stages: Vec::new() }
+    }
+
+    /// Runs one stage inside its tracing span and records how long it took.
+    fn stage<T>(&mut self, stage: Stage, work: impl FnOnce() -> T) -> (T, Duration) {
+        let _span = info_span!("stage", name = stage.name()).entered();
+        let start = Instant::now();
+        let result = work();
+        let took = start.elapsed();
+        self.stages.push((stage, took.as_secs_f64()));
+        (result, took)
+    }
+}
+
+/// One deploy in progress: what every stage reads, and the clock that times them.
+struct Run<'a> {
+    config: &'a Config,
+    repo: &'a Repo,
+    layout: &'a Layout,
+    request: &'a Request,
+    /// What the link served when the deploy started; `None` before the first deploy.
+    live: Option<Live>,
+    /// The slot the release is prepared in: the one that is not live.
+    slot: Slot,
+    clock: Clock,
+}
+
+impl<'a> Run<'a> {
+    /// Returns the build command this deploy runs, if any.
+    fn build_command(&self) -> Option<&'a str> {
+        let Run { config, request, .. } = *self;
+        config.build.command.as_deref().filter(|_| !request.options.skip_build)
+    }
+}
+
+/// Takes the target's deploy lock, telling the pusher when it has to wait; checks the target
+/// and its state directory first, and sets the configured umask for what follows.
+pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
+    let layout = Layout::new(config);
+    if !layout.target.is_dir() {
+        return Err(Error::user(
+            format!("target {} does not exist or is not a directory", escape_path(&layout.target)),
+            format!("create it, or fix `target` in {}", escape_path(&config.path)),
+        ));
+    }
+    layout.ensure_state_dir().map_err(|err| {
+        let hint = match &err {
+            target::Error::StateDir { hint, .. } => hint.clone(),
+            _ => format!(
+                "{} must be a directory this user can write; move away whatever is there",
+                escape_path(&layout.state)
+            ),
+        };
+        Error::user(format!("cannot set up pushdeploy's state directory: {err}"), hint)
+    })?;
+    if let Some((problem, fix)) = layout.world_writable_target() {
+        report::line(&format!("warning: {problem}; {fix}"));
+    }
+    if config.releases_world_writable() {
+        report::line(&format!(
+            "warning: umask {:03o} with `world_writable = true` in {}: every user of this machine can change the releases",
+            config.umask,
+            escape_path(&config.path)
+        ));
+    }
+    let lock = lock::acquire(&layout.lock_path(), |holder| {
+        let holder = holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+        report::line(&format!("waiting for the deploy in progress{holder} to finish"));
+    })?;
+    umask(Mode::from_bits_truncate(config.umask as nix::libc::mode_t));
+    Ok((layout, lock))
+}
+
+/// Runs one deploy under the target's lock and tells the pusher how it ended.
+pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCode, Error> {
+    let (layout, _lock) = lock_target(config)?;
+    deploy_locked(config, repo, &layout, request)
+}
+
+/// Runs one deploy while the caller holds the target's lock (see [`lock_target`]): a caller
+/// that decides what to deploy from the branch or the history must decide it under the lock,
+/// or a deploy that went live while it waited would be undone.
+pub fn deploy_locked(
+    config: &Config,
+    repo: &Repo,
+    layout: &Layout,
+    request: &Request,
+) -> Result<ExitCode, Error> {
+    if superseded(config, repo, request)? {
+        return Ok(ExitCode::Success);
+    }
+    let live = layout.live()?;
+    let slot = live.as_ref().map_or(Slot::Blue, |live| live.slot.other());
+    let dry = if request.options.dry_run { " (dry run)" } else { "" };
+    report::line(&format!(
+        "deploying {} ({}) into {slot}{dry}",
+        request.commit.short(),
+        escape(&request.ref_name)
+    ));
+    let mut run = Run { config, repo, layout, request, live, slot, clock: Clock::start() };
+    let prepared = match prepare::prepare(&mut run) {
+        Ok(prepared) => prepared,
+        Err(failure) => return Ok(finish::failed(&run, failure, true)),
+    };
+    if request.options.dry_run {
+        return Ok(finish::dry_run(&run));
+    }
+    match switch::switch(&mut run, prepared) {
+        Ok(switched) => Ok(finish::live(&run, &switched)),
+        Err(failure) => Ok(finish::failed(&run, failure, true)),
+    }
+}
+
+/// Tells, under the lock, whether a push is superseded: its branch has moved on since, and
+/// the newer push deploys its own commit. Says so in one line.
+fn superseded(config: &Config, repo: &Repo, request: &Request) -> Result<bool, Error> {
+    if !request.skip_if_superseded {
+        return Ok(false);
+    }
+    let tip = repo.ref_target(&config.branch_ref())?;
+    if tip == Some(request.commit) {
+        return Ok(false);
+    }
+    let why = match tip {
+        Some(tip) => {
+            format!("{} has moved on to {}, which its own push deploys", config.branch, tip.short())
+        }
+        None => format!("{} was deleted meanwhile", config.branch),
+    };
+    report::line(&format!("skipped {}: {why}", request.commit.short()));
+    Ok(true)
+}

@@ -1,0 +1,290 @@
+//! Phase 1: everything before anything is visible. The slot that is not live is emptied
+//! (prepare), the commit's tree is checked and written into it (materialize), built (build),
+//! and what will be served is checked (verify). Returns a [`Prepared`] release.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::{Failure, RETRY, Run};
+use crate::config::Config;
+use crate::release::build;
+use crate::release::cache::Cache;
+use crate::release::check;
+use crate::release::grace;
+use crate::release::write::{self, Base};
+use crate::report::{self, escape, escape_path};
+use crate::target::history::{self, Stage};
+use crate::target::index::{self, Index};
+use crate::target::record::{self, Grace, ReleaseRecord};
+use crate::target::{Layout, Live, slots};
+
+/// A release ready in its slot: what activation needs, as plain data.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Its record: commit, ref, where the link will point, the files it keeps for the grace.
+    pub record: ReleaseRecord,
+    /// Its files' index, when no build ran (see `target::index`).
+    pub index: Option<Index>,
+    /// A release kept from an earlier deploy (an instant rollback): already synced, and the
+    /// release it replaces is kept in turn.
+    pub kept: bool,
+}
+
+/// What to do about build output that `check::served` refused.
+const BUILD_OUTPUT_HINT: &str = "make the build leave only files, directories and symlinks that stay inside the release, then push again";
+
+/// Runs phase 1 in the run's idle slot.
+pub(super) fn prepare(run: &mut Run<'_>) -> Result<Prepared, Failure> {
+    let dir = empty_slot(run)?;
+    let index = materialize(run, &dir)?;
+    build(run, &dir)?;
+    let record = verify(run, &dir)?;
+    Ok(Prepared { record, index, kept: false })
+}
+
+/// The prepare stage: empties the idle slot (and whatever interrupted deploys left), after
+/// stopping a build that a killed deploy left running in it.
+fn empty_slot(run: &mut Run<'_>) -> Result<PathBuf, Failure> {
+    let Run { config, layout, slot, .. } = *run;
+    let live = run.live.as_ref();
+    let (dir, _) = run.clock.stage(Stage::Prepare, || {
+        // A build orphaned by a killed deploy must not write into the slot being prepared.
+        build::stop_orphans(&layout.build_pgid_path(), &layout.target);
+        slots::empty_for_release(layout, slot, live, config.retire.keep_previous)
+    });
+    dir.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))
+}
+
+/// The materialize stage: checks the commit's tree and writes it into `dir`, hard-linking the
+/// files an unmodified live release already holds. Returns the new release's index.
+fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> {
+    let Run { config, repo, layout, request, .. } = *run;
+    // Hard links are safe only while nothing writes into files in place; a build might, so
+    // a release that is built is always written afresh.
+    let no_build = run.build_command().is_none();
+    let live = run.live.as_ref();
+    let (written, took) = run.clock.stage(Stage::Materialize, || {
+        let entries = repo.tree_entries(request.commit).map_err(|err| {
+            Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
+        })?;
+        check::check_tree(&entries, config.symlinks).map_err(|err| {
+            let hint = "remove or fix that path in the repository and push again";
+            Failure::new(Stage::Materialize, err, hint)
+        })?;
+        let base_index = live.filter(|_| no_build).and_then(|live| trusted_index(layout, live));
+        let base = base_index
+            .as_ref()
+            .map(|(live, index)| Base { dir: layout.slot_dir(live.slot), index });
+        let failure = |err: crate::release::Error| {
+            let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
+            Failure::new(Stage::Materialize, err, hint)
+        };
+        write::check_space(repo, &entries, base.as_ref(), &layout.target).map_err(failure)?;
+        write::materialize(repo, &entries, dir, base.as_ref(), config.umask, no_build)
+            .map_err(failure)
+    });
+    let (written, index) = written?;
+    for warning in &written.warnings {
+        report::line(&format!("warning: {warning}"));
+    }
+    let linked = match written.linked {
+        0 => String::new(),
+        n => format!(" and hard-linked {}", report::things(n, "unchanged file")),
+    };
+    report::line(&format!(
+        "wrote {}{linked} ({}) in {}",
+        report::things(written.files - written.linked, "file"),
+        report::bytes(written.bytes),
+        report::seconds(took)
+    ));
+    Ok(index)
+}
+
+/// The build stage, when a build is configured and not skipped: the cache moved in, the
+/// build run (streamed, timed, every process of it gone when it ends), the cache kept.
+fn build(run: &mut Run<'_>, dir: &Path) -> Result<(), Failure> {
+    let Run { config, layout, request, .. } = *run;
+    if request.options.skip_build && config.build.command.is_some() {
+        report::line("build skipped, as asked (skip-build)");
+    }
+    let Some(command) = run.build_command() else { return Ok(()) };
+    let cache = Cache::new(&layout.state, &config.build.cache, config.build.publish.as_deref());
+    let failure = |err: &dyn std::fmt::Display| {
+        Failure::new(Stage::Build, err, "fix the build and push again (its output is above)")
+    };
+    report::line(&format!("building: {}", escape(command)));
+    let build = build::Build {
+        command,
+        dir,
+        env: build_env(run, dir),
+        timeout: config.build.timeout,
+        pgid_file: &layout.build_pgid_path(),
+    };
+    let (result, took) = run.clock.stage(Stage::Build, || {
+        if request.options.no_cache {
+            report::line("build cache: not used for this deploy");
+        } else {
+            let lines = cache.restore(dir).map_err(|err| failure(&err))?;
+            lines.iter().for_each(|line| report::line(line));
+        }
+        build::run(&build).map_err(|err| failure(&err))?;
+        cache.save(dir).map_err(|err| match err.is_no_space() {
+            true => Failure::new(Stage::Build, &err, free_space_hint(layout)),
+            false => failure(&err),
+        })
+    });
+    result?;
+    report::line(&format!("built in {}", report::seconds(took)));
+    Ok(())
+}
+
+/// The verify stage: the publish directory is a real, non-empty directory of the release;
+/// the live release's files the new one lacks are carried over for the grace; and what will
+/// be served holds nothing that leads out of the release. Returns the release's record.
+fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
+    let Run { config, layout, request, .. } = *run;
+    let built = run.build_command().is_some();
+    let live = run.live.as_ref();
+    let mut record = release_record(run);
+    // In this order: the grace step writes into what the build left, and the check sees both.
+    let (verified, _) = run.clock.stage(Stage::Verify, || {
+        check_publish(config, dir)?;
+        // A dry run stops before the switch: there is nothing to keep reachable, and it must
+        // leave no trace of a grace in the live release's files either.
+        let keeping = !config.retire.grace.is_zero() && !request.options.dry_run;
+        if let Some(live) = live.filter(|_| keeping) {
+            record.grace = carry_old_files(layout, live, dir, publish(config), config.retire.grace)
+                .map_err(|reason| Failure::new(Stage::Verify, reason, RETRY))?;
+        }
+        // Without a build and a grace step, the release is the pushed tree, which `check_tree`
+        // checked entry by entry before anything was written: nothing else can be in it.
+        if built || !record.grace.files.is_empty() {
+            check::served(dir, publish(config)).map_err(|err| {
+                let hint = if built { BUILD_OUTPUT_HINT } else { RETRY };
+                Failure::new(Stage::Verify, err, hint)
+            })?;
+        }
+        Ok(())
+    });
+    verified?;
+    Ok(record)
+}
+
+/// Returns the served directory, relative to the release.
+fn publish(config: &Config) -> &Path {
+    config.build.publish.as_deref().unwrap_or(Path::new(""))
+}
+
+fn free_space_hint(layout: &Layout) -> String {
+    format!("free space on the filesystem of {}, then push again", escape_path(&layout.target))
+}
+
+/// Returns the live release's index when it describes the live release.
+fn trusted_index<'l>(layout: &Layout, live: &'l Live) -> Option<(&'l Live, Index)> {
+    let record = record::read(layout, live.slot).ok()??;
+    let index = index::read(layout, live.slot)?;
+    (index.commit == Some(record.commit)).then_some((live, index))
+}
+
+/// Keeps the live release's files that the new release in `dir` lacks reachable for the grace
+/// period, under its served directory `publish`.
+fn carry_old_files(
+    layout: &Layout,
+    live: &Live,
+    dir: &Path,
+    publish: &Path,
+    grace: Duration,
+) -> Result<Grace, String> {
+    let old_grace = record::read(layout, live.slot)
+        .map_err(|err| err.to_string())?
+        .map(|record| record.grace)
+        .unwrap_or_default();
+    let carried = grace::carry(&layout.target.join(&live.link_target), &old_grace, dir, publish)
+        .map_err(|err| format!("cannot keep the old release's files for `retire.grace`: {err}"))?;
+    for warning in &carried.warnings {
+        report::line(&format!("warning: {warning}"));
+    }
+    let kept = carried.grace;
+    if !kept.files.is_empty() {
+        report::line(&format!(
+            "kept {} of the old release reachable for {} (retire.grace)",
+            report::things(kept.files.len() as u64, "file"),
+            humantime::format_duration(grace)
+        ));
+    }
+    Ok(kept)
+}
+
+/// Checks that what the link will point at is a real, non-empty directory of the release.
+fn check_publish(config: &Config, dir: &Path) -> Result<(), Failure> {
+    let (served, what) = match &config.build.publish {
+        Some(publish) => (dir.join(publish), format!("publish directory {}", escape_path(publish))),
+        None => (dir.to_owned(), "release".to_owned()),
+    };
+    let hint = match &config.build.publish {
+        Some(_) => format!(
+            "make the build write it, or fix `build.publish` in {}",
+            escape_path(&config.path)
+        ),
+        None => "push a commit that has files in it".to_owned(),
+    };
+    // lstat, not stat, on every component: a symlink anywhere on the way could lead anywhere.
+    let problem = match check::publish_dir(dir, publish(config)) {
+        Ok(()) => None,
+        Err(check::PublishProblem::Symlink(path)) => {
+            let reason = format!(
+                "refused {}: is a symlink; the {what} and the directories above it must be real directories of the release",
+                escape_path(&path)
+            );
+            return Err(Failure::new(Stage::Verify, reason, hint));
+        }
+        Err(check::PublishProblem::NotADirectory) => Some("is not a directory"),
+        Err(check::PublishProblem::Missing) => Some("does not exist"),
+        Err(check::PublishProblem::Unreadable(path, err)) => {
+            let reason = format!("cannot check the {what}: {}: {err}", escape_path(&path));
+            return Err(Failure::new(Stage::Verify, reason, hint));
+        }
+    };
+    if let Some(problem) = problem {
+        return Err(Failure::new(Stage::Verify, format!("the {what} {problem}"), hint));
+    }
+    let empty = fs::read_dir(&served).map(|mut entries| entries.next().is_none()).unwrap_or(true);
+    if empty {
+        return Err(Failure::new(Stage::Verify, format!("the {what} is empty"), hint));
+    }
+    Ok(())
+}
+
+/// Returns the build's environment: what it is building, where, and `[build.env]`.
+fn build_env(run: &Run<'_>, dir: &Path) -> Vec<(String, String)> {
+    let Run { config, layout, request, slot, .. } = *run;
+    let mut env = vec![
+        ("PUSHDEPLOY_COMMIT".to_owned(), request.commit.hex()),
+        ("PUSHDEPLOY_REF".to_owned(), request.ref_name.clone()),
+        ("PUSHDEPLOY_BRANCH".to_owned(), config.branch.clone()),
+        ("PUSHDEPLOY_SLOT".to_owned(), slot.name().to_owned()),
+        ("PUSHDEPLOY_RELEASE_DIR".to_owned(), dir.to_string_lossy().into_owned()),
+        ("PUSHDEPLOY_TARGET".to_owned(), layout.target.to_string_lossy().into_owned()),
+    ];
+    env.extend(config.build.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// Returns the record of the release being prepared; its grace is filled in by `verify`.
+fn release_record(run: &Run<'_>) -> ReleaseRecord {
+    let Run { config, request, slot, .. } = *run;
+    let link_target = match &config.build.publish {
+        Some(publish) => Path::new(slot.name()).join(publish),
+        None => PathBuf::from(slot.name()),
+    };
+    ReleaseRecord {
+        slot,
+        commit: request.commit,
+        ref_name: request.ref_name.clone(),
+        link_target: link_target.to_string_lossy().into_owned(),
+        built_at: history::timestamp(SystemTime::now()),
+        live_since: None,
+        grace: Grace::default(),
+    }
+}

@@ -1,0 +1,145 @@
+//! Phase 2: a prepared release goes live. **activate**: its record written, the filesystem
+//! synced, the link renamed onto it; **retire**: the release it replaced removed (or kept);
+//! **record**: its index sealed, the grace's reaper started, the deploy refs and the history.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::{Failure, Prepared, RETRY, Run, finish};
+use crate::config::{Config, Mode};
+use crate::git::{CommitId, Repo};
+use crate::report;
+use crate::target::history::{self, Outcome, Stage};
+use crate::target::index::{self, Index};
+use crate::target::record::{self, ReleaseRecord};
+use crate::target::{link, slots};
+
+/// The ref that names the live commit.
+pub const LIVE_REF: &str = "refs/deploys/live";
+
+/// A release that went live.
+pub(super) struct Switched {
+    pub record: ReleaseRecord,
+    /// From the start of the deploy to the link switch.
+    pub time_to_live: Duration,
+    /// An instant rollback: the release it replaced stays.
+    pub kept: bool,
+}
+
+/// Runs phase 2: makes the prepared release live, then retires and records. Only activation
+/// can fail; from the switch on, a problem is a warning.
+pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
+    let Prepared { mut record, index, kept } = prepared;
+    let time_to_live = activate(run, &record, kept)?;
+    let Run { config, layout, slot, .. } = *run;
+    // The release kept before this one is now pushed out by a good one.
+    let _ = slots::remove_path(&layout.parked_dir(slot));
+    record.live_since = Some(history::timestamp(SystemTime::now()));
+    record.grace.start(config.retire.grace);
+    if let Err(err) = record::write(layout, &record) {
+        report::line(&format!("warning: {err}"));
+    }
+    // An instant rollback goes back to a kept release, and keeps the one it replaced.
+    let retired = kept || retire(run);
+    self::record(run, &record, index.filter(|_| retired), time_to_live);
+    Ok(Switched { record, time_to_live, kept })
+}
+
+/// The activate stage: the release's record, then `syncfs`, then one rename of a new link
+/// over the live one. A kept release was synced when it was first deployed.
+fn activate(run: &mut Run<'_>, record: &ReleaseRecord, kept: bool) -> Result<Duration, Failure> {
+    let layout = run.layout;
+    let (activated, _) = run.clock.stage(Stage::Activate, || {
+        if !kept {
+            record::write(layout, record).map_err(|err| err.to_string())?;
+            link::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
+        }
+        link::activate(layout, Path::new(&record.link_target)).map_err(|err| err.to_string())
+    });
+    activated.map_err(|reason| Failure::new(Stage::Activate, reason, RETRY))?;
+    Ok(run.clock.started.elapsed())
+}
+
+/// The retire stage: the release that was live is removed, or kept for an instant rollback
+/// (`[retire] keep_previous`). Returns whether nothing of it is left to share files with the
+/// new release.
+fn retire(run: &mut Run<'_>) -> bool {
+    let Run { config, layout, slot, .. } = *run;
+    let old = run.live.as_ref().filter(|old| old.slot != slot);
+    let (retired, _) = run.clock.stage(Stage::Retire, || match old {
+        Some(old) if config.retire.keep_previous => {
+            report::line(&format!(
+                "kept the previous release in {} for an instant `pushdeploy rollback`",
+                old.slot
+            ));
+            true
+        }
+        Some(old) => slots::forget(layout, old.slot)
+            .and_then(|()| slots::retire(layout, old.slot))
+            .map_err(|err| {
+                report::line(&format!(
+                    "warning: could not remove the old release in {}: {err}; the next deploy retries",
+                    old.slot
+                ))
+            })
+            .is_ok(),
+        None => true,
+    });
+    retired
+}
+
+/// The record stage: the new release's index (sealed only once nothing of this deploy touches
+/// its files any more), the reaper of its grace, the deploy refs, the history line.
+fn record(run: &Run<'_>, record: &ReleaseRecord, index: Option<Index>, time_to_live: Duration) {
+    if let Some(mut index) = index {
+        index.seal(record.commit);
+        if let Err(err) = index::write(run.layout, run.slot, &index) {
+            report::line(&format!("warning: cannot write the release's index: {err}"));
+        }
+    }
+    if !record.grace.is_empty() {
+        spawn_reaper(run.repo.path());
+    }
+    record_deploy_refs(run.config, run.repo, record.commit, run.clock.started_at);
+    finish::append(run, Outcome::Live, None, Some(time_to_live));
+}
+
+/// Points `refs/deploys/live` at what went live, and leaves one ref per deploy, so that
+/// `git fetch production 'refs/deploys/*:refs/deploys/*'` shows what is and was live. In
+/// pre-receive mode the pushed objects are still in quarantine, so the post-receive hook does
+/// it once git has accepted them.
+pub fn record_deploy_refs(config: &Config, repo: &Repo, commit: CommitId, when: SystemTime) {
+    if config.mode == Mode::PreReceive && std::env::var_os("GIT_QUARANTINE_PATH").is_some() {
+        return;
+    }
+    let stamp = humantime::format_rfc3339_seconds(when).to_string().replace([':', '-'], "");
+    let per_deploy = format!("refs/deploys/{stamp}-{}", commit.short());
+    for name in [LIVE_REF, per_deploy.as_str()] {
+        if let Err(err) = repo.set_ref(name, commit, "pushdeploy: deployed") {
+            report::line(&format!("warning: cannot update {name}: {err}"));
+        }
+    }
+}
+
+/// Starts `pushdeploy reap` in the background to remove kept files when their grace ends.
+/// Its output goes nowhere: git waits for every holder of the hook's stderr to close it.
+fn spawn_reaper(repo: &Path) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let spawned = std::env::current_exe().and_then(|exe| {
+        Command::new(exe)
+            .arg("reap")
+            .arg("--repo")
+            .arg(repo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(err) = spawned {
+        report::line(&format!(
+            "warning: cannot start `pushdeploy reap` ({err}); the kept files go at the next deploy"
+        ));
+    }
+}
