@@ -2,17 +2,24 @@
 
 mod support;
 
+mod bad_input;
+mod concurrency;
 mod containment;
+mod crashes;
 mod deploy;
 mod deploy_refs;
 mod doctor;
-mod hardening;
+mod full_disk;
 mod hook;
+mod hostile_trees;
 mod incremental;
 mod init;
 mod install;
+mod large_files;
 mod load_checker;
 mod log;
+mod names;
+mod permissions;
 mod pre_receive;
 mod push_options;
 mod regression;

@@ -62,7 +62,7 @@ pub fn mask_log(text: &str) -> String {
 }
 
 /// Replaces each decimal number followed by ` s` with `N`.
-pub fn mask_durations(text: &str) -> String {
+fn mask_durations(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {

@@ -2,11 +2,14 @@
 //! directory holding a bare repository, a deploy target and a work clone, and runs the real
 //! `git` and the real `pushdeploy` binary in a hermetic environment.
 
+pub mod big_file;
+pub mod disk;
 pub mod history;
 pub mod install;
 pub mod load;
 pub mod servers;
 pub mod site;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -55,6 +55,11 @@ pub fn push(env: &TestEnv, options: &[&str]) -> Output {
     push_cmd(env, options).success()
 }
 
+/// Returns `pushdeploy deploy --repo BARE REV`.
+pub fn deploy_cmd(env: &TestEnv, rev: &str) -> Cmd {
+    env.pushdeploy().args(["deploy", "--repo"]).arg(&env.bare).arg(rev)
+}
+
 /// Inits with `config`, then deploys two versions; returns their commits (in blue, green).
 #[track_caller]
 pub fn env_with_two_releases(config_extra: &str) -> (TestEnv, String, String) {
