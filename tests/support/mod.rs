@@ -3,6 +3,7 @@
 //! `git` and the real `pushdeploy` binary in a hermetic environment.
 
 pub mod big_file;
+pub mod canned_server;
 pub mod disk;
 pub mod history;
 pub mod install;
