@@ -1,15 +1,16 @@
-//! `install.sh --site` (as a user and as root with `--git-user`) and `install.sh --uninstall`.
+//! `install.sh`: `--site` (also as root with `--git-user`), `--demo`, and `--uninstall`.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::unistd::User;
 
 use crate::support::install::{build_release, install_sh};
 use crate::support::site::{commit_version, open_temp_dir, push};
-use crate::support::{Cmd, TestEnv};
+use crate::support::templates::{HUGO_TITLE, STATIC_TITLE, in_path};
+use crate::support::{Cmd, LINK, TestEnv};
 
 /// Returns the lines of install.sh's record of what it installed.
 #[track_caller]
@@ -162,4 +163,55 @@ fn install_git_user_owns_the_site_and_uninstall_leaves_the_user() {
     assert!(uninstall.normalized_stderr().lines().any(|line| line == expected), "{uninstall}");
     assert!(User::from_name(&name).ok().flatten().is_some(), "the user was removed");
     assert!(repo.join("pushdeploy.toml").is_file(), "the site's repository was removed");
+}
+
+#[test]
+fn install_demo_deploys_twice_and_uninstall_removes_binary() {
+    let env = TestEnv::new();
+    build_release(&env);
+    let prefix = env.root.join("prefix");
+    let demo = env.root.join("demo");
+    let run = |args: &[&str]| install_sh(&env, &prefix).args(args).success();
+    let hugo = in_path("hugo");
+    let (title, about) =
+        if hugo { (HUGO_TITLE, "about/index.html") } else { (STATIC_TITLE, "about.html") };
+    let link = demo.join("www").join(LINK);
+
+    let first = run(&["--demo", &demo.to_string_lossy()]);
+
+    let bin = prefix.join("bin/pushdeploy");
+    assert!(bin.is_file(), "{} was not installed\n{first}", bin.display());
+    let stderr = first.normalized_stderr();
+    assert!(
+        stderr.contains("install.sh: the demo site is live in $TMP/demo/www/public_html"),
+        "{first}"
+    );
+    assert_eq!(stderr.contains("hugo is not installed"), !hugo, "{first}");
+    let index = fs::read_to_string(link.join("index.html")).expect("read the demo's index.html");
+    assert!(index.contains(title), "{title:?} is not in the demo's index.html:\n{index}");
+    let first_slot = fs::read_link(&link).expect("readlink the demo's link");
+
+    let second = run(&["--demo", &demo.to_string_lossy()]);
+
+    let second_slot = fs::read_link(&link).expect("readlink the demo's link");
+    let other = |slot: &Path| -> PathBuf {
+        let mut parts = slot.iter();
+        let name = match parts.next().and_then(|slot| slot.to_str()) {
+            Some("blue") => "green",
+            Some("green") => "blue",
+            _ => panic!("{} is not a slot", slot.display()),
+        };
+        Path::new(name).join(parts.collect::<PathBuf>())
+    };
+    assert_eq!(second_slot, other(&first_slot), "the second run did not flip the slot\n{second}");
+    let page = fs::read_to_string(link.join(about)).expect("read the demo's about page");
+    assert!(page.contains("Demo run at"), "the second run's change is not live:\n{page}");
+
+    let uninstall = run(&["--uninstall"]);
+
+    assert!(!bin.exists(), "{} is still installed\n{uninstall}", bin.display());
+    assert!(
+        uninstall.normalized_stderr().contains("removed $TMP/prefix/bin/pushdeploy"),
+        "{uninstall}"
+    );
 }

@@ -24,6 +24,7 @@ mod pre_receive;
 mod push_options;
 mod regression;
 mod rollback;
+mod server_configs;
 mod ssh;
 mod status;
 mod templates;

@@ -10,11 +10,13 @@ pub mod big_file;
 pub mod canned_server;
 pub mod disk;
 pub mod history;
+pub mod html;
 pub mod install;
 pub mod load;
 pub mod servers;
 pub mod site;
 pub mod target;
+pub mod templates;
 
 pub use cmd::{Cmd, Output};
 pub use env::TestEnv;
