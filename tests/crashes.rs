@@ -1,4 +1,4 @@
-//! Crashes: SIGKILL at random moments, an interrupted switch, an orphaned build; the next deploy cleans up.
+//! Crashes: SIGKILL at random moments, an interrupted switch, an orphaned build, then a clean up.
 
 use std::collections::BTreeMap;
 use std::fs;

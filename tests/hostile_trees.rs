@@ -1,4 +1,4 @@
-//! Hostile trees: symlink chains, loops and paths through links are refused, nothing written outside.
+//! Hostile trees: symlink chains, loops and paths through links are refused; nothing written out.
 
 use std::collections::BTreeSet;
 use std::fs;

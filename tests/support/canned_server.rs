@@ -1,5 +1,4 @@
-//! A tiny HTTP server on a real loopback socket that answers with canned bytes, for the tests
-//! of the load checker.
+//! A loopback HTTP server that answers with canned bytes, for the tests of the load checker.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,4 @@
-//! Commands the tests run (`Cmd`, built by `TestEnv::command`) and what they printed (`Output`),
-//! with the temp dir written `$TMP`.
+//! Commands the tests run (`Cmd`) and what they printed (`Output`), temp paths written `$TMP`.
 
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};

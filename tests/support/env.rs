@@ -1,5 +1,4 @@
-//! `TestEnv`: a temp dir with a bare repository, a target and a work clone, and the hermetic
-//! commands that act on them.
+//! `TestEnv`: a temp dir with a bare repository, a target and a work clone; hermetic commands.
 
 use std::ffi::OsStr;
 use std::fs;

@@ -1,5 +1,4 @@
-//! Sites for the day-two operation tests: versions pushed as a named pusher, builds that fail
-//! on demand, the commands that deploy, and what a push said.
+//! Sites for the operations tests: versions pushed as a named pusher, builds that fail on demand.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

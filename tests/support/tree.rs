@@ -1,5 +1,4 @@
-//! Trees on disk (`Tree`): walked without following links, made by `git archive`, compared
-//! entry by entry, and what is served (`LiveSite`).
+//! Trees on disk: walked without following links, made by `git archive`, compared entry by entry.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};

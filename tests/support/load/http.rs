@@ -1,5 +1,4 @@
-//! The load checker's HTTP/1.1 client: one GET at a time over a kept-alive `TcpStream`, bodies
-//! delimited by length, chunks or close, and the stylesheets and scripts a page references.
+//! The load checker's HTTP/1.1 client over a kept-alive `TcpStream`, and the assets of a page.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
