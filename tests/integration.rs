@@ -2,14 +2,29 @@
 
 mod support;
 
+mod bad_input;
+mod concurrency;
 mod containment;
+mod crashes;
 mod deploy;
-mod hardening;
+mod deploy_refs;
+mod doctor;
+mod full_disk;
 mod hook;
+mod hostile_trees;
 mod incremental;
 mod init;
+mod install;
+mod large_files;
 mod load_checker;
-mod operations;
+mod log;
+mod names;
+mod permissions;
+mod pre_receive;
+mod push_options;
+mod regression;
+mod rollback;
+mod server_configs;
 mod ssh;
 mod status;
 mod templates;

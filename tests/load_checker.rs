@@ -2,107 +2,18 @@
 //! loopback socket that answers with canned bytes: Content-Length, chunked and close-delimited
 //! bodies, keep-alive and reconnection, and the counting of wrong bodies and broken page loads.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use crate::support::canned_server::{After, CannedServer, ok, status};
 use crate::support::load::{
     BodyCheck, Connection, HttpError, LoadChecker, LoadOptions, Mode, Versions, asset_paths,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the canned server does after writing one answer.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum After {
-    KeepOpen,
-    Close,
-}
-
-/// A loopback server that answers each request by calling `answer(path)` for the raw bytes to
-/// write; counts the connections it accepted. Threads end with the test process.
-struct CannedServer {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl CannedServer {
-    fn start(answer: impl Fn(&str) -> (Vec<u8>, After) + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let answer = Arc::new(answer);
-        {
-            let connections = Arc::clone(&connections);
-            let requests = Arc::clone(&requests);
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(stream) = stream else { return };
-                    connections.fetch_add(1, Ordering::SeqCst);
-                    let answer = Arc::clone(&answer);
-                    let requests = Arc::clone(&requests);
-                    thread::spawn(move || serve(stream, &*answer, &requests));
-                }
-            });
-        }
-        Self { addr, connections, requests }
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    /// Returns the raw request heads received so far.
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().expect("requests lock").clone()
-    }
-}
-
-fn serve(
-    stream: TcpStream,
-    answer: &(dyn Fn(&str) -> (Vec<u8>, After) + Send + Sync),
-    requests: &Mutex<Vec<String>>,
-) {
-    let mut writer = stream.try_clone().expect("clone stream");
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
-        requests.lock().expect("requests lock").push(head);
-        let (bytes, after) = answer(&path);
-        if writer.write_all(&bytes).is_err() || after == After::Close {
-            return;
-        }
-    }
-}
-
-fn ok(body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-fn status(code: u16) -> Vec<u8> {
-    format!("HTTP/1.1 {code} Whatever\r\nContent-Length: 3\r\n\r\nnah").into_bytes()
-}
 
 #[test]
 fn content_length_bodies_share_one_kept_alive_connection() {
@@ -278,36 +189,6 @@ fn versions_tell_current_stale_and_unknown_bodies_apart() {
         ),
         "{mismatch}"
     );
-}
-
-#[test]
-fn requests_mode_counts_wrong_bodies_and_failures_and_stops_at_its_limit() {
-    // Every third answer to /a is truncated, /b always 503.
-    let count = Arc::new(AtomicUsize::new(0));
-    let server = CannedServer::start(move |path| match path {
-        "/a" if count.fetch_add(1, Ordering::SeqCst) % 3 == 2 => (ok("versio"), After::KeepOpen),
-        "/a" => (ok("version"), After::KeepOpen),
-        _ => (status(503), After::KeepOpen),
-    });
-    let versions = Versions::new();
-    versions.add(0, "/a", "version");
-    versions.add(0, "/b", "bee");
-    let options = LoadOptions { connections: 2, max_requests: 60, ..LoadOptions::default() };
-
-    let checker = LoadChecker::start(server.addr, Mode::Requests { versions }, options);
-    // Stops by itself at the limit; stop() then only collects.
-    thread::sleep(Duration::from_millis(500));
-    let report = checker.stop();
-
-    assert_eq!(report.requests, 60, "{report}");
-    assert_eq!(report.non_200, 30, "{report}");
-    assert_eq!(report.errors, 0, "{report}");
-    assert_eq!(report.wrong_bodies, 10, "{report}");
-    // Regression: one thread can reach the limit before the other has connected on a busy
-    // machine (seen in CI), so the second connection is not guaranteed.
-    assert!((1..=2).contains(&report.connects), "{report}");
-    assert_eq!(report.limit_reached.as_deref(), Some("max_requests = 60"), "{report}");
-    assert!(report.failures.len() <= 10, "{report}");
 }
 
 #[test]
