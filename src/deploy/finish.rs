@@ -3,12 +3,21 @@
 
 use std::time::Duration;
 
-use super::switch::Switched;
 use super::{Failure, Run};
 use crate::error::ExitCode;
 use crate::report::{self, escape, escape_path};
 use crate::target::history::{self, HistoryEntry, Outcome};
-use crate::target::{record, slots};
+use crate::target::record::{self, ReleaseRecord};
+use crate::target::slots;
+
+/// A release that went live.
+pub(super) struct Switched {
+    pub record: ReleaseRecord,
+    /// From the start of the deploy to the link switch.
+    pub time_to_live: Duration,
+    /// An instant rollback: the release it replaced stays.
+    pub kept: bool,
+}
 
 /// Ends a deploy that failed before the switch: what it wrote is taken back (a release parked
 /// aside goes back into its slot), and the pusher is told the live site is unchanged. With

@@ -36,7 +36,7 @@ const BUILD_OUTPUT_HINT: &str = "make the build leave only files, directories an
 
 /// Runs phase 1 in the run's idle slot.
 pub(super) fn prepare(run: &mut Run<'_>) -> Result<Prepared, Failure> {
-    let dir = empty_slot(run)?;
+    let dir = prepare_slot(run)?;
     let index = materialize(run, &dir)?;
     build(run, &dir)?;
     let record = verify(run, &dir)?;
@@ -45,7 +45,7 @@ pub(super) fn prepare(run: &mut Run<'_>) -> Result<Prepared, Failure> {
 
 /// The prepare stage: empties the idle slot (and whatever interrupted deploys left), after
 /// stopping a build that a killed deploy left running in it.
-fn empty_slot(run: &mut Run<'_>) -> Result<PathBuf, Failure> {
+fn prepare_slot(run: &mut Run<'_>) -> Result<PathBuf, Failure> {
     let Run { config, layout, slot, .. } = *run;
     let live = run.live.as_ref();
     let (dir, _) = run.clock.stage(Stage::Prepare, || {

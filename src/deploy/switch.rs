@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::{Failure, Prepared, RETRY, Run, finish};
+use super::finish::{self, Switched};
+use super::{Failure, Prepared, RETRY, Run};
 use crate::config::{Config, Mode};
 use crate::git::{CommitId, Repo};
 use crate::report;
@@ -16,15 +17,6 @@ use crate::target::{link, slots};
 
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";
-
-/// A release that went live.
-pub(super) struct Switched {
-    pub record: ReleaseRecord,
-    /// From the start of the deploy to the link switch.
-    pub time_to_live: Duration,
-    /// An instant rollback: the release it replaced stays.
-    pub kept: bool,
-}
 
 /// Runs phase 2: makes the prepared release live, then retires and records. Only activation
 /// can fail; from the switch on, a problem is a warning.

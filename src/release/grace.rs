@@ -85,7 +85,7 @@ fn carry_into(
     let mut created: HashSet<PathBuf> = HashSet::new();
     let mut carried = Carried::default();
     // Symlinks are checked once every file is in place, since they may lead through them.
-    let mut links: Vec<(PathBuf, PathBuf, GraceFile)> = Vec::new();
+    let mut links: Vec<CarriedLink> = Vec::new();
     for entry in walkdir::WalkDir::new(old_served).min_depth(1) {
         let entry = entry.map_err(|err| Error {
             path: err.path().unwrap_or(old_served).to_owned(),
@@ -129,7 +129,26 @@ fn carry_into(
             carried.grace.files.push(file);
         }
     }
-    // Until none is refused: taking one away can change where the others lead.
+    let kept = keep_links_inside(links, new_root, publish, new_served, unlocked, &mut carried)?;
+    carried.grace.files.extend(kept);
+    Ok(carried)
+}
+
+/// A symlink carried into the new release: its path under the served directory, its target,
+/// and its grace entry.
+type CarriedLink = (PathBuf, PathBuf, GraceFile);
+
+/// Checks the carried symlinks against the new release as it is now, removing (with a warning)
+/// each that leads out of it, until none is refused: taking one away can change where the
+/// others lead. Returns the grace entries of those kept.
+fn keep_links_inside(
+    mut links: Vec<CarriedLink>,
+    new_root: &Path,
+    publish: &Path,
+    new_served: &Path,
+    unlocked: &mut Unlocked,
+    carried: &mut Carried,
+) -> Result<Vec<GraceFile>, Error> {
     loop {
         let mut refused = Vec::new();
         links.retain(|(relative, target, _)| {
@@ -142,7 +161,7 @@ fn carry_into(
             }
         });
         if refused.is_empty() {
-            break;
+            return Ok(links.into_iter().map(|(_, _, file)| file).collect());
         }
         for (relative, why) in refused {
             let dest = new_served.join(&relative);
@@ -154,8 +173,6 @@ fn carry_into(
             ));
         }
     }
-    carried.grace.files.extend(links.into_iter().map(|(_, _, file)| file));
-    Ok(carried)
 }
 
 /// Creates the missing directories above `relative` in `root`. Returns false when something
