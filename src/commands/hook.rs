@@ -87,7 +87,7 @@ const IGNORED_LINES: usize = 10;
 const IGNORED_NAMED: usize = 3;
 
 /// Tells the pusher which refs of the push do not deploy, and why.
-fn report_ignored(ignored: &[(String, String)]) {
+fn report_ignored(ignored: &[(String, Ignored)]) {
     if ignored.len() <= IGNORED_LINES {
         for (name, why) in ignored {
             report::line(&format!("ignored {}: {why}", escape(name)));
@@ -96,7 +96,7 @@ fn report_ignored(ignored: &[(String, String)]) {
     }
     let named: Vec<String> =
         ignored.iter().take(IGNORED_NAMED).map(|(name, _)| escape(name)).collect();
-    let mut reasons: Vec<&str> = ignored.iter().map(|(_, why)| why.as_str()).collect();
+    let mut reasons: Vec<String> = ignored.iter().map(|(_, why)| why.to_string()).collect();
     reasons.sort_unstable();
     reasons.dedup();
     report::line(&format!(
@@ -201,17 +201,50 @@ fn parse_update(line: &str) -> Option<RefUpdate> {
     Some(RefUpdate { old, new, name })
 }
 
+/// Why a ref update of a push does not deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ignored {
+    /// Another branch, or anything else that is not a tag.
+    OtherRef {
+        branch: String,
+    },
+    Tag {
+        branch: String,
+    },
+    /// The deploy branch itself, deleted.
+    BranchDeleted {
+        branch: String,
+    },
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ignored::OtherRef { branch } => {
+                write!(f, "only pushes to the branch {branch:?} deploy")
+            }
+            Ignored::Tag { branch } => {
+                write!(f, "tags do not deploy; only pushes to the branch {branch:?} deploy")
+            }
+            Ignored::BranchDeleted { branch } => write!(
+                f,
+                "the deploy branch {branch:?} was deleted; the live site stays as it is until {branch:?} is pushed again"
+            ),
+        }
+    }
+}
+
 /// Accepts the update that deploys, or says why it is ignored.
-fn classify(config: &Config, update: &RefUpdate) -> Result<(), String> {
-    let branch = &config.branch;
+fn classify(config: &Config, update: &RefUpdate) -> Result<(), Ignored> {
+    let branch = config.branch.clone();
     if update.name != config.branch_ref() {
-        let kind = if update.name.starts_with("refs/tags/") { "tags do not deploy; " } else { "" };
-        return Err(format!("{kind}only pushes to the branch {branch:?} deploy"));
+        return Err(match update.name.starts_with("refs/tags/") {
+            true => Ignored::Tag { branch },
+            false => Ignored::OtherRef { branch },
+        });
     }
     if update.new.is_zero() {
-        return Err(format!(
-            "the deploy branch {branch:?} was deleted; the live site stays as it is until {branch:?} is pushed again"
-        ));
+        return Err(Ignored::BranchDeleted { branch });
     }
     Ok(())
 }

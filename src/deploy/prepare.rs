@@ -154,8 +154,8 @@ fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
         // leave no trace of a grace in the live release's files either.
         let keeping = !config.retire.grace.is_zero() && !request.options.dry_run;
         if let Some(live) = live.filter(|_| keeping) {
-            record.grace = carry_old_files(layout, live, dir, publish(config), config.retire.grace)
-                .map_err(|reason| Failure::new(Stage::Verify, reason, RETRY))?;
+            record.grace =
+                carry_old_files(layout, live, dir, publish(config), config.retire.grace)?;
         }
         // Without a build and a grace step, the release is the pushed tree, which `check_tree`
         // checked entry by entry before anything was written: nothing else can be in it.
@@ -195,13 +195,16 @@ fn carry_old_files(
     dir: &Path,
     publish: &Path,
     grace: Duration,
-) -> Result<Grace, String> {
+) -> Result<Grace, Failure> {
+    let failure = |reason: String| Failure::new(Stage::Verify, reason, RETRY);
     let old_grace = record::read(layout, live.slot)
-        .map_err(|err| err.to_string())?
+        .map_err(|err| failure(err.to_string()))?
         .map(|record| record.grace)
         .unwrap_or_default();
     let carried = grace::carry(&layout.target.join(&live.link_target), &old_grace, dir, publish)
-        .map_err(|err| format!("cannot keep the old release's files for `retire.grace`: {err}"))?;
+        .map_err(|err| {
+            failure(format!("cannot keep the old release's files for `retire.grace`: {err}"))
+        })?;
     for warning in &carried.warnings {
         report::line(&format!("warning: {warning}"));
     }

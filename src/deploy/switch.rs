@@ -41,14 +41,15 @@ pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
 /// over the live one. A kept release was synced when it was first deployed.
 fn activate(run: &mut Run<'_>, record: &ReleaseRecord, kept: bool) -> Result<Duration, Failure> {
     let layout = run.layout;
+    let failure = |err: &dyn std::fmt::Display| Failure::new(Stage::Activate, err, RETRY);
     let (activated, _) = run.clock.stage(Stage::Activate, || {
         if !kept {
-            record::write(layout, record).map_err(|err| err.to_string())?;
-            link::sync_filesystem(&layout.target).map_err(|err| err.to_string())?;
+            record::write(layout, record).map_err(|err| failure(&err))?;
+            link::sync_filesystem(&layout.target).map_err(|err| failure(&err))?;
         }
-        link::activate(layout, Path::new(&record.link_target)).map_err(|err| err.to_string())
+        link::activate(layout, Path::new(&record.link_target)).map_err(|err| failure(&err))
     });
-    activated.map_err(|reason| Failure::new(Stage::Activate, reason, RETRY))?;
+    activated?;
     Ok(run.clock.started.elapsed())
 }
 
