@@ -12,6 +12,8 @@ pub enum ExitCode {
     DeployFailed = 1,
     /// The configuration, the command line, or the setup on disk is wrong.
     Usage = 2,
+    /// `pushdeploy doctor` found something that must be fixed; its report says what.
+    ProblemsFound = 3,
 }
 
 impl From<ExitCode> for std::process::ExitCode {
