@@ -43,6 +43,12 @@ impl Error {
             Error::Blob { .. } | Error::Reopen { .. } | Error::WriterPanicked => false,
         }
     }
+
+    /// Tells whether this is a bug in pushdeploy rather than something on disk or in the
+    /// repository.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Error::WriterPanicked)
+    }
 }
 
 fn blob_error(err: BlobError, path: PathBuf) -> Error {
