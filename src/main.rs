@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code.into(),
         Err(err) => {
-            report::error(&err);
+            err.print();
             err.exit_code().into()
         }
     }

@@ -9,8 +9,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::Error;
-
 /// Prefix of every line pushdeploy prints.
 pub const PREFIX: &str = "pushdeploy: ";
 
@@ -31,14 +29,6 @@ pub fn stdout(text: &str) {
 pub fn build_output(bytes: &[u8]) {
     let mut stderr = io::stderr().lock();
     let _ = writeln!(stderr, "{}", escape_bytes(bytes, true));
-}
-
-/// Prints an error with its hint, one line each.
-pub fn error(err: &Error) {
-    line(&format!("error: {err}"));
-    if let Some(hint) = err.hint() {
-        line(&format!("hint: {hint}"));
-    }
 }
 
 /// Sets up operator tracing on stderr, filtered by `PUSHDEPLOY_LOG` (off by default).

@@ -79,7 +79,7 @@ fn doctor_finds_hook_that_is_not_executable() {
 
     let (code, lines) = doctor(&env, false);
 
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(3), "{lines:#?}");
     assert_eq!(
         problems(&lines),
         [
@@ -101,7 +101,7 @@ fn doctor_finds_hook_whose_binary_is_gone() {
 
     let (code, lines) = doctor(&env, false);
 
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(3), "{lines:#?}");
     assert_eq!(
         problems(&lines),
         [
@@ -117,7 +117,7 @@ fn doctor_finds_link_pointing_nowhere_and_deploy_fixes_it() {
 
     let (code, lines) = doctor(&env, false);
 
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(3), "{lines:#?}");
     assert_eq!(
         problems(&lines),
         [
@@ -143,7 +143,7 @@ fn doctor_finds_missing_target() {
 
     let (code, lines) = doctor(&env, false);
 
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(3), "{lines:#?}");
     assert_eq!(
         problems(&lines),
         [
@@ -163,7 +163,7 @@ fn doctor_finds_release_the_web_server_cannot_read() {
 
     let (code, lines) = doctor(&env, false);
 
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(3), "{lines:#?}");
     let expected = "problem  www-data cannot read $TMP/www; run `chmod o+rx $TMP/www` (or give the web server's group access)";
     assert!(problems(&lines).contains(&expected), "{lines:#?}");
 }

@@ -16,7 +16,7 @@ use crate::target::record;
 use crate::target::{self, Layout};
 
 /// Checks a site's setup: the hook, the target, the link, what the web server can read, and
-/// the free disk space. Each finding says what to do; exits 1 when something must be fixed.
+/// the free disk space. Each finding says what to do; exits 3 when something must be fixed.
 ///
 /// Checks: the configuration loads (which refuses a target that is `/`, a home directory or
 /// the repository, and a umask that lets every user write unless `world_writable = true`,
@@ -72,7 +72,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
         n => format!("{} to fix\n", report::things(n as u64, "problem")),
     };
     report::stdout(&(findings.text + &summary));
-    Ok(if findings.problems == 0 { ExitCode::Success } else { ExitCode::DeployFailed })
+    Ok(if findings.problems == 0 { ExitCode::Success } else { ExitCode::ProblemsFound })
 }
 
 fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {

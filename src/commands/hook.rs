@@ -119,7 +119,7 @@ fn read_updates() -> Result<Vec<RefUpdate>, Error> {
     let mut updates = Vec::new();
     for line in stdin.lock().split(b'\n') {
         let line = line.map_err(|err| {
-            Error::user(format!("cannot read the hook's stdin: {err}"), "run the hook from git")
+            Error::user("cannot read the hook's stdin", "run the hook from git").cause(err)
         })?;
         let line = String::from_utf8_lossy(&line);
         if line.trim().is_empty() {

@@ -43,9 +43,10 @@ pub fn run(args: NewSiteArgs) -> Result<ExitCode, Error> {
     }
     let files = args.template.write_to(&args.dir).map_err(|err| {
         Error::user(
-            format!("cannot write the site into {shown}: {err}"),
+            format!("cannot write the site into {shown}"),
             "check the directory's permissions",
         )
+        .cause(err)
     })?;
     let template = format!("{:?}", args.template).to_lowercase();
     let commit = Repo::init_with_commit(

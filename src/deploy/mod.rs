@@ -131,7 +131,7 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
                 escape_path(&layout.state)
             ),
         };
-        Error::user(format!("cannot set up pushdeploy's state directory: {err}"), hint)
+        Error::user("cannot set up pushdeploy's state directory", hint).cause(err)
     })?;
     if let Some((problem, fix)) = layout.world_writable_target() {
         report::line(&format!("warning: {problem}; {fix}"));

@@ -201,10 +201,17 @@ pub enum Error {
 /// socket or a device node. Paths in errors are relative to the release's root.
 #[instrument(skip_all)]
 pub fn served(root: &Path, served: &Path) -> Result<(), Error> {
-    let relative_of = |path: &Path| path.strip_prefix(root).unwrap_or(path).to_owned();
-    for entry in walkdir::WalkDir::new(root.join(served)).min_depth(1) {
+    // The root itself is named `.`: with no `publish` an error reading it would otherwise
+    // name an empty path ("cannot check : …").
+    let relative_of = |path: &Path| match path.strip_prefix(root) {
+        Ok(relative) if relative.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(relative) => relative.to_owned(),
+        Err(_) => path.to_owned(),
+    };
+    let top = root.join(served);
+    for entry in walkdir::WalkDir::new(&top).min_depth(1) {
         let entry = entry.map_err(|err| Error::Io {
-            path: err.path().map(relative_of).unwrap_or_else(|| served.to_owned()),
+            path: relative_of(err.path().unwrap_or(&top)),
             source: err.into(),
         })?;
         let kind = entry.file_type();
@@ -339,6 +346,13 @@ mod tests {
             Err(PublishProblem::Symlink(path)) => assert_eq!(path, Path::new("out")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_unreadable_release_root_is_named_dot_not_an_empty_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = served(&tmp.path().join("gone"), Path::new("")).unwrap_err().to_string();
+        assert!(err.starts_with("cannot check .: "), "{err}");
     }
 }
 

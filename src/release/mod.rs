@@ -10,7 +10,7 @@ pub mod write;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::git::BlobError;
+use crate::git::{self, BlobError};
 use crate::report::escape_path;
 
 /// What can go wrong while writing a release.
@@ -22,6 +22,12 @@ pub enum Error {
     NoSpace { path: PathBuf, needed: u64, available: u64 },
     #[error("cannot read {} from the repository: {message}", escape_path(path))]
     Blob { path: PathBuf, message: String },
+    /// A writer thread's own handle on the repository (libgit2's are not shared) failed to open;
+    /// the message of `source` names the repository.
+    #[error("a writer thread cannot open the repository: {source}")]
+    Reopen { source: git::Error },
+    #[error("a writer thread panicked while writing the release")]
+    WriterPanicked,
 }
 
 impl Error {
@@ -34,8 +40,14 @@ impl Error {
         match self {
             Error::NoSpace { .. } => true,
             Error::Io { source, .. } => source.raw_os_error() == Some(nix::libc::ENOSPC),
-            Error::Blob { .. } => false,
+            Error::Blob { .. } | Error::Reopen { .. } | Error::WriterPanicked => false,
         }
+    }
+
+    /// Tells whether this is a bug in pushdeploy rather than something on disk or in the
+    /// repository.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Error::WriterPanicked)
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -123,10 +122,8 @@ pub fn materialize(
                     let files = &files;
                     scope.spawn(move || {
                         // A libgit2 repository handle is not shared between threads.
-                        let repo = Repo::open(repo_path).map_err(|err| Error::Blob {
-                            path: PathBuf::new(),
-                            message: err.to_string(),
-                        })?;
+                        let repo =
+                            Repo::open(repo_path).map_err(|source| Error::Reopen { source })?;
                         let mine = files.iter().skip(worker).step_by(threads);
                         write_files(&repo, mine, dir, base, mode_mask, want_index)
                     })
@@ -134,7 +131,7 @@ pub fn materialize(
                 .collect();
             handles
                 .into_iter()
-                .map(|handle| handle.join().unwrap_or_else(|_| Err(panicked())))
+                .map(|handle| handle.join().unwrap_or(Err(Error::WriterPanicked)))
                 .collect()
         })
     };
@@ -170,10 +167,6 @@ struct FilesWritten {
     linked: u64,
     bytes: u64,
     index: Vec<(PathBuf, IndexEntry)>,
-}
-
-fn panicked() -> Error {
-    Error::Io { path: PathBuf::new(), source: io::Error::other("a writer thread panicked") }
 }
 
 fn write_files<'f>(

@@ -93,7 +93,7 @@ fn symlinked_state_directory_is_refused_and_what_it_points_at_is_untouched() {
     );
     outside.assert_untouched(&env, ".pushdeploy -> outside");
     let (code, lines) = doctor(&env);
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(3), "{lines:#?}");
     let problem = "problem  $TMP/www/.pushdeploy is a symlink, not a directory; pushdeploy does \
                    not follow it; move $TMP/www/.pushdeploy away, and pushdeploy makes a real \
                    directory there at the next deploy (or put back the one that was there)";
@@ -335,7 +335,7 @@ fn targets_that_are_root_home_or_the_repository_are_refused_by_init_deploy_and_d
         );
         env.assert_live_unchanged(&before);
         let (code, lines) = doctor(&env);
-        assert_eq!(code, Some(1), "{lines:#?}");
+        assert_eq!(code, Some(3), "{lines:#?}");
         let problem = format!("problem  {error}; fix $TMP/site.git/pushdeploy.toml and try again");
         assert!(lines.contains(&problem), "no {problem:?} in {lines:#?}");
         assert_eq!(lines.last().map(String::as_str), Some("1 problem to fix"), "{lines:#?}");
@@ -437,7 +437,7 @@ fn umask_that_lets_every_user_write_is_refused_unless_the_config_says_so() {
     );
     env.assert_live_unchanged(&before);
     let (code, lines) = doctor(&env);
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(3), "{lines:#?}");
     let problem = format!("problem  {error}; fix $TMP/site.git/pushdeploy.toml and try again");
     assert!(lines.contains(&problem), "no {problem:?} in {lines:#?}");
 }
