@@ -57,6 +57,11 @@ pub fn configure_libgit2() {
     }
 }
 
+/// Tells whether `name` may name a branch (`refs/heads/<name>` is a valid ref name).
+pub fn is_valid_branch_name(name: &str) -> bool {
+    git2::Branch::name_is_valid(name).unwrap_or(false)
+}
+
 /// Parses a full (40-digit) hex object id.
 fn oid_from_hex(hex: &str) -> Option<Oid> {
     Oid::from_str(hex).ok().filter(|_| hex.len() == 40)
