@@ -229,6 +229,12 @@ impl Repo {
             .map_err(|source| self.read_error(key, source))
     }
 
+    /// Returns a boolean key as git reads it (the repository's own config over the user's and
+    /// the system's), or `None` when it is unset, not a boolean, or the config is unreadable.
+    pub fn config_bool(&self, key: &str) -> Option<bool> {
+        self.inner.config().and_then(|config| config.get_bool(key)).ok()
+    }
+
     /// Makes `dir` a repository on `branch` whose first commit holds every file in it, with
     /// the user's git identity (or pushdeploy's, when git has none). Returns the commit.
     pub fn init_with_commit(dir: &Path, branch: &str, message: &str) -> Result<CommitId, Error> {
