@@ -57,6 +57,11 @@ pub fn configure_libgit2() {
     }
 }
 
+/// Tells whether `name` may name a branch (`refs/heads/<name>` is a valid ref name).
+pub fn is_valid_branch_name(name: &str) -> bool {
+    git2::Branch::name_is_valid(name).unwrap_or(false)
+}
+
 /// Parses a full (40-digit) hex object id.
 fn oid_from_hex(hex: &str) -> Option<Oid> {
     Oid::from_str(hex).ok().filter(|_| hex.len() == 40)
@@ -222,6 +227,12 @@ impl Repo {
             .config()
             .and_then(|mut config| config.set_bool(key, value))
             .map_err(|source| self.read_error(key, source))
+    }
+
+    /// Returns a boolean key as git reads it (the repository's own config over the user's and
+    /// the system's), or `None` when it is unset, not a boolean, or the config is unreadable.
+    pub fn config_bool(&self, key: &str) -> Option<bool> {
+        self.inner.config().and_then(|config| config.get_bool(key)).ok()
     }
 
     /// Makes `dir` a repository on `branch` whose first commit holds every file in it, with

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use nix::unistd::{AccessFlags, User, access};
 
+use super::init::is_pushdeploy_hook;
 use crate::config::{self, Config, Mode};
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
@@ -81,7 +82,7 @@ fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {
     let shown = escape_path(&hook);
     match fs::read_to_string(&hook) {
         Err(_) => findings.problem(format!("{shown} is missing, so pushes do not deploy"), rerun),
-        Ok(text) if !text.contains("pushdeploy init") => findings.problem(
+        Ok(text) if !is_pushdeploy_hook(&text) => findings.problem(
             format!("{shown} was not written by pushdeploy"),
             "run `pushdeploy init --force` to replace it (the old one is kept as a backup)",
         ),
@@ -113,20 +114,14 @@ fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {
     }
     if config.mode == Mode::PostReceive {
         let pre = repo.path().join("hooks").join("pre-receive");
-        if fs::read_to_string(&pre).is_ok_and(|text| text.contains("pushdeploy init")) {
+        if fs::read_to_string(&pre).is_ok_and(|text| is_pushdeploy_hook(&text)) {
             findings.problem(
                 format!("{} is a pushdeploy hook, but the mode is post-receive", escape_path(&pre)),
                 "run `pushdeploy init` again, which removes it",
             );
         }
     }
-    let advertised = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(repo.path())
-        .args(["config", "--bool", "receive.advertisePushOptions"])
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "true");
-    if advertised {
+    if repo.config_bool("receive.advertisePushOptions") == Some(true) {
         findings.ok("push options (git push -o ...) are accepted");
     } else {
         findings.warn(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::config::{self, Mode, toml_string};
+use crate::config::{self, Config, Mode, toml_string};
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
 use crate::report::{self, escape_path};
@@ -87,90 +87,20 @@ enum FileState {
 }
 
 pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
-    let target = std::path::absolute(&args.target).map_err(|err| {
-        Error::user(
-            format!("cannot use target {}: {err}", escape_path(&args.target)),
-            "pass an absolute path",
-        )
-    })?;
+    let target = absolute_target(&args.target)?;
     let config_text = config_text(&args, &target);
-    // Validate exactly what will be written, with the same loader every command uses.
-    let config =
-        config::parse(&args.repo.join(config::FILE_NAME), &config_text).map_err(|err| {
-            let message = match err {
-                config::Error::Invalid { message, .. } => message,
-                err => err.to_string(),
-            };
-            Error::user(format!("invalid option: {message}"), "see `pushdeploy init --help`")
-        })?;
-
-    let exe = std::env::current_exe().map_err(|err| {
-        Error::user(
-            format!("cannot find the pushdeploy binary's path: {err}"),
-            "run pushdeploy by its absolute path",
-        )
-    })?;
-    let hook =
-        |template: &str| template.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()));
-    let is_ours = |old: &str| old.contains(HOOK_MARKER);
-
-    let repo_exists = args.repo.exists();
-    let hooks = args.repo.join("hooks");
-    let config_path = args.repo.join(config::FILE_NAME);
+    let config = validate(&args.repo, &config_text)?;
+    let exe = binary_path()?;
     // Decide about every file before touching anything, so a refusal changes nothing.
-    let mut planned = vec![
-        plan(&config_path, config_text, 0o644, args.force, |_| false)?,
-        plan(&hooks.join("post-receive"), hook(POST_RECEIVE), 0o755, args.force, is_ours)?,
-    ];
-    let pre_receive = hooks.join("pre-receive");
-    match config.mode {
-        Mode::PreReceive => {
-            planned.push(plan(&pre_receive, hook(PRE_RECEIVE), 0o755, args.force, is_ours)?);
-        }
-        // Back to post-receive: a pre-receive hook of ours would still deploy first.
-        Mode::PostReceive => {
-            if fs::read_to_string(&pre_receive).is_ok_and(|old| is_ours(&old)) {
-                fs::remove_file(&pre_receive).map_err(|err| {
-                    Error::user(
-                        format!("cannot remove {}: {err}", escape_path(&pre_receive)),
-                        "remove it by hand",
-                    )
-                })?;
-                report::line(&format!(
-                    "removed {} (mode is post-receive)",
-                    escape_path(&pre_receive)
-                ));
-            }
-        }
+    let planned = plan_files(&args, config_text, config.mode, &exe)?;
+    if config.mode == Mode::PostReceive {
+        remove_stale_pre_receive(&args.repo.join("hooks").join("pre-receive"))?;
     }
-
-    let (repo, created) = Repo::open_or_init_bare(&args.repo)?;
-    report::line(&format!(
-        "{} bare repository {}",
-        if created {
-            "created"
-        } else if repo_exists {
-            "using the existing"
-        } else {
-            "opened"
-        },
-        escape_path(repo.path())
-    ));
-    repo.set_head_branch(&config.branch)?;
-    // Lets pushers send `git push -o no-cache` and the like.
-    repo.set_config_bool("receive.advertisePushOptions", true)?;
+    let repo = set_up_repo(&args.repo, &config.branch)?;
     for file in &planned {
         write_planned(file)?;
     }
-    if !target.exists() {
-        fs::create_dir_all(&target).map_err(|err| {
-            Error::user(
-                format!("cannot create target {}: {err}", escape_path(&target)),
-                "create it yourself with the right owner, then run init again",
-            )
-        })?;
-        report::line(&format!("created target {}", escape_path(&target)));
-    }
+    create_target(&target)?;
     report::line(&format!(
         "ready: pushes of {:?} to {} deploy to {}",
         config.branch,
@@ -178,6 +108,121 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
         escape_path(&config.link_path())
     ));
     Ok(ExitCode::Success)
+}
+
+/// Tells whether a hook's text was written by pushdeploy (so init may replace it, and doctor
+/// trusts it).
+pub fn is_pushdeploy_hook(text: &str) -> bool {
+    text.contains(HOOK_MARKER)
+}
+
+/// Returns `--target` as an absolute path, which is what the configuration stores.
+fn absolute_target(target: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(target).map_err(|err| {
+        Error::user(
+            format!("cannot use target {}: {err}", escape_path(target)),
+            "pass an absolute path",
+        )
+    })
+}
+
+/// Validates exactly the text that will be written, with the same parser every command uses,
+/// so init never writes a configuration the hook would then refuse.
+fn validate(repo: &Path, config_text: &str) -> Result<Config, Error> {
+    config::parse(&repo.join(config::FILE_NAME), config_text).map_err(|err| {
+        // The options, not the file, are what the user wrote: leave out the file and line.
+        let message = match err {
+            config::Error::Invalid { message, .. } => message,
+            err => err.to_string(),
+        };
+        Error::user(format!("invalid option: {message}"), "see `pushdeploy init --help`")
+    })
+}
+
+/// Returns the path of the running binary, which the hooks exec.
+fn binary_path() -> Result<PathBuf, Error> {
+    std::env::current_exe().map_err(|err| {
+        Error::user(
+            format!("cannot find the pushdeploy binary's path: {err}"),
+            "run pushdeploy by its absolute path",
+        )
+    })
+}
+
+/// Plans the configuration and the hooks of `mode`, refusing before anything is written when
+/// one of them differs and may not be replaced.
+fn plan_files(
+    args: &InitArgs,
+    config_text: String,
+    mode: Mode,
+    exe: &Path,
+) -> Result<Vec<Planned>, Error> {
+    let hook =
+        |template: &str| template.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()));
+    let hooks = args.repo.join("hooks");
+    let config_path = args.repo.join(config::FILE_NAME);
+    let mut planned = vec![
+        plan(&config_path, config_text, 0o644, args.force, |_| false)?,
+        plan(
+            &hooks.join("post-receive"),
+            hook(POST_RECEIVE),
+            0o755,
+            args.force,
+            is_pushdeploy_hook,
+        )?,
+    ];
+    if mode == Mode::PreReceive {
+        let pre_receive = hooks.join("pre-receive");
+        planned.push(plan(&pre_receive, hook(PRE_RECEIVE), 0o755, args.force, is_pushdeploy_hook)?);
+    }
+    Ok(planned)
+}
+
+/// Removes a pre-receive hook of ours when the mode is back to post-receive: it would still
+/// deploy first, and reject pushes whose deploy fails.
+fn remove_stale_pre_receive(pre_receive: &Path) -> Result<(), Error> {
+    if !fs::read_to_string(pre_receive).is_ok_and(|old| is_pushdeploy_hook(&old)) {
+        return Ok(());
+    }
+    fs::remove_file(pre_receive).map_err(|err| {
+        Error::user(
+            format!("cannot remove {}: {err}", escape_path(pre_receive)),
+            "remove it by hand",
+        )
+    })?;
+    report::line(&format!("removed {} (mode is post-receive)", escape_path(pre_receive)));
+    Ok(())
+}
+
+/// Opens or creates the bare repository and points it at the deploy branch.
+fn set_up_repo(path: &Path, branch: &str) -> Result<Repo, Error> {
+    let existed = path.exists();
+    let (repo, created) = Repo::open_or_init_bare(path)?;
+    let how = match (created, existed) {
+        (true, _) => "created",
+        (false, true) => "using the existing",
+        (false, false) => "opened",
+    };
+    report::line(&format!("{how} bare repository {}", escape_path(repo.path())));
+    repo.set_head_branch(branch)?;
+    // Lets pushers send `git push -o no-cache` and the like.
+    repo.set_config_bool("receive.advertisePushOptions", true)?;
+    Ok(repo)
+}
+
+/// Creates the target directory when it does not exist yet.
+fn create_target(target: &Path) -> Result<(), Error> {
+    if target.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(target).map_err(|err| {
+        Error::user(
+            format!("cannot create target {}: {err}", escape_path(target)),
+            "create it yourself with the right owner, then run init again",
+        )
+    })?;
+    report::line(&format!("created target {}", escape_path(target)));
+    Ok(())
 }
 
 fn config_text(args: &InitArgs, target: &Path) -> String {
