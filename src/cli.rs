@@ -3,9 +3,11 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    deploy::DeployArgs, doctor::DoctorArgs, hook::HookArgs, init::InitArgs, log::LogArgs,
-    new_site::NewSiteArgs, reap::ReapArgs, rollback::RollbackArgs, status::StatusArgs,
+    deploy, deploy::DeployArgs, doctor, doctor::DoctorArgs, hook, hook::HookArgs, init,
+    init::InitArgs, log, log::LogArgs, new_site, new_site::NewSiteArgs, reap, reap::ReapArgs,
+    rollback, rollback::RollbackArgs, status, status::StatusArgs,
 };
+use crate::error::{Error, ExitCode};
 
 /// Zero-downtime deploys of a site on `git push`.
 ///
@@ -39,4 +41,19 @@ pub enum Command {
 /// Parses the command line, exiting with clap's message and code 2 on a usage error.
 pub fn parse() -> Cli {
     Cli::parse()
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Hook(args) => hook::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Log(args) => log::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Rollback(args) => rollback::run(args),
+        Command::NewSite(args) => new_site::run(args),
+        Command::Reap(args) => reap::run(args),
+    }
 }

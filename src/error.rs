@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::report;
-use crate::target::{history, lock};
-use crate::{config, git, release, target};
+use crate::target_dir::{history, lock};
+use crate::{config, git, release, target_dir};
 
 /// The process exit codes, in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,10 +137,10 @@ impl From<git::Error> for Error {
     }
 }
 
-impl From<target::Error> for Error {
-    fn from(err: target::Error) -> Self {
+impl From<target_dir::Error> for Error {
+    fn from(err: target_dir::Error) -> Self {
         let hint = match &err {
-            target::Error::StateDir { hint, .. } => Some(hint.clone()),
+            target_dir::Error::StateDir { hint, .. } => Some(hint.clone()),
             _ => None,
         };
         Error::from_module(Kind::Io, &err, hint)
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn module_errors_keep_their_hints() {
-        let state_dir = target::Error::StateDir {
+        let state_dir = target_dir::Error::StateDir {
             path: "/srv/www/.pushdeploy".into(),
             problem: "is a symlink".into(),
             hint: "move it away".into(),

@@ -8,7 +8,7 @@ mod error;
 mod git;
 mod release;
 mod report;
-mod target;
+mod target_dir;
 mod templates;
 
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     git::configure_libgit2();
     report::init_tracing();
     let cli = cli::parse();
-    match commands::run(cli) {
+    match cli::run(cli) {
         Ok(code) => code.into(),
         Err(err) => {
             err.print();

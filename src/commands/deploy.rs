@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::deploy::{self, Options, Request};
 use crate::error::{Error, ExitCode};
-use crate::target::history::Trigger;
+use crate::target_dir::history::Trigger;
 
 /// Deploys a revision by hand, exactly as a push of the deploy branch would.
 ///

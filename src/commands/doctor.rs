@@ -13,8 +13,8 @@ use crate::error::{Error, ExitCode};
 use crate::git::Repo;
 use crate::release::write;
 use crate::report::{self, escape_path};
-use crate::target::record;
-use crate::target::{self, Layout};
+use crate::target_dir::record;
+use crate::target_dir::{self, Layout};
 
 /// Checks a site's setup: the hook, the target, the link, what the web server can read, and
 /// the free disk space. Each finding says what to do; exits 3 when something must be fixed.
@@ -182,7 +182,7 @@ fn check_target(config: &Config, findings: &mut Findings) {
     }
     match layout.check_state() {
         Ok(()) => {}
-        Err(target::Error::StateDir { path, problem, hint }) => {
+        Err(target_dir::Error::StateDir { path, problem, hint }) => {
             findings.problem(format!("{} {problem}", escape_path(&path)), hint);
         }
         Err(err) => findings.problem(err.to_string(), "check the state directory's permissions"),

@@ -9,8 +9,8 @@ use crate::deploy::{self, Options, Request, rollback};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::report::{self, escape};
-use crate::target::history::Trigger;
-use crate::target::{Layout, record};
+use crate::target_dir::history::Trigger;
+use crate::target_dir::{Layout, record};
 
 /// Runs as a git hook: reads git's `<old> <new> <ref>` lines on stdin and deploys the push of
 /// the deploy branch. Installed by `pushdeploy init`; to deploy by hand, use `pushdeploy deploy`.

@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::error::{Error, ExitCode};
 use crate::report::{self, escape};
-use crate::target::history;
+use crate::target_dir::history;
 
 /// Lists deploys, newest first: when, commit, ref, slot, result, durations, who.
 #[derive(Debug, Args)]

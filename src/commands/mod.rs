@@ -1,4 +1,4 @@
-//! One module per subcommand; `run` dispatches.
+//! One module per subcommand (`cli` dispatches to their `run`), and opening the site they act on.
 
 pub mod deploy;
 pub mod doctor;
@@ -12,26 +12,10 @@ pub mod status;
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
-use crate::error::{Error, ExitCode};
+use crate::error::Error;
 use crate::git::Repo;
-use crate::target::Layout;
-
-/// Runs the parsed command.
-pub fn run(cli: Cli) -> Result<ExitCode, Error> {
-    match cli.command {
-        Command::Init(args) => init::run(args),
-        Command::Hook(args) => hook::run(args),
-        Command::Deploy(args) => deploy::run(args),
-        Command::Status(args) => status::run(args),
-        Command::Log(args) => log::run(args),
-        Command::Doctor(args) => doctor::run(args),
-        Command::Rollback(args) => rollback::run(args),
-        Command::NewSite(args) => new_site::run(args),
-        Command::Reap(args) => reap::run(args),
-    }
-}
+use crate::target_dir::Layout;
 
 /// Returns the repository a command acts on: `--repo`, else `GIT_DIR` (set when git runs a
 /// hook), else the current directory.

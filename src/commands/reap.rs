@@ -7,8 +7,8 @@ use clap::Args;
 
 use crate::error::{Error, ExitCode};
 use crate::release::grace;
-use crate::target::lock;
-use crate::target::{self, record};
+use crate::target_dir::lock;
+use crate::target_dir::{self, record};
 
 /// Removes the old release's files kept by `[retire] grace` once their time is up, then exits.
 ///
@@ -38,7 +38,7 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
             };
             let served = layout.target.join(&live.link_target);
             let left = grace::remove_expired(&served, &record.grace)
-                .map_err(|err| target::Error::Io { path: err.path, source: err.source })?;
+                .map_err(|err| target_dir::Error::Io { path: err.path, source: err.source })?;
             if left != record.grace {
                 record.grace = left;
                 record::write(&layout, &record)?;

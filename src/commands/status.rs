@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::{Error, ExitCode};
 use crate::git::CommitId;
 use crate::report::escape_path;
-use crate::target::{Slot, record};
+use crate::target_dir::{Slot, record};
 
 /// Shows the live slot, its commit and ref, and since when it is live.
 #[derive(Debug, Args)]

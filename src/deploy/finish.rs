@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::{Failure, Run};
 use crate::error::ExitCode;
 use crate::report::{self, escape, escape_path};
-use crate::target::history::{self, HistoryEntry, Outcome};
-use crate::target::record::{self, ReleaseRecord};
-use crate::target::slots;
+use crate::target_dir::history::{self, HistoryEntry, Outcome};
+use crate::target_dir::record::{self, ReleaseRecord};
+use crate::target_dir::slots;
 
 /// A release that went live.
 pub(super) struct Switched {

@@ -21,9 +21,9 @@ use crate::config::Config;
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::report::{self, escape, escape_path};
-use crate::target::history::{Stage, Trigger};
-use crate::target::lock::{self, DeployLock};
-use crate::target::{self, Layout, Live, Slot};
+use crate::target_dir::history::{Stage, Trigger};
+use crate::target_dir::lock::{self, DeployLock};
+use crate::target_dir::{self, Layout, Live, Slot};
 
 pub use prepare::Prepared;
 pub use switch::{LIVE_REF, record_deploy_refs};
@@ -125,7 +125,7 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
     }
     layout.ensure_state_dir().map_err(|err| {
         let hint = match &err {
-            target::Error::StateDir { hint, .. } => hint.clone(),
+            target_dir::Error::StateDir { hint, .. } => hint.clone(),
             _ => format!(
                 "{} must be a directory this user can write; move away whatever is there",
                 escape_path(&layout.state)

@@ -14,17 +14,17 @@ use crate::release::check;
 use crate::release::grace;
 use crate::release::write::{self, Base};
 use crate::report::{self, escape, escape_path};
-use crate::target::history::{self, Stage};
-use crate::target::index::{self, Index};
-use crate::target::record::{self, Grace, ReleaseRecord};
-use crate::target::{Layout, Live, slots};
+use crate::target_dir::history::{self, Stage};
+use crate::target_dir::index::{self, Index};
+use crate::target_dir::record::{self, Grace, ReleaseRecord};
+use crate::target_dir::{Layout, Live, slots};
 
 /// A release ready in its slot: what activation needs, as plain data.
 #[derive(Debug)]
 pub struct Prepared {
     /// Its record: commit, ref, where the link will point, the files it keeps for the grace.
     pub record: ReleaseRecord,
-    /// Its files' index, when no build ran (see `target::index`).
+    /// Its files' index, when no build ran (see `target_dir::index`).
     pub index: Option<Index>,
     /// A release kept from an earlier deploy (an instant rollback): already synced, and the
     /// release it replaces is kept in turn.

@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::report;
-use crate::target::history::{self, Outcome, Trigger};
-use crate::target::{Layout, record};
+use crate::target_dir::history::{self, Outcome, Trigger};
+use crate::target_dir::{Layout, record};
 
 /// Rolls back to `rev`, or to the previous successful release. What to go back to is chosen
 /// under the lock: a release that went live while this waited is what it goes back from.

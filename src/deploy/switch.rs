@@ -10,10 +10,10 @@ use super::{Failure, Prepared, RETRY, Run};
 use crate::config::{Config, Mode};
 use crate::git::{CommitId, Repo};
 use crate::report;
-use crate::target::history::{self, Outcome, Stage};
-use crate::target::index::{self, Index};
-use crate::target::record::{self, ReleaseRecord};
-use crate::target::{link, slots};
+use crate::target_dir::history::{self, Outcome, Stage};
+use crate::target_dir::index::{self, Index};
+use crate::target_dir::record::{self, ReleaseRecord};
+use crate::target_dir::{link, slots};
 
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";

@@ -23,7 +23,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use crate::report::escape_path;
-use crate::target::slots::remove_path;
+use crate::target_dir::slots::remove_path;
 
 /// The cached paths of one deploy.
 pub struct Cache<'a> {
@@ -54,9 +54,11 @@ impl Error {
     }
 
     /// Keeps the io error (and so its kind, such as ENOSPC) of a failed removal.
-    fn removal(path: &Path) -> impl FnOnce(crate::target::Error) -> Error + '_ {
+    fn removal(path: &Path) -> impl FnOnce(crate::target_dir::Error) -> Error + '_ {
         move |err| match err {
-            crate::target::Error::Io { source, .. } => Error::Io { path: path.to_owned(), source },
+            crate::target_dir::Error::Io { source, .. } => {
+                Error::Io { path: path.to_owned(), source }
+            }
             other => {
                 Error::Io { path: path.to_owned(), source: io::Error::other(other.to_string()) }
             }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::release::check;
 use crate::report::escape_path;
-use crate::target::record::{Grace, GraceFile, now_ms};
+use crate::target_dir::record::{Grace, GraceFile, now_ms};
 
 fn path_of(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(bytes.to_vec()))

@@ -12,7 +12,7 @@ use tracing::instrument;
 use super::{Error, blob_error};
 use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
 use crate::report::escape_path;
-use crate::target::index::{self, FileStat, Index, IndexEntry};
+use crate::target_dir::index::{self, FileStat, Index, IndexEntry};
 
 /// What materializing wrote.
 #[derive(Debug, Default, Clone)]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use nix::time::{ClockId, clock_gettime};
 
 use crate::git::{BlobId, CommitId};
-use crate::target::{Layout, Slot};
+use crate::target_dir::{Layout, Slot};
 
 const HEADER: &str = "pushdeploy-index 1";
 

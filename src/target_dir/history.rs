@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::git::CommitId;
-use crate::target::{Layout, Slot};
+use crate::target_dir::{Layout, Slot};
 
 /// What can go wrong reading or writing the history or a slot's record.
 #[derive(Debug, thiserror::Error)]
