@@ -177,7 +177,11 @@ fn missing_publish_dir_fails_at_verify() {
 #[test]
 fn build_output_reaches_pusher() {
     let env = TestEnv::new();
-    env.init(&["--build", "echo 'from build stdout'; echo 'from build stderr' >&2"]);
+    env.init(&[
+        "--no-publish",
+        "--build",
+        "echo 'from build stdout'; echo 'from build stderr' >&2",
+    ]);
     env.write("index.html", "v1\n");
     let commit = env.commit_all("v1");
 

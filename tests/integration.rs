@@ -21,6 +21,7 @@ mod log;
 mod names;
 mod permissions;
 mod pre_receive;
+mod publish_safety;
 mod push_options;
 mod regression;
 mod rollback;

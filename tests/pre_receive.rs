@@ -12,7 +12,7 @@ use crate::support::site::{
 #[test]
 fn pre_receive_mode_rejects_push_whose_build_fails() {
     let env = TestEnv::new();
-    env.init(&["--mode", "pre-receive", "--build", BUILD_FAILS_ON_MARKER]);
+    env.init(&["--mode", "pre-receive", "--no-publish", "--build", BUILD_FAILS_ON_MARKER]);
     assert!(env.bare.join("hooks/pre-receive").is_file(), "no pre-receive hook");
     let a = commit_version(&env, "a");
     push(&env, &[]).assert_live(&a, "refs/heads/main", "blue");
@@ -38,7 +38,7 @@ fn pre_receive_mode_rejects_push_whose_build_fails() {
 #[test]
 fn pre_receive_mode_accepts_push_whose_build_passes() {
     let env = TestEnv::new();
-    env.init(&["--mode", "pre-receive", "--build", BUILD_FAILS_ON_MARKER]);
+    env.init(&["--mode", "pre-receive", "--no-publish", "--build", BUILD_FAILS_ON_MARKER]);
     let a = commit_version(&env, "a");
     let _ = push(&env, &[]);
     let _ = commit_failing_version(&env, "b");

@@ -44,7 +44,7 @@ fn push_option_no_cache_builds_without_the_cache() {
 #[test]
 fn push_option_skip_build_deploys_without_running_the_build() {
     let env = TestEnv::new();
-    env.init(&["--build", "echo compiling; exit 1"]);
+    env.init(&["--no-publish", "--build", "echo compiling; exit 1"]);
     let a = commit_version(&env, "a");
 
     let skipped = push(&env, &["skip-build"]);
@@ -66,7 +66,7 @@ fn push_option_skip_build_deploys_without_running_the_build() {
 #[test]
 fn push_option_dry_run_builds_but_does_not_switch() {
     let env = TestEnv::new();
-    env.init(&["--build", "echo compiling"]);
+    env.init(&["--no-publish", "--build", "echo compiling"]);
     let a = commit_version(&env, "a");
     let _ = push(&env, &[]);
     let before = env.live_site();
@@ -135,7 +135,7 @@ fn unknown_push_option_is_ignored_with_a_line() {
 #[test]
 fn deploy_flags_dry_run_and_skip_build() {
     let env = TestEnv::new();
-    env.init(&["--build", "echo compiling; exit 1"]);
+    env.init(&["--no-publish", "--build", "echo compiling; exit 1"]);
     let a = commit_version(&env, "a");
     // The push's deploy fails at the build, so nothing is live yet.
     push(&env, &[]).assert_failed_at("build");

@@ -9,6 +9,7 @@ use nix::unistd::{AccessFlags, User, access};
 
 use super::init::is_pushdeploy_hook;
 use crate::config::{self, Config, Mode};
+use crate::deploy;
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
 use crate::release::write;
@@ -223,6 +224,9 @@ fn check_target(config: &Config, findings: &mut Findings) {
         ),
     }
     if complete {
+        if let Some((problem, fix)) = deploy::sources_served(config, &served) {
+            findings.warn(problem, fix);
+        }
         check_web_users(&served, findings);
         check_space(&layout.target, &served, findings);
     }

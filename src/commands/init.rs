@@ -51,9 +51,13 @@ pub struct InitArgs {
     /// The build command, run by `sh -c` in the new release (e.g. "hugo --minify")
     #[arg(long, value_name = "CMD")]
     build: Option<String>,
-    /// The subdirectory of the release to serve (e.g. "public" for Hugo)
+    /// The subdirectory of the release to serve (e.g. "public" for Hugo); required with
+    /// --build, which otherwise serves the sources with the site
     #[arg(long, value_name = "SUBDIR")]
     publish: Option<PathBuf>,
+    /// With --build: serve the whole release (a build that writes the site in place)
+    #[arg(long, conflicts_with = "publish", requires = "build")]
+    no_publish: bool,
     /// Which hook deploys: post-receive (the default) accepts the push first; pre-receive
     /// deploys before accepting it, so a failed deploy rejects the push
     #[arg(long, value_enum, value_name = "MODE", default_value = "post-receive")]
@@ -87,6 +91,7 @@ enum FileState {
 }
 
 pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
+    check_publish(&args)?;
     let target = absolute_target(&args.target)?;
     let config_text = config_text(&args, &target);
     let config = validate(&args.repo, &config_text)?;
@@ -128,6 +133,18 @@ fn absolute_target(target: &Path) -> Result<PathBuf, Error> {
 
 /// Validates exactly the text that will be written, with the same parser every command uses,
 /// so init never writes a configuration the hook would then refuse.
+/// Refuses a build without `--publish`: the link would serve the whole release, the site's
+/// sources (`hugo.toml`, `package.json`, ...) with the built site under `/public/`.
+fn check_publish(args: &InitArgs) -> Result<(), Error> {
+    if args.build.is_none() || args.publish.is_some() || args.no_publish {
+        return Ok(());
+    }
+    Err(Error::user(
+        "--build without --publish would serve the whole release, the site's sources with it",
+        "pass --publish DIR, the directory the build writes (public for Hugo, dist for Vite, _site for Jekyll and Eleventy), or --no-publish if the build writes the site in place",
+    ))
+}
+
 fn validate(repo: &Path, config_text: &str) -> Result<Config, Error> {
     config::parse(&repo.join(config::FILE_NAME), config_text).map_err(|err| {
         // The options, not the file, are what the user wrote: leave out the file and line.

@@ -110,7 +110,8 @@ pub fn build(source: Source, build: Option<raw::Build>) -> Result<Build, Error> 
         .into_iter()
         .map(|path| inside_release(source, path, "build.cache"))
         .collect::<Result<_, _>>()?;
-    Ok(Build { command, publish, timeout, cache, env: build.env })
+    let allow_no_index = build.allow_no_index.unwrap_or(false);
+    Ok(Build { command, publish, timeout, cache, env: build.env, allow_no_index })
 }
 
 /// Returns the `[retire]` table; without one, the old release is retired at once.

@@ -41,6 +41,7 @@ pub struct Build {
     pub cache: Vec<Spanned<PathBuf>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    pub allow_no_index: Option<bool>,
 }
 
 /// The text of a configuration file and the path that names it in errors.

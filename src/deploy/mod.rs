@@ -25,7 +25,7 @@ use crate::target_dir::history::{Stage, Trigger};
 use crate::target_dir::lock::{self, DeployLock};
 use crate::target_dir::{self, Layout, Live, Slot};
 
-pub use prepare::Prepared;
+pub use prepare::{Prepared, sources_served};
 pub use switch::{LIVE_REF, record_deploy_refs};
 
 /// What to deploy.

@@ -150,6 +150,9 @@ fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
     // In this order: the grace step writes into what the build left, and the check sees both.
     let (verified, _) = run.clock.stage(Stage::Verify, || {
         check_publish(config, dir)?;
+        if built {
+            check_build_output(config, dir)?;
+        }
         // A dry run stops before the switch: there is nothing to keep reachable, and it must
         // leave no trace of a grace in the live release's files either.
         let keeping = !config.retire.grace.is_zero() && !request.options.dry_run;
@@ -169,6 +172,47 @@ fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
     });
     verified?;
     Ok(record)
+}
+
+/// Checks what a build published, before the grace step can carry old files into it: an
+/// `index.html` (else `/` answers with an error), and says so when the release is served whole
+/// although it holds the sources' own files.
+fn check_build_output(config: &Config, dir: &Path) -> Result<(), Failure> {
+    let served = dir.join(publish(config));
+    if !config.build.allow_no_index && !check::has_index(&served) {
+        let what = match &config.build.publish {
+            Some(publish) => format!("the publish directory {}", escape_path(publish)),
+            None => "the release".to_owned(),
+        };
+        let hint = format!(
+            "make the build write index.html there, fix `build.publish`, or set `allow_no_index = true` in [build] of {}",
+            escape_path(&config.path)
+        );
+        return Err(Failure::new(Stage::Verify, format!("{what} has no index.html"), hint));
+    }
+    if let Some((problem, fix)) = sources_served(config, &served) {
+        report::line(&format!("warning: {problem}; {fix}"));
+    }
+    Ok(())
+}
+
+/// Says so when a build runs without `publish` and the served release holds the sources'
+/// own files (`hugo.toml`, `package.json`, ...): what is served, and how to serve only what
+/// the build wrote.
+pub fn sources_served(config: &Config, served: &Path) -> Option<(String, String)> {
+    if config.build.command.is_none() || config.build.publish.is_some() {
+        return None;
+    }
+    let found = check::source_files_in(served);
+    (!found.is_empty()).then(|| {
+        (
+            format!("the whole release is served, sources included ({})", found.join(", ")),
+            format!(
+                "set `publish` in [build] of {} to the directory the build writes (public for Hugo, dist for Vite, _site for Jekyll and Eleventy)",
+                escape_path(&config.path)
+            ),
+        )
+    })
 }
 
 /// Returns the served directory, relative to the release.

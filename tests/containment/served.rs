@@ -155,8 +155,11 @@ fn build_fifo_in_the_published_directory_goes_live() {
 fn publish_through_a_symlinked_component_serves_outside() {
     let Some(env) = apache_env() else { return };
     write_build_config(&env, "out/public", "");
-    let (v1, push) =
-        push_build(&env, "mkdir -p out/public\necho v1 > out/public/secret.txt\n", "v1");
+    let (v1, push) = push_build(
+        &env,
+        "mkdir -p out/public\necho v1 > out/public/secret.txt\ntouch out/public/index.html\n",
+        "v1",
+    );
     push.assert_live(&v1, "refs/heads/main", "blue");
     let server = apache(&env);
     // The control: the same request path serves the release's own file.
