@@ -98,6 +98,8 @@ pub struct Build {
     pub cache: Vec<PathBuf>,
     /// Extra environment for the build, applied after pushdeploy's own variables.
     pub env: BTreeMap<String, String>,
+    /// Lets the build read the git history of the release's commit (`git log` in the release).
+    pub git_history: bool,
 }
 
 impl Config {
@@ -175,6 +177,7 @@ mod raw {
         pub cache: Vec<Spanned<PathBuf>>,
         #[serde(default)]
         pub env: BTreeMap<String, String>,
+        pub git_history: Option<bool>,
     }
 }
 
@@ -312,7 +315,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
                 }
                 cache.push(path);
             }
-            Build { command, publish, timeout, cache, env: build.env }
+            let git_history = build.git_history.unwrap_or(false);
+            Build { command, publish, timeout, cache, env: build.env, git_history }
         }
     };
 
