@@ -19,7 +19,7 @@ fn broken_config_fails_the_push_with_its_line_and_what_to_do() {
         (
             format!("target = {target}\n\n[build]\ncomand = \"make\"\n"),
             "line 4: unknown field `comand`, expected one of `command`, `publish`, `timeout`, \
-             `cache`, `env`, `allow_no_index` (in `comand = \"make\"`)",
+             `cache`, `env`, `git_history`, `allow_no_index` (in `comand = \"make\"`)",
         ),
         (
             format!("target = {target}\numask = 22\n"),

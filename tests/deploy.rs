@@ -221,6 +221,8 @@ fn build_gets_deploy_environment_without_git_variables() {
     let var = |name: &str| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| *value);
     let release = env.target.join("blue").to_string_lossy().into_owned();
     let target = env.target.to_string_lossy().into_owned();
+    let repo = env.bare.to_string_lossy().into_owned();
+    let hugo_cache = env.target.join(".pushdeploy/tool-cache/hugo").to_string_lossy().into_owned();
     let expected = [
         ("PUSHDEPLOY_COMMIT", commit.as_str()),
         ("PUSHDEPLOY_REF", "refs/heads/main"),
@@ -228,6 +230,8 @@ fn build_gets_deploy_environment_without_git_variables() {
         ("PUSHDEPLOY_SLOT", "blue"),
         ("PUSHDEPLOY_RELEASE_DIR", &release),
         ("PUSHDEPLOY_TARGET", &target),
+        ("PUSHDEPLOY_REPO", &repo),
+        ("HUGO_CACHEDIR", &hugo_cache),
         ("GREETING", "hello world"),
         ("BUILD_CWD", &release),
     ];

@@ -12,6 +12,7 @@ mod doctor;
 mod full_disk;
 mod hook;
 mod hostile_trees;
+mod hugo;
 mod incremental;
 mod init;
 mod install;

@@ -1,4 +1,5 @@
-//! The site templates end to end: `new-site` and `init --template` pushed, a real Hugo build.
+//! The site templates end to end: `new-site` and `init --template` pushed, a real build with
+//! current Hugo (`tests/hugo.rs` builds with Debian's too).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -6,28 +7,16 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::support::html::{assert_local_references_exist, page_assets, referenced_urls};
-use crate::support::templates::{HUGO_TITLE, STATIC_TITLE, in_path, template_dir};
+use crate::support::hugo::{Hugo, Which};
+use crate::support::templates::{HUGO_TITLE, STATIC_TITLE, template_dir};
 use crate::support::{Entry, Output, TestEnv, Tree, assert_trees_equal, short};
 
 /// The path the Hugo template caches, relative to the release.
 const HUGO_CACHE: &str = "resources/_gen";
 
-/// Returns whether a test needing Hugo can run. A missing Hugo fails the test when `CI` is set
-/// (`.ci/run` installs it, so a skip there would hide a broken setup); elsewhere the test prints
-/// a notice and returns early.
-#[track_caller]
-fn require_hugo() -> bool {
-    if in_path("hugo") {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "hugo is not installed, and CI is set");
-    eprintln!("notice: skipping: hugo is not installed");
-    false
-}
-
 /// Runs `pushdeploy new-site TEMPLATE <work> --remote <bare>` and returns its output.
 #[track_caller]
-fn new_site(env: &TestEnv, template: &str) -> Output {
+pub(crate) fn new_site(env: &TestEnv, template: &str) -> Output {
     env.pushdeploy()
         .args(["new-site", template])
         .arg(&env.work)
@@ -38,14 +27,14 @@ fn new_site(env: &TestEnv, template: &str) -> Output {
 
 /// Runs `git push OPTIONS... production main` from the work directory, as `new-site` says.
 #[track_caller]
-fn push_production(env: &TestEnv, options: &[&str]) -> Output {
+pub(crate) fn push_production(env: &TestEnv, options: &[&str]) -> Output {
     env.git().arg("push").args(options).args(["production", "main"]).success()
 }
 
 /// Starts a Hugo site the way the README does: `init --template hugo` on the server,
 /// `new-site hugo` on the laptop, `git push`. Returns the push and the commit it deployed.
 #[track_caller]
-fn push_new_hugo_site(env: &TestEnv) -> (Output, String) {
+pub(crate) fn push_new_hugo_site(env: &TestEnv) -> (Output, String) {
     let _ = env.init_cmd(&["--template", "hugo"]).success();
     let _ = new_site(env, "hugo");
     let commit = env.rev_parse("HEAD");
@@ -108,7 +97,7 @@ fn assert_fingerprinted(env: &TestEnv, file: &Path) {
 /// Asserts a page references at least one stylesheet and one script, and that each is live
 /// and fingerprinted.
 #[track_caller]
-fn assert_fingerprinted_assets(env: &TestEnv, root: &Path, page: &str) {
+pub(crate) fn assert_fingerprinted_assets(env: &TestEnv, root: &Path, page: &str) {
     let (css, js) = page_assets(root, page);
     assert!(!css.is_empty(), "{page} references no stylesheet");
     assert!(!js.is_empty(), "{page} references no script");
@@ -120,7 +109,7 @@ fn assert_fingerprinted_assets(env: &TestEnv, root: &Path, page: &str) {
 
 /// Reads a file of the live release.
 #[track_caller]
-fn read_live(env: &TestEnv, path: &str) -> String {
+pub(crate) fn read_live(env: &TestEnv, path: &str) -> String {
     let path = env.live_dir().join(path);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -130,18 +119,19 @@ fn hugo_cache(env: &TestEnv) -> PathBuf {
     env.target.join(".pushdeploy/cache").join(HUGO_CACHE)
 }
 
-/// Returns `(inode, mtime)` of each processed image in the cache. Unchanged across a
+/// Returns `(inode, mtime)` of each processed image in the cache (Hugo 0.111 keeps them in
+/// `images/`, current Hugo in `images/<path they are published at>`). Unchanged across a
 /// deploy, they show Hugo reused the files and pushdeploy moved rather than copied them.
 #[track_caller]
 fn cached_image_ids(env: &TestEnv) -> BTreeMap<PathBuf, (u64, i64, i64)> {
     let images = hugo_cache(env).join("images");
-    let entries =
-        fs::read_dir(&images).unwrap_or_else(|e| panic!("read {}: {e}", images.display()));
-    let ids: BTreeMap<_, _> = entries
+    let ids: BTreeMap<_, _> = walkdir::WalkDir::new(&images)
+        .into_iter()
+        .map(|entry| entry.unwrap_or_else(|e| panic!("read {}: {e}", images.display())))
+        .filter(|entry| entry.file_type().is_file())
         .map(|entry| {
-            let entry = entry.expect("read cache entry");
             let meta = entry.metadata().expect("stat cached image");
-            (entry.path(), (meta.ino(), meta.mtime(), meta.mtime_nsec()))
+            (entry.into_path(), (meta.ino(), meta.mtime(), meta.mtime_nsec()))
         })
         .collect();
     assert!(!ids.is_empty(), "no processed images in {}", images.display());
@@ -150,7 +140,7 @@ fn cached_image_ids(env: &TestEnv) -> BTreeMap<PathBuf, (u64, i64, i64)> {
 
 /// Asserts pushdeploy said `line` (after `pushdeploy: `) during the deploy.
 #[track_caller]
-fn assert_said(output: &Output, line: &str) {
+pub(crate) fn assert_said(output: &Output, line: &str) {
     let expected = format!("pushdeploy: {line}");
     assert!(output.pushdeploy_lines().contains(&expected), "no line {expected:?}\n{output}");
 }
@@ -197,12 +187,11 @@ fn static_template_goes_live_with_its_fingerprinted_assets() {
 
 #[test]
 fn hugo_template_builds_and_serves_public_with_fingerprinted_assets() {
-    if !require_hugo() {
-        return;
-    }
-    let env = TestEnv::new();
+    let Some(hugo) = Hugo::require(Which::Current) else { return };
+    let env = hugo.env();
 
     let (push, commit) = push_new_hugo_site(&env);
+    hugo.assert_built(&push);
 
     let config = read_config(&env);
     let build = config["build"].as_table().expect("a [build] table");
@@ -229,11 +218,10 @@ fn hugo_template_builds_and_serves_public_with_fingerprinted_assets() {
 
 #[test]
 fn hugo_cache_is_reused_and_push_option_no_cache_rebuilds_it() {
-    if !require_hugo() {
-        return;
-    }
-    let env = TestEnv::new();
+    let Some(hugo) = Hugo::require(Which::Current) else { return };
+    let env = hugo.env();
     let (first, _) = push_new_hugo_site(&env);
+    hugo.assert_built(&first);
     assert_not_said(&first, "build cache: reusing");
     let cache = hugo_cache(&env);
     let images = cached_image_ids(&env);
@@ -283,11 +271,10 @@ fn hugo_cache_is_reused_and_push_option_no_cache_rebuilds_it() {
 
 #[test]
 fn hugo_build_error_reaches_pusher_and_keeps_site_and_cache() {
-    if !require_hugo() {
-        return;
-    }
-    let env = TestEnv::new();
-    let (_, first) = push_new_hugo_site(&env);
+    let Some(hugo) = Hugo::require(Which::Current) else { return };
+    let env = hugo.env();
+    let (push, first) = push_new_hugo_site(&env);
+    hugo.assert_built(&push);
     let before = env.live_site();
     let cache_before = env.snapshot_tree(hugo_cache(&env));
     let baseof = "layouts/_default/baseof.html";
@@ -331,10 +318,12 @@ fn hugo_build_error_reaches_pusher_and_keeps_site_and_cache() {
     let small = read_live(&env, "small/index.html");
     assert!(small.contains("width=320"), "the 320px image is not on the page:\n{small}");
     assert_local_references_exist(&env.live_dir());
-    // Hugo names a processed image the same in public/ and in resources/_gen/.
+    // Hugo gives a processed image the same file name in public/ and in resources/_gen/.
     let image = referenced_urls(&small)
         .into_iter()
-        .find_map(|url| url.strip_prefix('/').filter(|path| path.starts_with("images/")))
+        .find_map(|url| url.strip_prefix("/images/").map(str::to_owned))
         .unwrap_or_else(|| panic!("no processed image on the page:\n{small}"));
-    assert!(cache.join(image).is_file(), "the good build's {image} was not cached");
+    let cached = cached_image_ids(&env);
+    let found = cached.keys().any(|path| path.file_name() == Some(image.as_ref()));
+    assert!(found, "the good build's {image} was not cached in {}", cache.display());
 }

@@ -110,8 +110,9 @@ pub fn build(source: Source, build: Option<raw::Build>) -> Result<Build, Error> 
         .into_iter()
         .map(|path| inside_release(source, path, "build.cache"))
         .collect::<Result<_, _>>()?;
+    let git_history = build.git_history.unwrap_or(false);
     let allow_no_index = build.allow_no_index.unwrap_or(false);
-    Ok(Build { command, publish, timeout, cache, env: build.env, allow_no_index })
+    Ok(Build { command, publish, timeout, cache, env: build.env, git_history, allow_no_index })
 }
 
 /// Returns the `[retire]` table; without one, the old release is retired at once.

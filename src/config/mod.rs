@@ -102,6 +102,8 @@ pub struct Build {
     pub cache: Vec<PathBuf>,
     /// Extra environment for the build, applied after pushdeploy's own variables.
     pub env: BTreeMap<String, String>,
+    /// Lets the build read the git history of the release's commit (`git log` in the release).
+    pub git_history: bool,
     /// Lets a build publish a directory without an `index.html` (an API's JSON files, say);
     /// otherwise that fails verify, since `/` would answer with an error.
     pub allow_no_index: bool,

@@ -41,6 +41,7 @@ pub struct Build {
     pub cache: Vec<Spanned<PathBuf>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    pub git_history: Option<bool>,
     pub allow_no_index: Option<bool>,
 }
 

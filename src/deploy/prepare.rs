@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::build_env::{build_env, unlink_git_history};
 use super::{Failure, RETRY, Run};
 use crate::config::Config;
 use crate::release::build;
@@ -117,7 +118,7 @@ fn build(run: &mut Run<'_>, dir: &Path) -> Result<(), Failure> {
     let build = build::Build {
         command,
         dir,
-        env: build_env(run, dir),
+        env: build_env(run, dir)?,
         timeout: config.build.timeout,
         pgid_file: &layout.build_pgid_path(),
     };
@@ -129,6 +130,7 @@ fn build(run: &mut Run<'_>, dir: &Path) -> Result<(), Failure> {
             lines.iter().for_each(|line| report::line(line));
         }
         build::run(&build).map_err(|err| failure(&err))?;
+        unlink_git_history(dir)?;
         cache.save(dir).map_err(|err| match err.is_no_space() {
             true => Failure::new(Stage::Build, &err, free_space_hint(layout)),
             false => failure(&err),
@@ -301,21 +303,6 @@ fn check_publish(config: &Config, dir: &Path) -> Result<(), Failure> {
         return Err(Failure::new(Stage::Verify, format!("the {what} is empty"), hint));
     }
     Ok(())
-}
-
-/// Returns the build's environment: what it is building, where, and `[build.env]`.
-fn build_env(run: &Run<'_>, dir: &Path) -> Vec<(String, String)> {
-    let Run { config, layout, request, slot, .. } = *run;
-    let mut env = vec![
-        ("PUSHDEPLOY_COMMIT".to_owned(), request.commit.hex()),
-        ("PUSHDEPLOY_REF".to_owned(), request.ref_name.clone()),
-        ("PUSHDEPLOY_BRANCH".to_owned(), config.branch.clone()),
-        ("PUSHDEPLOY_SLOT".to_owned(), slot.name().to_owned()),
-        ("PUSHDEPLOY_RELEASE_DIR".to_owned(), dir.to_string_lossy().into_owned()),
-        ("PUSHDEPLOY_TARGET".to_owned(), layout.target.to_string_lossy().into_owned()),
-    ];
-    env.extend(config.build.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env
 }
 
 /// Returns the record of the release being prepared; its grace is filled in by `verify`.

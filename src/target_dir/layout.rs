@@ -133,6 +133,17 @@ impl Layout {
         self.state.join("build.pgid")
     }
 
+    /// Returns where the caches of build tools live (Hugo's `HUGO_CACHEDIR`), apart from the
+    /// `[build] cache` paths kept in `cache/`, so that no cached path can collide with them.
+    pub fn tool_caches(&self) -> PathBuf {
+        self.state.join("tool-cache")
+    }
+
+    /// Returns the git directory a build with `[build] git_history` sees as the release's.
+    pub fn build_git_dir(&self) -> PathBuf {
+        self.state.join("build.git")
+    }
+
     /// Returns where a retired tree waits to be removed.
     pub fn trash(&self) -> PathBuf {
         self.state.join("trash")
@@ -191,6 +202,8 @@ impl Layout {
             self.state.join("parked"),
             self.state.join("cache"),
             self.state.join("cache.partial"),
+            self.tool_caches(),
+            self.build_git_dir(),
         ];
         for dir in &dirs {
             check_state_entry(dir, true)?;

@@ -1,6 +1,6 @@
 //! `TestEnv`: a temp dir with a bare repository, a target and a work clone; hermetic commands.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,10 @@ pub struct TestEnv {
     pub target: PathBuf,
     pub work: PathBuf,
     home: PathBuf,
+    /// Set on every command after the hermetic environment (see [`TestEnv::with_env`]).
+    extra_env: Vec<(OsString, OsString)>,
+    /// The uid and gid every command runs as (see [`TestEnv::owned_by`]); `None`: this process's.
+    user: Option<(u32, u32)>,
 }
 
 impl TestEnv {
@@ -64,13 +68,47 @@ impl TestEnv {
             home,
             root,
             tmp,
+            extra_env: Vec::new(),
+            user: None,
         }
+    }
+
+    /// Sets `key` to `value` for every command, e.g. `PATH` with a given Hugo first.
+    pub fn with_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.extra_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Gives the temp dir to `uid:gid` and runs every command as that user (with `setpriv`,
+    /// so only as root): a second site on the same machine, deployed by another user.
+    #[track_caller]
+    pub fn owned_by(mut self, uid: u32, gid: u32) -> Self {
+        let owner = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
+        for dir in [&self.root, &self.home] {
+            nix::unistd::chown(dir, owner.0, owner.1)
+                .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));
+        }
+        self.user = Some((uid, gid));
+        self
     }
 
     /// Returns a command for `program` with the hermetic environment. Every command the tests
     /// run goes through here.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Cmd {
-        let mut command = Command::new(program);
+        let mut command = match self.user {
+            Some((uid, gid)) => {
+                let mut setpriv = Command::new("setpriv");
+                setpriv
+                    .args([
+                        format!("--reuid={uid}"),
+                        format!("--regid={gid}"),
+                        "--clear-groups".into(),
+                    ])
+                    .arg(program);
+                setpriv
+            }
+            None => Command::new(program),
+        };
         for (key, _) in std::env::vars_os() {
             let leaks = key.to_str().is_none_or(|key| {
                 key.starts_with("GIT_")
@@ -95,6 +133,7 @@ impl TestEnv {
             .env("GIT_COMMITTER_DATE", FIXED_DATE)
             .env("LC_ALL", "C")
             .env("TZ", "UTC")
+            .envs(self.extra_env.iter().map(|(key, value)| (key, value)))
             .current_dir(&self.root);
         Cmd { command, stdin: None, tmp_paths: self.tmp_paths() }
     }

@@ -11,12 +11,14 @@ pub mod canned_server;
 pub mod disk;
 pub mod history;
 pub mod html;
+pub mod hugo;
 pub mod install;
 pub mod load;
 pub mod servers;
 pub mod site;
 pub mod target;
 pub mod templates;
+pub mod user;
 
 pub use cmd::{Cmd, Output};
 pub use env::TestEnv;
