@@ -13,6 +13,7 @@ use crate::release::build;
 use crate::release::cache::Cache;
 use crate::release::check;
 use crate::release::grace;
+use crate::release::publish;
 use crate::release::write::{self, Base};
 use crate::report::{self, escape, escape_path};
 use crate::target_dir::history::{self, Stage};
@@ -160,12 +161,12 @@ fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
         let keeping = !config.retire.grace.is_zero() && !request.options.dry_run;
         if let Some(live) = live.filter(|_| keeping) {
             record.grace =
-                carry_old_files(layout, live, dir, publish(config), config.retire.grace)?;
+                carry_old_files(layout, live, dir, publish_dir(config), config.retire.grace)?;
         }
         // Without a build and a grace step, the release is the pushed tree, which `check_tree`
         // checked entry by entry before anything was written: nothing else can be in it.
         if built || !record.grace.files.is_empty() {
-            check::served(dir, publish(config)).map_err(|err| {
+            check::served(dir, publish_dir(config)).map_err(|err| {
                 let hint = if built { BUILD_OUTPUT_HINT } else { RETRY };
                 Failure::new(Stage::Verify, err, hint)
             })?;
@@ -180,8 +181,8 @@ fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
 /// `index.html` (else `/` answers with an error), and says so when the release is served whole
 /// although it holds the sources' own files.
 fn check_build_output(config: &Config, dir: &Path) -> Result<(), Failure> {
-    let served = dir.join(publish(config));
-    if !config.build.allow_no_index && !check::has_index(&served) {
+    let served = dir.join(publish_dir(config));
+    if !config.build.allow_no_index && !publish::has_index(&served) {
         let what = match &config.build.publish {
             Some(publish) => format!("the publish directory {}", escape_path(publish)),
             None => "the release".to_owned(),
@@ -205,7 +206,7 @@ pub fn sources_served(config: &Config, served: &Path) -> Option<(String, String)
     if config.build.command.is_none() || config.build.publish.is_some() {
         return None;
     }
-    let found = check::source_files_in(served);
+    let found = publish::source_files_in(served);
     (!found.is_empty()).then(|| {
         (
             format!("the whole release is served, sources included ({})", found.join(", ")),
@@ -218,7 +219,7 @@ pub fn sources_served(config: &Config, served: &Path) -> Option<(String, String)
 }
 
 /// Returns the served directory, relative to the release.
-fn publish(config: &Config) -> &Path {
+fn publish_dir(config: &Config) -> &Path {
     config.build.publish.as_deref().unwrap_or(Path::new(""))
 }
 
@@ -279,7 +280,7 @@ fn check_publish(config: &Config, dir: &Path) -> Result<(), Failure> {
         None => "push a commit that has files in it".to_owned(),
     };
     // lstat, not stat, on every component: a symlink anywhere on the way could lead anywhere.
-    let problem = match check::publish_dir(dir, publish(config)) {
+    let problem = match check::publish_dir(dir, publish_dir(config)) {
         Ok(()) => None,
         Err(check::PublishProblem::Symlink(path)) => {
             let reason = format!(
