@@ -155,7 +155,7 @@ fn doctor_finds_missing_target() {
 #[test]
 fn doctor_finds_release_the_web_server_cannot_read() {
     if User::from_name("www-data").ok().flatten().is_none() {
-        eprintln!("notice: skipping: no www-data user here");
+        crate::support::skip("no www-data user here");
         return;
     }
     let (env, _) = env_with_live_site("post-receive");

@@ -51,8 +51,7 @@ fn require_ssh_setup() -> bool {
         None
     };
     let Some(missing) = missing else { return true };
-    assert!(std::env::var_os("CI").is_none(), "{missing}, and CI is set");
-    eprintln!("notice: skipping the SSH push test: {missing}");
+    crate::support::skip(&missing);
     false
 }
 

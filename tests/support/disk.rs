@@ -22,8 +22,7 @@ impl SmallDisk {
         if mount.status.success() {
             return Some(SmallDisk { dir });
         }
-        assert!(std::env::var_os("CI").is_none(), "cannot mount a tmpfs under CI:\n{mount}");
-        println!("skipped: cannot mount a tmpfs (this test needs root):\n{mount}");
+        super::skip(&format!("cannot mount a tmpfs (this test needs root):\n{mount}"));
         None
     }
 }

@@ -39,3 +39,16 @@ pub fn short(commit: &str) -> &str {
 pub fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
+
+/// Skips a test that needs something this machine lacks (`missing` says what). Under `CI`,
+/// which installs everything, it fails instead: a skip there would hide a broken setup.
+/// Elsewhere the notice goes to stderr directly, not through `eprintln!`, which the test
+/// harness captures and shows only for failures: a skip must never look like a silent pass.
+#[track_caller]
+pub fn skip(missing: &str) {
+    use std::io::Write as _;
+    assert!(std::env::var_os("CI").is_none(), "{missing}, and CI is set");
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr(), "notice: skipping {test}: {missing}");
+}
