@@ -79,106 +79,106 @@ fn server_configs_pass_the_servers_own_checks() {
     let target = env.target.to_string_lossy().into_owned();
 
     if ServerKind::Apache.require() {
-        let apache = ServerKind::Apache.binary().expect("apache2 is installed");
-        let dir = rundir(&env, ServerKind::Apache);
-        let run = dir.to_string_lossy().into_owned();
-        let vars = [
-            ("TARGET", &*target),
-            ("PORT", "8080"),
-            ("SERVER_NAME", "localhost"),
-            ("RUNDIR", &*run),
-        ];
-        let standalone = render_server_config("apache-standalone.conf", &dir, &vars);
-        let check = env.command(&apache).arg("-t").arg("-f").arg(&standalone).success();
-        assert!(check.stderr.contains("Syntax OK"), "{check}");
-
-        // The vhost as a site would include it, under the least a server config needs.
-        let vhost = render_server_config("apache-vhost.conf", &dir, &vars);
-        let modules = "/usr/lib/apache2/modules";
-        let wrapper = dir.join("apache-with-vhost.conf");
-        let main = format!(
-            "ServerRoot {run}\nServerName localhost\nListen 127.0.0.1:8080\nPidFile {run}/apache.pid\n\
-             DefaultRuntimeDir {run}\nMutex file:{run} default\nErrorLog {run}/error.log\n\
-             LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
-             LoadModule authz_core_module {modules}/mod_authz_core.so\n\
-             LoadModule alias_module {modules}/mod_alias.so\n\
-             LoadModule dir_module {modules}/mod_dir.so\n\
-             LoadModule mime_module {modules}/mod_mime.so\n\
-             TypesConfig /etc/mime.types\nInclude {}\n",
-            vhost.display()
-        );
-        fs::write(&wrapper, main).expect("write the Apache wrapper config");
-        let check = env.command(&apache).arg("-t").arg("-f").arg(&wrapper).success();
-        assert!(check.stderr.contains("Syntax OK"), "{check}");
+        check_apache_configs(&env, &target);
     }
 
     if ServerKind::Nginx.require() {
-        let nginx = ServerKind::Nginx.binary().expect("nginx is installed");
-        let dir = rundir(&env, ServerKind::Nginx);
-        let run = dir.to_string_lossy().into_owned();
-        let vars = [
-            ("TARGET", &*target),
-            ("PORT", "8080"),
-            ("SERVER_NAME", "localhost"),
-            ("RUNDIR", &*run),
-        ];
-        let error_log = dir.join("error.log");
-        let standalone = render_server_config("nginx-standalone.conf", &dir, &vars);
-        let check = env
-            .command(&nginx)
-            .arg("-t")
-            .arg("-e")
-            .arg(&error_log)
-            .arg("-c")
-            .arg(&standalone)
-            .success();
-        assert!(check.stderr.contains("test is successful"), "{check}");
-
-        let server = render_server_config("nginx.conf", &dir, &vars);
-        let wrapper = dir.join("nginx-with-server.conf");
-        let temp_paths: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
-            .map(|kind| format!("    {kind}_temp_path {run}/{kind};\n"))
-            .concat();
-        let main = format!(
-            "pid {run}/nginx.pid;\nerror_log {run}/error.log;\nevents {{}}\nhttp {{\n    \
-             include /etc/nginx/mime.types;\n    access_log {run}/access.log;\n{temp_paths}    \
-             include {};\n}}\n",
-            server.display()
-        );
-        fs::write(&wrapper, main).expect("write the nginx wrapper config");
-        let check = env
-            .command(&nginx)
-            .arg("-t")
-            .arg("-e")
-            .arg(&error_log)
-            .arg("-c")
-            .arg(&wrapper)
-            .success();
-        assert!(check.stderr.contains("test is successful"), "{check}");
+        check_nginx_configs(&env, &target);
     }
 
     if ServerKind::Caddy.require() {
-        let caddy = ServerKind::Caddy.binary().expect("caddy is installed");
-        let dir = rundir(&env, ServerKind::Caddy);
-        let run = dir.to_string_lossy().into_owned();
-        let vars = [
-            ("TARGET", &*target),
-            ("PORT", "8080"),
-            ("SERVER_NAME", "localhost"),
-            ("RUNDIR", &*run),
-        ];
-        for name in ["Caddyfile.standalone", "Caddyfile"] {
-            let config = render_server_config(name, &dir, &vars);
-            let check = env
-                .command(&caddy)
-                .args(["validate", "--adapter", "caddyfile", "--config"])
-                .arg(&config)
-                .env("XDG_CONFIG_HOME", &dir)
-                .env("XDG_DATA_HOME", &dir)
-                .success();
-            assert!(check.stdout.contains("Valid configuration"), "{name}\n{check}");
-            assert!(!check.stderr.contains("not formatted"), "{name}: run `caddy fmt`\n{check}");
-        }
+        check_caddy_configs(&env, &target);
+    }
+}
+
+/// Checks the Apache configs with `apache` itself: the standalone one, and the site one inside
+/// the least a main config needs.
+fn check_apache_configs(env: &TestEnv, target: &str) {
+    let apache = ServerKind::Apache.binary().expect("apache2 is installed");
+    let dir = rundir(env, ServerKind::Apache);
+    let run = dir.to_string_lossy().into_owned();
+    let vars =
+        [("TARGET", target), ("PORT", "8080"), ("SERVER_NAME", "localhost"), ("RUNDIR", &*run)];
+    let standalone = render_server_config("apache-standalone.conf", &dir, &vars);
+    let check = env.command(&apache).arg("-t").arg("-f").arg(&standalone).success();
+    assert!(check.stderr.contains("Syntax OK"), "{check}");
+
+    // The vhost as a site would include it, under the least a server config needs.
+    let vhost = render_server_config("apache-vhost.conf", &dir, &vars);
+    let modules = "/usr/lib/apache2/modules";
+    let wrapper = dir.join("apache-with-vhost.conf");
+    let main = format!(
+        "ServerRoot {run}\nServerName localhost\nListen 127.0.0.1:8080\nPidFile {run}/apache.pid\n\
+         DefaultRuntimeDir {run}\nMutex file:{run} default\nErrorLog {run}/error.log\n\
+         LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+         LoadModule alias_module {modules}/mod_alias.so\n\
+         LoadModule dir_module {modules}/mod_dir.so\n\
+         LoadModule mime_module {modules}/mod_mime.so\n\
+         TypesConfig /etc/mime.types\nInclude {}\n",
+        vhost.display()
+    );
+    fs::write(&wrapper, main).expect("write the Apache wrapper config");
+    let check = env.command(&apache).arg("-t").arg("-f").arg(&wrapper).success();
+    assert!(check.stderr.contains("Syntax OK"), "{check}");
+}
+
+/// Checks the Nginx configs with `nginx` itself: the standalone one, and the site one inside
+/// the least a main config needs.
+fn check_nginx_configs(env: &TestEnv, target: &str) {
+    let nginx = ServerKind::Nginx.binary().expect("nginx is installed");
+    let dir = rundir(env, ServerKind::Nginx);
+    let run = dir.to_string_lossy().into_owned();
+    let vars =
+        [("TARGET", target), ("PORT", "8080"), ("SERVER_NAME", "localhost"), ("RUNDIR", &*run)];
+    let error_log = dir.join("error.log");
+    let standalone = render_server_config("nginx-standalone.conf", &dir, &vars);
+    let check = env
+        .command(&nginx)
+        .arg("-t")
+        .arg("-e")
+        .arg(&error_log)
+        .arg("-c")
+        .arg(&standalone)
+        .success();
+    assert!(check.stderr.contains("test is successful"), "{check}");
+
+    let server = render_server_config("nginx.conf", &dir, &vars);
+    let wrapper = dir.join("nginx-with-server.conf");
+    let temp_paths: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .map(|kind| format!("    {kind}_temp_path {run}/{kind};\n"))
+        .concat();
+    let main = format!(
+        "pid {run}/nginx.pid;\nerror_log {run}/error.log;\nevents {{}}\nhttp {{\n    \
+         include /etc/nginx/mime.types;\n    access_log {run}/access.log;\n{temp_paths}    \
+         include {};\n}}\n",
+        server.display()
+    );
+    fs::write(&wrapper, main).expect("write the nginx wrapper config");
+    let check =
+        env.command(&nginx).arg("-t").arg("-e").arg(&error_log).arg("-c").arg(&wrapper).success();
+    assert!(check.stderr.contains("test is successful"), "{check}");
+}
+
+/// Checks the Caddy configs with `caddy` itself: the standalone one, and the site one inside
+/// the least a main config needs.
+fn check_caddy_configs(env: &TestEnv, target: &str) {
+    let caddy = ServerKind::Caddy.binary().expect("caddy is installed");
+    let dir = rundir(env, ServerKind::Caddy);
+    let run = dir.to_string_lossy().into_owned();
+    let vars =
+        [("TARGET", target), ("PORT", "8080"), ("SERVER_NAME", "localhost"), ("RUNDIR", &*run)];
+    for name in ["Caddyfile.standalone", "Caddyfile"] {
+        let config = render_server_config(name, &dir, &vars);
+        let check = env
+            .command(&caddy)
+            .args(["validate", "--adapter", "caddyfile", "--config"])
+            .arg(&config)
+            .env("XDG_CONFIG_HOME", &dir)
+            .env("XDG_DATA_HOME", &dir)
+            .success();
+        assert!(check.stdout.contains("Valid configuration"), "{name}\n{check}");
+        assert!(!check.stderr.contains("not formatted"), "{name}: run `caddy fmt`\n{check}");
     }
 }
 

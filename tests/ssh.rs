@@ -267,14 +267,9 @@ fn assert_remote_line(push: &Output, start: &str) {
     );
 }
 
-#[test]
-fn git_push_over_ssh_deploys_as_the_git_shell_user() {
-    if !require_ssh_setup() {
-        return;
-    }
-    let env = TestEnv::new();
-    make_traversable(&env.root);
-    // The hook runs the binary `init` ran as; the SSH user may not reach the build directory.
+/// Runs `init` with a copy of the binary that the SSH user can reach (the hook runs the binary
+/// `init` ran as, and the build directory may be out of that user's reach).
+fn init_with_a_reachable_binary(env: &TestEnv) {
     let bin_dir = env.root.join("bin");
     fs::create_dir(&bin_dir).expect("create bin dir");
     make_traversable(&bin_dir);
@@ -291,6 +286,29 @@ fn git_push_over_ssh_deploys_as_the_git_shell_user() {
     env.clone_work();
     let hook = fs::read_to_string(env.bare.join("hooks/post-receive")).expect("read the hook");
     assert!(hook.contains(&*pushdeploy.to_string_lossy()), "the hook runs another binary:\n{hook}");
+}
+
+/// Makes a client key and authorizes it in `authorized_keys`; returns the private key's path.
+fn authorize_a_new_key(env: &TestEnv, authorized_keys: &Path) -> PathBuf {
+    let client_key = env.root.join("client_key");
+    let _ = env
+        .command("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "pushdeploy test client", "-f"])
+        .arg(&client_key)
+        .success();
+    let public_key = fs::read(client_key.with_extension("pub")).expect("read client_key.pub");
+    fs::write(authorized_keys, public_key).expect("write authorized_keys");
+    client_key
+}
+
+#[test]
+fn git_push_over_ssh_deploys_as_the_git_shell_user() {
+    if !require_ssh_setup() {
+        return;
+    }
+    let env = TestEnv::new();
+    make_traversable(&env.root);
+    init_with_a_reachable_binary(&env);
 
     let user = SystemUser::create(&env, &env.root.join("ssh-home"));
     user.chown(&env, &env.bare);
@@ -300,14 +318,7 @@ fn git_push_over_ssh_deploys_as_the_git_shell_user() {
     fs::create_dir_all(&keys_dir).expect("create authorized_keys dir");
     make_traversable(&sshd_dir);
     make_traversable(&keys_dir);
-    let client_key = env.root.join("client_key");
-    let _ = env
-        .command("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "pushdeploy test client", "-f"])
-        .arg(&client_key)
-        .success();
-    let public_key = fs::read(client_key.with_extension("pub")).expect("read client_key.pub");
-    fs::write(keys_dir.join(&user.name), public_key).expect("write authorized_keys");
+    let client_key = authorize_a_new_key(&env, &keys_dir.join(&user.name));
     let sshd = Sshd::start(&env, &sshd_dir, &user.name);
 
     let ssh_command = format!(

@@ -92,6 +92,44 @@ fn read_line(reader: &mut impl BufRead) -> Result<Option<Vec<u8>>, HttpError> {
 /// Reads one response to a GET from `reader`: status line, headers, and a body delimited by
 /// `Content-Length`, chunked transfer coding, or the end of the connection.
 pub fn read_response(reader: &mut impl BufRead) -> Result<Response, HttpError> {
+    let (status, http10) = read_status_line(reader)?;
+    let headers = read_headers(reader)?;
+    let values = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |(key, _)| key == name)
+            .flat_map(|(_, value)| value.split(','))
+            .map(|token| token.trim().to_ascii_lowercase())
+    };
+    let chunked = values("transfer-encoding").any(|coding| coding == "chunked");
+    let connection: Vec<String> = values("connection").collect();
+    let mut keep_alive = if http10 {
+        connection.iter().any(|token| token == "keep-alive")
+    } else {
+        !connection.iter().any(|token| token == "close")
+    };
+
+    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
+        Vec::new()
+    } else if chunked {
+        read_chunked(reader)?
+    } else if let Some(length) = headers.iter().find(|(key, _)| key == "content-length") {
+        read_sized_body(reader, &length.1)?
+    } else {
+        // Delimited by the end of the connection, which then cannot be reused.
+        keep_alive = false;
+        let mut body = Vec::new();
+        reader.take(MAX_BODY + 1).read_to_end(&mut body)?;
+        if body.len() as u64 > MAX_BODY {
+            return Err(malformed("body too large"));
+        }
+        body
+    };
+    Ok(Response { status, headers, body, keep_alive })
+}
+
+/// Reads the status line: returns the status code and whether the response is HTTP/1.0.
+fn read_status_line(reader: &mut impl BufRead) -> Result<(u16, bool), HttpError> {
     // Whether the server closed an idle connection shows at the first byte: nothing at all.
     let first = match reader.fill_buf() {
         Ok([]) => return Err(HttpError::ClosedBeforeResponse("EOF".into())),
@@ -116,12 +154,16 @@ pub fn read_response(reader: &mut impl BufRead) -> Result<Response, HttpError> {
         .filter(|code| code.len() == 3)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| malformed(format!("status line {status_line:?}")))?;
+    Ok((status, http10))
+}
 
+/// Reads the header lines up to the empty one; names are lowercased.
+fn read_headers(reader: &mut impl BufRead) -> Result<Vec<(String, String)>, HttpError> {
     let mut headers = Vec::new();
     loop {
         let line = read_line(reader)?.ok_or_else(|| malformed("EOF in headers"))?;
         if line.is_empty() {
-            break;
+            return Ok(headers);
         }
         if headers.len() == MAX_HEADERS {
             return Err(malformed("too many headers"));
@@ -131,51 +173,24 @@ pub fn read_response(reader: &mut impl BufRead) -> Result<Response, HttpError> {
             line.split_once(':').ok_or_else(|| malformed(format!("header line {line:?}")))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
-    let values = |name: &'static str| {
-        headers
-            .iter()
-            .filter(move |(key, _)| key == name)
-            .flat_map(|(_, value)| value.split(','))
-            .map(|token| token.trim().to_ascii_lowercase())
-    };
-    let chunked = values("transfer-encoding").any(|coding| coding == "chunked");
-    let connection: Vec<String> = values("connection").collect();
-    let mut keep_alive = if http10 {
-        connection.iter().any(|token| token == "keep-alive")
-    } else {
-        !connection.iter().any(|token| token == "close")
-    };
+}
 
-    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
-        Vec::new()
-    } else if chunked {
-        read_chunked(reader)?
-    } else if let Some(length) = headers.iter().find(|(key, _)| key == "content-length") {
-        let length: u64 =
-            length.1.parse().map_err(|_| malformed(format!("Content-Length {:?}", length.1)))?;
-        if length > MAX_BODY {
-            return Err(malformed(format!("Content-Length {length} too large")));
-        }
-        let mut body = Vec::with_capacity(length as usize);
-        reader.take(length).read_to_end(&mut body)?;
-        if body.len() as u64 != length {
-            return Err(HttpError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("body ended after {} of {length} bytes", body.len()),
-            )));
-        }
-        body
-    } else {
-        // Delimited by the end of the connection, which then cannot be reused.
-        keep_alive = false;
-        let mut body = Vec::new();
-        reader.take(MAX_BODY + 1).read_to_end(&mut body)?;
-        if body.len() as u64 > MAX_BODY {
-            return Err(malformed("body too large"));
-        }
-        body
-    };
-    Ok(Response { status, headers, body, keep_alive })
+/// Reads a body of the `Content-Length` given.
+fn read_sized_body(reader: &mut impl BufRead, length: &str) -> Result<Vec<u8>, HttpError> {
+    let length: u64 =
+        length.parse().map_err(|_| malformed(format!("Content-Length {length:?}")))?;
+    if length > MAX_BODY {
+        return Err(malformed(format!("Content-Length {length} too large")));
+    }
+    let mut body = Vec::with_capacity(length as usize);
+    reader.take(length).read_to_end(&mut body)?;
+    if body.len() as u64 != length {
+        return Err(HttpError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("body ended after {} of {length} bytes", body.len()),
+        )));
+    }
+    Ok(body)
 }
 
 /// Reads a chunked body: hex size lines (extensions ignored), data, CRLF, `0`, trailers.
