@@ -19,7 +19,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::report::escape_path;
@@ -230,15 +230,7 @@ fn copy_file(from: &Path, to: &Path, shown: &Path) -> Result<(), Error> {
 }
 
 fn refused_kind(path: &Path, kind: &fs::FileType) -> Error {
-    let what = if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device node"
-    } else {
-        "neither a file, a directory nor a symlink"
-    };
+    let what = crate::release::check::special_kind(kind);
     Error::Refused {
         path: path.to_owned(),
         why: format!(

@@ -187,6 +187,20 @@ pub fn publish_dir(root: &Path, publish: &Path) -> Result<(), PublishProblem> {
     Ok(())
 }
 
+/// Names a kind of file that is neither a regular file, a directory nor a symlink, for a
+/// refusal: `a FIFO (named pipe)`, `a socket`, `a device node`.
+pub fn special_kind(kind: &fs::FileType) -> &'static str {
+    if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device node"
+    } else {
+        "neither a file, a directory nor a symlink"
+    }
+}
+
 /// Why what is served was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -227,15 +241,7 @@ pub fn served(root: &Path, served: &Path) -> Result<(), Error> {
                 Err(why) => format!("symlink to {} {why}", escape_path(&target)),
             }
         } else {
-            let what = if kind.is_fifo() {
-                "a FIFO (named pipe)"
-            } else if kind.is_socket() {
-                "a socket"
-            } else if kind.is_block_device() || kind.is_char_device() {
-                "a device node"
-            } else {
-                "neither a file, a directory nor a symlink"
-            };
+            let what = special_kind(&kind);
             format!("is {what}; a published directory holds only files, directories and symlinks")
         };
         return Err(Error::Refused { path: relative, why });

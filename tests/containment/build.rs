@@ -167,7 +167,7 @@ fn fifo_in_a_served_cache_path_no_longer_hangs_the_deploy() {
     assert_eq!(
         deploy.final_line(),
         format!(
-            "pushdeploy: failed at build: build cache: refused cache/pipe: a FIFO; the cache \
+            "pushdeploy: failed at build: build cache: refused cache/pipe: a FIFO (named pipe); the cache \
              keeps only regular files, directories and symlinks: make the build remove it; the \
              live site is unchanged (blue, {}); fix the build and push again (its output is \
              above)",
