@@ -5,6 +5,7 @@ pub mod build;
 pub mod cache;
 pub mod check;
 pub mod grace;
+pub mod submodules;
 pub mod write;
 
 use std::io;

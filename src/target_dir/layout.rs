@@ -191,6 +191,7 @@ impl Layout {
             self.state.join("parked"),
             self.state.join("cache"),
             self.state.join("cache.partial"),
+            self.submodules_dir(),
         ];
         for dir in &dirs {
             check_state_entry(dir, true)?;
@@ -199,6 +200,11 @@ impl Layout {
             check_state_entry(&file, false)?;
         }
         Ok(())
+    }
+
+    /// Returns where the caches of submodules' repositories are kept (bare repositories).
+    pub fn submodules_dir(&self) -> PathBuf {
+        self.state.join("submodules")
     }
 
     /// Returns where pushdeploy records which slot directories it created.
