@@ -263,6 +263,22 @@ fn a_relative_url_resolves_against_the_bare_repository_and_nested_submodules_dep
             .extend(tree.into_iter().map(|(path, entry)| (Path::new(&prefix).join(path), entry)));
     }
     crate::support::assert_trees_equal(&expected, &env.snapshot_tree(env.live_dir()));
+
+    // No build: the next deploy hard-links the submodules' unchanged files by blob id too.
+    env.write("index.html", "site v2\n");
+    let next = env.commit_all("v2");
+    let push = env.push();
+    push.assert_live(&next, "refs/heads/main", "green");
+    let wrote = push.pushdeploy_lines().into_iter().find(|line| line.contains(" wrote "));
+    let wrote = wrote.unwrap_or_else(|| panic!("no `wrote` line\n{push}"));
+    assert!(
+        wrote.starts_with("pushdeploy: wrote 1 file and hard-linked 4 unchanged files"),
+        "{wrote}"
+    );
+    let path = PathBuf::from("index.html");
+    expected
+        .insert(path, crate::support::Entry::File { mode: 0o644, contents: b"site v2\n".to_vec() });
+    crate::support::assert_trees_equal(&expected, &env.snapshot_tree(env.live_dir()));
 }
 
 #[test]

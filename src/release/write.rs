@@ -276,7 +276,7 @@ fn link_unchanged(
 
 fn submodule_warning(path: &Path, commit: CommitId) -> String {
     format!(
-        "submodule {} (commit {}) is not deployed: its directory is empty, as `git archive` makes it; vendor its files into the repository to deploy them",
+        "submodule {} (commit {}) is not deployed: its directory is empty, as `git archive` makes it; to deploy its files, give it a section in .gitmodules and leave `submodules = \"fetch\"` (the default) in pushdeploy.toml, or vendor them into the repository",
         escape_path(path),
         commit.short()
     )
