@@ -334,3 +334,41 @@ fn commit_symlink(env: &TestEnv, theme: &Path, name: &str, target: &str) -> Stri
     let _ = env.git().args(["update-index", "--cacheinfo", &cacheinfo]).success();
     env.commit_all(name)
 }
+
+#[test]
+fn urls_git_would_run_or_read_as_options_are_refused_and_a_planted_cache_dir_too() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let (theme, v1) = make_repo(&env, "theme", &[("layouts/index.html", "theme\n")]);
+    env.write("index.html", "site\n");
+    let first = env.commit_all("site");
+    env.push().assert_live(&first, "refs/heads/main", "blue");
+    let live = env.live_site();
+    let pwned = env.root.join("pwned");
+    let ext = format!("ext::sh -c touch% {}", pwned.display());
+    for (url, why) in
+        [(ext.as_str(), "the `ext::` and `fd::` transports"), ("-uhack", "starts with `-`")]
+    {
+        add_gitlink(&env, THEME_PATH, THEME_PATH, url, &v1);
+        let _ = env.commit_all("crafted URL");
+        let line = env.push().assert_failed_at("materialize");
+        let refused =
+            format!("pushdeploy: failed at materialize: submodule {THEME_PATH}: refused its URL ");
+        assert!(line.starts_with(&refused) && line.contains(why), "{line}");
+        assert!(!pwned.exists(), "the ext:: command ran");
+        env.assert_live_unchanged(&live);
+    }
+
+    // A cache directory that is a symlink is refused, never fetched into.
+    let elsewhere = env.root.join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir elsewhere");
+    std::os::unix::fs::symlink(&elsewhere, env.target.join(".pushdeploy/submodules"))
+        .expect("plant the symlink");
+    add_gitlink(&env, THEME_PATH, THEME_PATH, &theme.to_string_lossy(), &v1);
+    let _ = env.commit_all("a good URL");
+    let push = env.push();
+    let refused = "$TMP/www/.pushdeploy/submodules is a symlink, not a directory";
+    assert!(push.normalized_stderr().contains(refused), "{push}");
+    assert_eq!(fs::read_dir(&elsewhere).expect("read elsewhere").count(), 0, "wrote through it");
+    env.assert_live_unchanged(&live);
+}
