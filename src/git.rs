@@ -67,6 +67,12 @@ fn oid_from_hex(hex: &str) -> Option<Oid> {
     Oid::from_str(hex).ok().filter(|_| hex.len() == 40)
 }
 
+/// Returns the hex SHA-1 git would give `bytes` as a blob: a stable name for a string that
+/// must not be used as a file name itself.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    Oid::hash_object(ObjectType::Blob, bytes).map(|oid| oid.to_string()).unwrap_or_default()
+}
+
 /// A commit id, opaque outside this module except through its hex forms. Serialized as its
 /// full hex id (records, the history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -343,6 +349,18 @@ impl Repo {
             Some(err) => Err(err),
             None => Ok(entries),
         }
+    }
+
+    /// Tells whether the repository holds `commit` (as a commit).
+    pub fn has_commit(&self, commit: CommitId) -> bool {
+        self.inner.find_commit(commit.0).is_ok()
+    }
+
+    /// Returns a blob's bytes, or `None` when it is larger than `limit` bytes.
+    pub fn read_small_blob(&self, blob: BlobId, limit: u64) -> Result<Option<Vec<u8>>, Error> {
+        let blob =
+            self.inner.find_blob(blob.0).map_err(|source| self.read_error("a blob", source))?;
+        Ok((blob.size() as u64 <= limit).then(|| blob.content().to_vec()))
     }
 
     /// Returns a blob's size from its header, without reading it.

@@ -191,7 +191,9 @@ fn submodule_entry_deploys_as_an_empty_directory_with_a_warning() {
     push.assert_live(&commit, "refs/heads/main", "green");
     let warning = format!(
         "pushdeploy: warning: submodule vendor/theme (commit {}) is not deployed: its directory \
-         is empty, as `git archive` makes it; vendor its files into the repository to deploy them",
+         is empty, as `git archive` makes it; to deploy its files, give it a section in \
+         .gitmodules and leave `submodules = \"fetch\"` (the default) in pushdeploy.toml, or \
+         vendor them into the repository",
         short(&v1)
     );
     assert!(push.pushdeploy_lines().contains(&warning), "no line {warning:?}\n{push}");

@@ -29,6 +29,7 @@ mod rollback;
 mod server_configs;
 mod ssh;
 mod status;
+mod submodules;
 mod templates;
 mod zero_downtime;
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub symlinks: SymlinkPolicy,
     /// Which hook deploys.
     pub mode: Mode,
+    /// What a submodule (a gitlink with a `.gitmodules` entry) deploys as.
+    pub submodules: SubmodulePolicy,
     pub build: Build,
     pub retire: Retire,
 }
@@ -58,6 +60,17 @@ pub enum SymlinkPolicy {
     Inside,
     /// No symlinks at all.
     None,
+}
+
+/// What a submodule deploys as: `submodules = "fetch"` (the default) or `"skip"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubmodulePolicy {
+    /// Its files at the pinned commit, fetched from the URL in `.gitmodules` into a cache.
+    #[default]
+    Fetch,
+    /// An empty directory, as `git archive` makes it, with a warning.
+    Skip,
 }
 
 /// The `[retire]` table: what happens to the release that stops being live.
@@ -174,6 +187,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         umask,
         symlinks: file.symlinks.unwrap_or_default(),
         mode: file.mode.unwrap_or_default(),
+        submodules: file.submodules.unwrap_or_default(),
         build,
         retire,
     })

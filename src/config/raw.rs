@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Error, Mode, SymlinkPolicy};
+use super::{Error, Mode, SubmodulePolicy, SymlinkPolicy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +20,7 @@ pub struct File {
     pub world_writable: Option<bool>,
     pub symlinks: Option<SymlinkPolicy>,
     pub mode: Option<Mode>,
+    pub submodules: Option<SubmodulePolicy>,
     pub build: Option<Build>,
     pub retire: Option<Retire>,
 }
@@ -106,7 +107,7 @@ mod tests {
     use std::path::Path;
 
     use crate::config::tests::parse_err;
-    use crate::config::{Mode, SymlinkPolicy, parse};
+    use crate::config::{Mode, SubmodulePolicy, SymlinkPolicy, parse};
 
     #[test]
     fn unknown_key_names_key_and_line() {
@@ -133,6 +134,19 @@ mod tests {
         let err = parse_err("target = \"/s\"\nsymlinks = \"outside\"\n");
         assert!(
             err.contains("line 2") && err.contains("`inside`") && err.contains("`none`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn submodules_default_to_fetch_and_may_be_skipped() {
+        let fetch = parse(Path::new("p"), "target = \"/s\"\n").unwrap();
+        assert_eq!(fetch.submodules, SubmodulePolicy::Fetch);
+        let skip = parse(Path::new("p"), "target = \"/s\"\nsubmodules = \"skip\"\n").unwrap();
+        assert_eq!(skip.submodules, SubmodulePolicy::Skip);
+        let err = parse_err("target = \"/s\"\nsubmodules = \"clone\"\n");
+        assert!(
+            err.contains("line 2") && err.contains("`fetch`") && err.contains("`skip`"),
             "{err}"
         );
     }

@@ -8,12 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use super::build_env::{build_env, unlink_git_history};
 use super::{Failure, RETRY, Run};
-use crate::config::Config;
+use crate::config::{Config, SubmodulePolicy};
+use crate::git::{Entry, Repo};
 use crate::release::build;
 use crate::release::cache::Cache;
 use crate::release::check;
 use crate::release::grace;
 use crate::release::publish;
+use crate::release::submodules;
 use crate::release::write::{self, Base};
 use crate::report::{self, escape, escape_path};
 use crate::target_dir::history::{self, Stage};
@@ -67,13 +69,13 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
     let no_build = run.build_command().is_none();
     let live = run.live.as_ref();
     let (written, took) = run.clock.stage(Stage::Materialize, || {
-        let entries = repo.tree_entries(request.commit).map_err(|err| {
+        let mut entries = repo.tree_entries(request.commit).map_err(|err| {
             Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
         })?;
-        check::check_tree(&entries, config.symlinks).map_err(|err| {
-            let hint = "remove or fix that path in the repository and push again";
-            Failure::new(Stage::Materialize, err, hint)
-        })?;
+        check::check_tree(&entries, config.symlinks).map_err(refused_path)?;
+        let parts = submodule_parts(config, layout, repo, &mut entries)?;
+        let mut trees: Vec<(&Repo, &[Entry])> = vec![(repo, &entries)];
+        trees.extend(parts.iter().map(|part| (&part.repo, part.entries.as_slice())));
         let base_index = live.filter(|_| no_build).and_then(|live| trusted_index(layout, live));
         let base = base_index
             .as_ref()
@@ -82,9 +84,8 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
             let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
             Failure::new(Stage::Materialize, err, hint)
         };
-        write::check_space(repo, &entries, base.as_ref(), &layout.target).map_err(failure)?;
-        write::materialize(repo, &entries, dir, base.as_ref(), config.umask, no_build)
-            .map_err(failure)
+        write::check_space(&trees, base.as_ref(), &layout.target).map_err(failure)?;
+        write::materialize_all(&trees, dir, base.as_ref(), config.umask, no_build).map_err(failure)
     });
     let (written, index) = written?;
     for warning in &written.warnings {
@@ -101,6 +102,36 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
         report::seconds(took)
     ));
     Ok(index)
+}
+
+/// Returns the failure for a tree that `check_tree` refused.
+fn refused_path(err: check::Error) -> Failure {
+    Failure::new(
+        Stage::Materialize,
+        err,
+        "remove or fix that path in the repository and push again",
+    )
+}
+
+/// Resolves the commit's submodules (unless `submodules = "skip"`) and checks the combined
+/// tree: a submodule's names and symlinks are judged where they land in the release.
+fn submodule_parts(
+    config: &Config,
+    layout: &Layout,
+    repo: &Repo,
+    entries: &mut [Entry],
+) -> Result<Vec<submodules::Part>, Failure> {
+    if config.submodules == SubmodulePolicy::Skip {
+        return Ok(Vec::new());
+    }
+    let parts = submodules::resolve(repo, entries, &layout.submodules_dir())
+        .map_err(|err| Failure::new(Stage::Materialize, &err, err.hint()))?;
+    if !parts.is_empty() {
+        let mut combined = entries.to_vec();
+        combined.extend(parts.iter().flat_map(|part| part.entries.iter().cloned()));
+        check::check_tree(&combined, config.symlinks).map_err(refused_path)?;
+    }
+    Ok(parts)
 }
 
 /// The build stage, when a build is configured and not skipped: the cache moved in, the

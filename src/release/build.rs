@@ -111,6 +111,9 @@ async fn run_async(build: &Build<'_>) -> Result<(), Error> {
     }
     command.envs(build.env.iter().map(|(k, v)| (k, v)));
     command.env(BUILD_ID_VAR, &build_id);
+    // The id is on record before the build can start anything: a pushdeploy killed right after
+    // the spawn leaves the next deploy a way to find the build (the group follows below).
+    let _ = std::fs::write(build.pgid_file, format!("-\n{build_id}\n"));
     let mut child = command
         .spawn()
         .map_err(|source| Error::Spawn { command: build.command.to_owned(), source })?;

@@ -29,8 +29,7 @@ pub struct Written {
 /// filesystem: each file to write counts whole 4 KiB blocks, as does each directory; files the
 /// base release can lend count nothing.
 pub fn check_space(
-    repo: &Repo,
-    entries: &[Entry],
+    trees: &[(&Repo, &[Entry])],
     base: Option<&Base<'_>>,
     target: &Path,
 ) -> Result<(), Error> {
@@ -40,7 +39,9 @@ pub fn check_space(
             .is_some_and(|known| known.blob == *blob)
     };
     let mut needed = 0;
-    for entry in entries {
+    for (repo, entry) in
+        trees.iter().flat_map(|(repo, entries)| entries.iter().map(move |e| (repo, e)))
+    {
         needed += match &entry.kind {
             EntryKind::File { blob, .. } if lent(entry, blob) => 0,
             EntryKind::File { blob, .. } => {
@@ -68,6 +69,32 @@ pub fn free_space(path: &Path) -> Result<u64, Error> {
 pub struct Base<'a> {
     pub dir: PathBuf,
     pub index: &'a Index,
+}
+
+/// Writes checked trees into `dir` with [`materialize`], one after the other: the commit's
+/// own first, then each submodule's (read from its own repository, its paths relative to the
+/// release's root), each after the directory it goes into. Returns what was written in all.
+pub fn materialize_all(
+    trees: &[(&Repo, &[Entry])],
+    dir: &Path,
+    base: Option<&Base<'_>>,
+    umask: u32,
+    want_index: bool,
+) -> Result<(Written, Option<Index>), Error> {
+    let mut written = Written::default();
+    let mut index = want_index.then(Index::default);
+    for (repo, entries) in trees {
+        // Blob ids are content hashes in every repository, so linking by blob stays valid.
+        let (part, part_index) = materialize(repo, entries, dir, base, umask, want_index)?;
+        written.files += part.files;
+        written.linked += part.linked;
+        written.bytes += part.bytes;
+        written.warnings.extend(part.warnings);
+        if let (Some(index), Some(part_index)) = (&mut index, part_index) {
+            index.files.extend(part_index.files);
+        }
+    }
+    Ok((written, index))
 }
 
 /// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
@@ -249,7 +276,7 @@ fn link_unchanged(
 
 fn submodule_warning(path: &Path, commit: CommitId) -> String {
     format!(
-        "submodule {} (commit {}) is not deployed: its directory is empty, as `git archive` makes it; vendor its files into the repository to deploy them",
+        "submodule {} (commit {}) is not deployed: its directory is empty, as `git archive` makes it; to deploy its files, give it a section in .gitmodules and leave `submodules = \"fetch\"` (the default) in pushdeploy.toml, or vendor them into the repository",
         escape_path(path),
         commit.short()
     )

@@ -204,6 +204,7 @@ impl Layout {
             self.state.join("cache.partial"),
             self.tool_caches(),
             self.build_git_dir(),
+            self.submodules_dir(),
         ];
         for dir in &dirs {
             check_state_entry(dir, true)?;
@@ -212,6 +213,11 @@ impl Layout {
             check_state_entry(&file, false)?;
         }
         Ok(())
+    }
+
+    /// Returns where the caches of submodules' repositories are kept (bare repositories).
+    pub fn submodules_dir(&self) -> PathBuf {
+        self.state.join("submodules")
     }
 
     /// Returns where pushdeploy records which slot directories it created.

@@ -76,8 +76,13 @@ impl TestEnv {
     /// Returns the tree `git archive COMMIT` produces, extracted with `tar -x -p`.
     #[track_caller]
     pub fn archive_tree(&self, commit: &str) -> Tree {
-        let archive =
-            self.git_in(&self.bare).args(["-c", "tar.umask=0022", "archive", commit]).success();
+        self.archive_tree_of(&self.bare, commit)
+    }
+
+    /// Returns the tree `git archive COMMIT` produces in the repository at `repo`.
+    #[track_caller]
+    pub fn archive_tree_of(&self, repo: &Path, commit: &str) -> Tree {
+        let archive = self.git_in(repo).args(["-c", "tar.umask=0022", "archive", commit]).success();
         let dir = tempfile::Builder::new()
             .prefix("archive-")
             .tempdir_in(&self.root)
