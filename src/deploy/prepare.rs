@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Failure, RETRY, Run};
 use crate::config::Config;
+use crate::release::attributes;
 use crate::release::build;
 use crate::release::cache::Cache;
 use crate::release::check;
@@ -68,10 +69,23 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
         let entries = repo.tree_entries(request.commit).map_err(|err| {
             Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
         })?;
-        check::check_tree(&entries, config.symlinks).map_err(|err| {
-            let hint = "remove or fix that path in the repository and push again";
-            Failure::new(Stage::Materialize, err, hint)
-        })?;
+        let check_tree = |entries: &[_]| {
+            check::check_tree(entries, config.symlinks).map_err(|err| {
+                let hint = "remove or fix that path in the repository and push again";
+                Failure::new(Stage::Materialize, err, hint)
+            })
+        };
+        check_tree(&entries)?;
+        let all = entries.len();
+        let (entries, converted) = attributes::apply(repo, request.commit, entries, &layout.state)
+            .map_err(|err| {
+                let hint = "check the repository's .gitattributes and `git archive` of the commit";
+                Failure::new(Stage::Materialize, err, hint)
+            })?;
+        // A symlink is judged by the tree it is served from, and export-ignore changed that.
+        if entries.len() != all {
+            check_tree(&entries)?;
+        }
         let base_index = live.filter(|_| no_build).and_then(|live| trusted_index(layout, live));
         let base = base_index
             .as_ref()
@@ -80,8 +94,9 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
             let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
             Failure::new(Stage::Materialize, err, hint)
         };
-        write::check_space(repo, &entries, base.as_ref(), &layout.target).map_err(failure)?;
-        write::materialize(repo, &entries, dir, base.as_ref(), config.umask, no_build)
+        write::check_space(repo, &entries, &converted, base.as_ref(), &layout.target)
+            .map_err(failure)?;
+        write::materialize(repo, &entries, &converted, dir, base.as_ref(), config.umask, no_build)
             .map_err(failure)
     });
     let (written, index) = written?;
