@@ -241,6 +241,11 @@ impl Repo {
         self.inner.config().and_then(|config| config.get_bool(key)).ok()
     }
 
+    /// Returns a path-valued key as git reads it (`~/` expanded), or `None` when it is unset.
+    pub fn config_path(&self, key: &str) -> Option<PathBuf> {
+        self.inner.config().and_then(|config| config.get_path(key)).ok()
+    }
+
     /// Makes `dir` a repository on `branch` whose first commit holds every file in it, with
     /// the user's git identity (or pushdeploy's, when git has none). Returns the commit.
     pub fn init_with_commit(dir: &Path, branch: &str, message: &str) -> Result<CommitId, Error> {

@@ -10,6 +10,7 @@ mod deploy;
 mod deploy_refs;
 mod doctor;
 mod full_disk;
+mod gitattributes;
 mod hook;
 mod hostile_trees;
 mod hugo;

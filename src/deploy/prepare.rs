@@ -10,13 +10,14 @@ use super::build_env::{build_env, unlink_git_history};
 use super::{Failure, RETRY, Run};
 use crate::config::{Config, SubmodulePolicy};
 use crate::git::{Entry, Repo};
+use crate::release::attributes::{self, Converted};
 use crate::release::build;
 use crate::release::cache::Cache;
 use crate::release::check;
 use crate::release::grace;
 use crate::release::publish;
 use crate::release::submodules;
-use crate::release::write::{self, Base};
+use crate::release::write::{self, Base, Tree};
 use crate::report::{self, escape, escape_path};
 use crate::target_dir::history::{self, Stage};
 use crate::target_dir::index::{self, Index};
@@ -69,13 +70,29 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
     let no_build = run.build_command().is_none();
     let live = run.live.as_ref();
     let (written, took) = run.clock.stage(Stage::Materialize, || {
-        let mut entries = repo.tree_entries(request.commit).map_err(|err| {
+        let entries = repo.tree_entries(request.commit).map_err(|err| {
             Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
         })?;
         check::check_tree(&entries, config.symlinks).map_err(refused_path)?;
+        let all = entries.len();
+        let (mut entries, converted) =
+            attributes::apply(repo, request.commit, entries, &layout.state).map_err(|err| {
+                let hint = "check the repository's .gitattributes and `git archive` of the commit";
+                Failure::new(Stage::Materialize, err, hint)
+            })?;
+        // A symlink is judged by the tree it is served from, and export-ignore changed that.
+        if entries.len() != all {
+            check::check_tree(&entries, config.symlinks).map_err(refused_path)?;
+        }
+        // After export-ignore: a submodule it leaves out is not fetched either.
         let parts = submodule_parts(config, layout, repo, &mut entries)?;
-        let mut trees: Vec<(&Repo, &[Entry])> = vec![(repo, &entries)];
-        trees.extend(parts.iter().map(|part| (&part.repo, part.entries.as_slice())));
+        let none = Converted::default();
+        let mut trees = vec![Tree { repo, entries: &entries, converted: &converted }];
+        trees.extend(parts.iter().map(|part| Tree {
+            repo: &part.repo,
+            entries: &part.entries,
+            converted: &none,
+        }));
         let base_index = live.filter(|_| no_build).and_then(|live| trusted_index(layout, live));
         let base = base_index
             .as_ref()

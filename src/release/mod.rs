@@ -1,6 +1,7 @@
 //! A release: a commit's tree checked and written into a slot, built, its cache kept, and what
 //! is served checked again; the files kept from the release before it for the grace period.
 
+pub mod attributes;
 pub mod build;
 pub mod cache;
 pub mod check;

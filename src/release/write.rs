@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::instrument;
 
+use super::attributes::Converted;
 use super::{Error, blob_error};
 use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
 use crate::report::escape_path;
@@ -27,25 +28,30 @@ pub struct Written {
 
 /// Refuses, before anything is written, a release that clearly does not fit on the target's
 /// filesystem: each file to write counts whole 4 KiB blocks, as does each directory; files the
-/// base release can lend count nothing.
+/// base release can lend count nothing. A file `.gitattributes` converts counts its converted
+/// bytes, which are lent only by a release that holds those bytes.
 pub fn check_space(
-    trees: &[(&Repo, &[Entry])],
+    trees: &[Tree<'_>],
     base: Option<&Base<'_>>,
     target: &Path,
 ) -> Result<(), Error> {
     const BLOCK: u64 = 4096;
-    let lent = |entry: &Entry, blob: &BlobId| {
-        base.and_then(|base| base.index.files.get(&entry.path()))
-            .is_some_and(|known| known.blob == *blob)
+    let lent = |path: &Path, blob: Option<BlobId>| {
+        base.and_then(|base| base.index.files.get(path))
+            .is_some_and(|known| Some(known.blob) == blob)
     };
     let mut needed = 0;
-    for (repo, entry) in
-        trees.iter().flat_map(|(repo, entries)| entries.iter().map(move |e| (repo, e)))
-    {
+    for (tree, entry) in trees.iter().flat_map(|tree| tree.entries.iter().map(move |e| (tree, e))) {
+        let path = entry.path();
+        let conversion = tree.converted.get(&path);
+        let id = |blob: &BlobId| conversion.map_or(Some(*blob), |file| file.id);
         needed += match &entry.kind {
-            EntryKind::File { blob, .. } if lent(entry, blob) => 0,
+            EntryKind::File { blob, .. } if lent(&path, id(blob)) => 0,
             EntryKind::File { blob, .. } => {
-                let size = repo.blob_size(*blob).map_err(|err| blob_error(err, entry.path()))?;
+                let size = match conversion {
+                    Some(file) => file.len,
+                    None => tree.repo.blob_size(*blob).map_err(|err| blob_error(err, path))?,
+                };
                 size.div_ceil(BLOCK).max(1) * BLOCK
             }
             _ => BLOCK,
@@ -65,6 +71,14 @@ pub fn free_space(path: &Path) -> Result<u64, Error> {
     Ok(stats.blocks_available().saturating_mul(stats.fragment_size()))
 }
 
+/// One tree to write: its entries, the repository its blobs are read from, and the files
+/// `.gitattributes` converted (none for a submodule's tree: `git archive` has no rules there).
+pub struct Tree<'a> {
+    pub repo: &'a Repo,
+    pub entries: &'a [Entry],
+    pub converted: &'a Converted,
+}
+
 /// A complete, unmodified release that files can be hard-linked from.
 pub struct Base<'a> {
     pub dir: PathBuf,
@@ -75,7 +89,7 @@ pub struct Base<'a> {
 /// own first, then each submodule's (read from its own repository, its paths relative to the
 /// release's root), each after the directory it goes into. Returns what was written in all.
 pub fn materialize_all(
-    trees: &[(&Repo, &[Entry])],
+    trees: &[Tree<'_>],
     dir: &Path,
     base: Option<&Base<'_>>,
     umask: u32,
@@ -83,9 +97,10 @@ pub fn materialize_all(
 ) -> Result<(Written, Option<Index>), Error> {
     let mut written = Written::default();
     let mut index = want_index.then(Index::default);
-    for (repo, entries) in trees {
+    for tree in trees {
         // Blob ids are content hashes in every repository, so linking by blob stays valid.
-        let (part, part_index) = materialize(repo, entries, dir, base, umask, want_index)?;
+        let (part, part_index) =
+            materialize(tree.repo, tree.entries, tree.converted, dir, base, umask, want_index)?;
         written.files += part.files;
         written.linked += part.linked;
         written.bytes += part.bytes;
@@ -103,11 +118,13 @@ pub fn materialize_all(
 /// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
 /// written through a symlink, even one the tree itself just created. A file whose blob, mode
 /// and path are the same as in `base`, and which `base`'s index trusts, is hard-linked instead
-/// of written. Files are written by a few threads, each with its own repository handle.
+/// of written. Files are written by a few threads, each with its own repository handle. A
+/// file in `converted` is written with the bytes `git archive` gives it (see `attributes`).
 #[instrument(skip_all)]
 pub fn materialize(
     repo: &Repo,
     entries: &[Entry],
+    converted: &Converted,
     dir: &Path,
     base: Option<&Base<'_>>,
     umask: u32,
@@ -140,7 +157,7 @@ pub fn materialize(
     let mode_mask = !umask;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
-        vec![write_files(repo, files.iter(), dir, base, mode_mask, want_index)]
+        vec![write_files(repo, files.iter(), converted, dir, base, mode_mask, want_index)]
     } else {
         let repo_path = repo.path();
         std::thread::scope(|scope| {
@@ -152,7 +169,7 @@ pub fn materialize(
                         let repo =
                             Repo::open(repo_path).map_err(|source| Error::Reopen { source })?;
                         let mine = files.iter().skip(worker).step_by(threads);
-                        write_files(&repo, mine, dir, base, mode_mask, want_index)
+                        write_files(&repo, mine, converted, dir, base, mode_mask, want_index)
                     })
                 })
                 .collect();
@@ -199,6 +216,7 @@ struct FilesWritten {
 fn write_files<'f>(
     repo: &Repo,
     files: impl Iterator<Item = &'f PendingFile>,
+    converted: &Converted,
     dir: &Path,
     base: Option<&Base<'_>>,
     mode_mask: u32,
@@ -208,12 +226,16 @@ fn write_files<'f>(
     for PendingFile { path: relative, executable, blob } in files {
         let path = dir.join(relative);
         let mode = if *executable { 0o777 } else { 0o666 };
-        if let Some(stat) = link_unchanged(base, relative, *blob, mode & mode_mask, &path) {
+        // The index keys a file by the blob id of its bytes on disk: a converted file's own.
+        let conversion = converted.get(relative);
+        let id = conversion.map_or(Some(*blob), |file| file.id);
+        let linked = id.and_then(|id| link_unchanged(base, relative, id, mode & mode_mask, &path));
+        if let (Some(stat), Some(id)) = (linked, id) {
             done.files += 1;
             done.linked += 1;
             done.bytes += stat.size;
             if want_index {
-                done.index.push((relative.clone(), IndexEntry { blob: *blob, stat }));
+                done.index.push((relative.clone(), IndexEntry { blob: id, stat }));
             }
             continue;
         }
@@ -223,6 +245,16 @@ fn write_files<'f>(
             .mode(mode)
             .open(&path)
             .map_err(Error::io(&path))?;
+        if let Some(conversion) = conversion {
+            converted.write_to(conversion, &mut file).map_err(Error::io(&path))?;
+            done.files += 1;
+            done.bytes += conversion.len;
+            if let (true, Some(blob)) = (want_index, conversion.id) {
+                let stat = index::stat_of(&file).map_err(Error::io(&path))?;
+                done.index.push((relative.clone(), IndexEntry { blob, stat }));
+            }
+            continue;
+        }
         let size = repo.blob_size(*blob).map_err(|err| blob_error(err, relative.clone()))?;
         let head = repo.write_blob(*blob, size, &mut file).map_err(|err| match err {
             BlobError::Io(source) => Error::Io { path: path.clone(), source },
