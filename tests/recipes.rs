@@ -227,3 +227,22 @@ fn pip_recipe_builds_mkdocs_in_a_venv_that_survives_switching_slots() {
     assert_home_untouched(&env);
     eprintln!("recipe timing: pip/MkDocs: deploys into blue, green, blue: {}", times.join(", "));
 }
+
+// The pip recipe's command has several lines (a TOML `"""` string). When such a build failed,
+// the line that ends the deploy stopped at the command's first newline, and the rest of it, the
+// exit status and the hint came on lines of their own.
+#[test]
+fn failing_build_command_of_several_lines_ends_the_deploy_with_one_line() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    env.write_config(&config_with(&env, "[build]\ncommand = \"\"\"\ntrue &&\nfalse\n\"\"\"\n"));
+    env.write("index.html", "v1\n");
+    let _ = env.commit_all("v1");
+
+    let push = env.push();
+
+    let line = push.assert_failed_at("build");
+    let expected = "pushdeploy: failed at build: `true &&\\nfalse\\n` exited with status 1; \
+                    the live site is unchanged";
+    assert!(line.starts_with(expected), "{line:?}\n{push}");
+}
