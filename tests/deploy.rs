@@ -222,7 +222,11 @@ fn build_gets_deploy_environment_without_git_variables() {
     let release = env.target.join("blue").to_string_lossy().into_owned();
     let target = env.target.to_string_lossy().into_owned();
     let repo = env.bare.to_string_lossy().into_owned();
-    let hugo_cache = env.target.join(".pushdeploy/tool-cache/hugo").to_string_lossy().into_owned();
+    let tool_cache = |tool: &str| {
+        env.target.join(".pushdeploy/tool-cache").join(tool).to_string_lossy().into_owned()
+    };
+    let (hugo_cache, npm_cache, pip_cache) =
+        (tool_cache("hugo"), tool_cache("npm"), tool_cache("pip"));
     let expected = [
         ("PUSHDEPLOY_COMMIT", commit.as_str()),
         ("PUSHDEPLOY_REF", "refs/heads/main"),
@@ -232,6 +236,8 @@ fn build_gets_deploy_environment_without_git_variables() {
         ("PUSHDEPLOY_TARGET", &target),
         ("PUSHDEPLOY_REPO", &repo),
         ("HUGO_CACHEDIR", &hugo_cache),
+        ("npm_config_cache", &npm_cache),
+        ("PIP_CACHE_DIR", &pip_cache),
         ("GREETING", "hello world"),
         ("BUILD_CWD", &release),
     ];

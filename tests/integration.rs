@@ -25,6 +25,7 @@ mod permissions;
 mod pre_receive;
 mod publish_safety;
 mod push_options;
+mod recipes;
 mod regression;
 mod rollback;
 mod server_configs;

@@ -1,6 +1,8 @@
-//! The build's environment: what it is building and where, a cache directory for Hugo kept
-//! with the target, and with `[build] git_history` a git view of the release's commit.
+//! The build's environment: what it is building and where, cache directories for Hugo, npm
+//! and pip kept with the target, and with `[build] git_history` a git view of the release's
+//! commit.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -9,15 +11,16 @@ use super::{Failure, RETRY, Run};
 use crate::git::CommitId;
 use crate::report::escape_path;
 use crate::target_dir::history::Stage;
-use crate::target_dir::layout::make_state_dir;
+use crate::target_dir::layout::{TOOL_CACHES, make_state_dir};
 use crate::target_dir::slots::remove_path;
 use crate::target_dir::{self, Layout};
 
 /// The file in the release that makes it a work tree of the build's git directory.
 const GIT_LINK: &str = ".git";
 
-/// Returns the build's environment: what it is building and where, `HUGO_CACHEDIR`, then
-/// `[build.env]`. Creates the directories it names, and the git view of `git_history`.
+/// Returns the build's environment: what it is building and where, the tools' cache
+/// directories (`HUGO_CACHEDIR`, `npm_config_cache`, `PIP_CACHE_DIR`), then `[build.env]`.
+/// Creates the directories it names, and the git view of `git_history`.
 pub(super) fn build_env(run: &Run<'_>, dir: &Path) -> Result<Vec<(String, String)>, Failure> {
     let Run { config, repo, layout, request, slot, .. } = *run;
     // libgit2 spells a bare repository's path with a trailing slash.
@@ -31,12 +34,16 @@ pub(super) fn build_env(run: &Run<'_>, dir: &Path) -> Result<Vec<(String, String
         ("PUSHDEPLOY_TARGET".to_owned(), layout.target.to_string_lossy().into_owned()),
         ("PUSHDEPLOY_REPO".to_owned(), repo_path.to_string_lossy().into_owned()),
     ];
-    // Without it Hugo caches in `$TMPDIR/hugo_cache/<directory name>`, and that name is `blue`
-    // or `green` for every site: whichever user builds first owns it, and every other user's
-    // build then fails with `permission denied`.
-    if !config.build.env.contains_key("HUGO_CACHEDIR") {
-        let hugo = hugo_cache_dir(layout)?;
-        env.push(("HUGO_CACHEDIR".to_owned(), hugo.to_string_lossy().into_owned()));
+    // Each tool's cache is the target's own, never a shared or the git user's one. Without
+    // `HUGO_CACHEDIR` Hugo caches in `$TMPDIR/hugo_cache/<directory name>`, and that name is
+    // `blue` or `green` for every site: whichever user builds first owns it, and every other
+    // user's build then fails with `permission denied`. npm and pip would fill the git user's
+    // home (`~/.npm`, `~/.cache/pip`) with every site's downloads.
+    for (tool, var) in TOOL_CACHES {
+        if !sets_var(&config.build.env, var) {
+            let dir = tool_cache_dir(layout, tool)?;
+            env.push((var.to_owned(), dir.to_string_lossy().into_owned()));
+        }
     }
     if config.build.git_history {
         link_git_history(layout, &repo_path, request.commit, dir)?;
@@ -45,15 +52,25 @@ pub(super) fn build_env(run: &Run<'_>, dir: &Path) -> Result<Vec<(String, String
     Ok(env)
 }
 
-/// Returns Hugo's cache directory in the state directory, created when missing.
-fn hugo_cache_dir(layout: &Layout) -> Result<PathBuf, Failure> {
+/// Says whether `[build.env]` sets `var`. npm reads its `npm_config_*` variables in any case
+/// (`NPM_CONFIG_CACHE` too), so for those any spelling counts.
+fn sets_var(env: &BTreeMap<String, String>, var: &str) -> bool {
+    if var.starts_with("npm_config_") {
+        env.keys().any(|key| key.eq_ignore_ascii_case(var))
+    } else {
+        env.contains_key(var)
+    }
+}
+
+/// Returns the cache directory of `tool` in the state directory, created when missing.
+fn tool_cache_dir(layout: &Layout, tool: &str) -> Result<PathBuf, Failure> {
     let tools = layout.tool_caches();
-    let hugo = tools.join("hugo");
-    make_state_dir(&tools).and_then(|()| make_state_dir(&hugo)).map_err(|err| {
+    let dir = tools.join(tool);
+    make_state_dir(&tools).and_then(|()| make_state_dir(&dir)).map_err(|err| {
         let reason = format!("cannot prepare the build's cache directory: {err}");
         Failure::new(Stage::Build, reason, state_hint(&err))
     })?;
-    Ok(hugo)
+    Ok(dir)
 }
 
 /// Makes `dir` a work tree of `commit` for the build, so that `git log` there (Hugo's
@@ -133,5 +150,21 @@ fn state_hint(err: &target_dir::Error) -> String {
     match err {
         target_dir::Error::StateDir { hint, .. } => hint.clone(),
         _ => RETRY.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_env_overrides_npms_cache_in_any_case_and_the_others_exactly() {
+        let env = |key: &str| BTreeMap::from([(key.to_owned(), "/elsewhere".to_owned())]);
+        assert!(sets_var(&env("NPM_CONFIG_CACHE"), "npm_config_cache"));
+        assert!(sets_var(&env("npm_config_cache"), "npm_config_cache"));
+        assert!(!sets_var(&env("npm_config_offline"), "npm_config_cache"));
+        assert!(sets_var(&env("PIP_CACHE_DIR"), "PIP_CACHE_DIR"));
+        // pip reads only the upper-case name: a lower-case one sets nothing.
+        assert!(!sets_var(&env("pip_cache_dir"), "PIP_CACHE_DIR"));
     }
 }

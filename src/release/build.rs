@@ -79,7 +79,7 @@ pub fn run(build: &Build<'_>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| Error::Spawn { command: build.command.to_owned(), source })?;
+        .map_err(|source| Error::Spawn { command: report::escape(build.command), source })?;
     runtime.block_on(run_async(build))
 }
 
@@ -87,7 +87,7 @@ async fn run_async(build: &Build<'_>) -> Result<(), Error> {
     // Orphans of the build (a `setsid` child whose parent exited, a double fork) are
     // re-parented to us instead of init, so that `stop_leftovers` finds and kills them.
     nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|source| Error::Subreaper { command: build.command.to_owned(), source })?;
+        .map_err(|source| Error::Subreaper { command: report::escape(build.command), source })?;
     // None are expected (the `git cat-file` of materialize is waited for, `pushdeploy reap`
     // starts after the switch), but a child pushdeploy started for itself is not the build's.
     let own = children();
@@ -116,7 +116,7 @@ async fn run_async(build: &Build<'_>) -> Result<(), Error> {
     let _ = std::fs::write(build.pgid_file, format!("-\n{build_id}\n"));
     let mut child = command
         .spawn()
-        .map_err(|source| Error::Spawn { command: build.command.to_owned(), source })?;
+        .map_err(|source| Error::Spawn { command: report::escape(build.command), source })?;
     let group = child.id().map(|id| Pid::from_raw(id as i32));
     if let Some(group) = group {
         let _ = std::fs::write(build.pgid_file, format!("{group}\n{build_id}\n"));
@@ -144,7 +144,9 @@ async fn run_async(build: &Build<'_>) -> Result<(), Error> {
     })
     .await;
 
-    let command = build.command.to_owned();
+    // Escaped, so a command of several lines (a TOML `"""` string) keeps the message that
+    // ends the deploy on one line.
+    let command = report::escape(build.command);
     if !survivors.is_empty() && !matches!(outcome, Ok(Ok(_))) {
         // The build failed anyway; say what is left of it too.
         let left = Error::Survivors { command: command.clone(), pids: survivors.clone() };

@@ -10,6 +10,12 @@ use std::path::{Component, Path, PathBuf};
 use crate::config::Config;
 use crate::report::escape_path;
 
+/// The build tools whose caches every build gets in `TARGET/.pushdeploy/tool-cache/<tool>`,
+/// with the variable that points the tool there: kept across deploys and slots, owned by the
+/// deploying user, never in the git user's home or a directory every user shares.
+pub const TOOL_CACHES: [(&str, &str); 3] =
+    [("hugo", "HUGO_CACHEDIR"), ("npm", "npm_config_cache"), ("pip", "PIP_CACHE_DIR")];
+
 /// One of the two directories a release can live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,7 +139,7 @@ impl Layout {
         self.state.join("build.pgid")
     }
 
-    /// Returns where the caches of build tools live (Hugo's `HUGO_CACHEDIR`), apart from the
+    /// Returns where the caches of build tools live (`TOOL_CACHES`), apart from the
     /// `[build] cache` paths kept in `cache/`, so that no cached path can collide with them.
     pub fn tool_caches(&self) -> PathBuf {
         self.state.join("tool-cache")
@@ -206,7 +212,8 @@ impl Layout {
             self.build_git_dir(),
             self.submodules_dir(),
         ];
-        for dir in &dirs {
+        let tools = TOOL_CACHES.map(|(tool, _)| self.tool_caches().join(tool));
+        for dir in dirs.iter().chain(&tools) {
             check_state_entry(dir, true)?;
         }
         for file in [self.lock_path(), self.build_pgid_path(), self.state.join("history.jsonl")] {
