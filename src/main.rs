@@ -1,5 +1,6 @@
 //! pushdeploy: zero-downtime blue/green deploys of a site on `git push`.
 
+mod app;
 mod cli;
 mod commands;
 mod config;

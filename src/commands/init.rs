@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::app::unit;
+use crate::commands::init_app::{self, AppArgs};
 use crate::config::{self, Config, Mode, toml_string};
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
@@ -68,9 +70,11 @@ pub struct InitArgs {
     /// Allow a umask that lets every user write into the releases (`world_writable = true`)
     #[arg(long)]
     world_writable: bool,
-    /// Replace a differing configuration or a foreign hook, keeping a backup
+    /// Replace a differing configuration, a foreign hook or unit, keeping a backup
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    app: AppArgs,
 }
 
 /// A file init wants to write, and what is there now.
@@ -96,8 +100,9 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
     let config_text = config_text(&args, &target);
     let config = validate(&args.repo, &config_text)?;
     let exe = binary_path()?;
+    let app = init_app::prepare(&args.app, &config)?;
     // Decide about every file before touching anything, so a refusal changes nothing.
-    let planned = plan_files(&args, config_text, config.mode, &exe)?;
+    let planned = plan_files(&args, config_text, config.mode, &exe, app.as_ref())?;
     if config.mode == Mode::PostReceive {
         remove_stale_pre_receive(&args.repo.join("hooks").join("pre-receive"))?;
     }
@@ -106,6 +111,9 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
         write_planned(file)?;
     }
     create_target(&target)?;
+    if let Some(app) = &app {
+        init_app::finish(&config, app)?;
+    }
     report::line(&format!(
         "ready: pushes of {:?} to {} deploy to {}",
         config.branch,
@@ -173,6 +181,7 @@ fn plan_files(
     config_text: String,
     mode: Mode,
     exe: &Path,
+    app: Option<&init_app::Prepared>,
 ) -> Result<Vec<Planned>, Error> {
     let hook =
         |template: &str| template.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()));
@@ -191,6 +200,10 @@ fn plan_files(
     if mode == Mode::PreReceive {
         let pre_receive = hooks.join("pre-receive");
         planned.push(plan(&pre_receive, hook(PRE_RECEIVE), 0o755, args.force, is_pushdeploy_hook)?);
+    }
+    if let Some(app) = app {
+        let text = app.unit_text.clone();
+        planned.push(plan(&app.unit_path, text, 0o644, args.force, unit::is_ours)?);
     }
     Ok(planned)
 }
@@ -272,6 +285,7 @@ fn config_text(args: &InitArgs, target: &Path) -> String {
         }
         text.push_str("timeout = \"10m\"\n");
     }
+    text.push_str(&init_app::config_text(&args.app, target));
     text
 }
 

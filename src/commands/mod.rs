@@ -4,6 +4,7 @@ pub mod deploy;
 pub mod doctor;
 pub mod hook;
 pub mod init;
+pub mod init_app;
 pub mod log;
 pub mod new_site;
 pub mod reap;

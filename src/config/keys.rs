@@ -126,7 +126,11 @@ pub fn retire(source: Source, retire: Option<raw::Retire>) -> Result<Retire, Err
 }
 
 /// Returns a path inside the release that `key` names (`publish`, a `cache` entry).
-fn inside_release(source: Source, path: Spanned<PathBuf>, key: &str) -> Result<PathBuf, Error> {
+pub(super) fn inside_release(
+    source: Source,
+    path: Spanned<PathBuf>,
+    key: &str,
+) -> Result<PathBuf, Error> {
     match check_inside_release(path.get_ref()) {
         Ok(()) => Ok(path.into_inner()),
         Err(why) => {
@@ -142,7 +146,7 @@ fn repo_of(path: &Path) -> &Path {
 }
 
 /// Parses a duration value such as `"90s"` or `"10m"`; zero only where `zero_ok`.
-fn duration(
+pub(super) fn duration(
     source: Source,
     value: &Spanned<String>,
     key: &str,

@@ -6,6 +6,7 @@
 //! rather than TOML. A new table is one more optional field in `raw::File`, one more function
 //! in `keys` and one more field in `Config`.
 
+mod app;
 mod check;
 mod keys;
 mod raw;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use app::{App, ProxyKind, default_unit_name};
 use raw::Source;
 pub use raw::toml_string;
 
@@ -49,6 +51,8 @@ pub struct Config {
     pub submodules: SubmodulePolicy,
     pub build: Build,
     pub retire: Retire,
+    /// The `[app]` table: an app run by systemd behind a proxy, rather than a site alone.
+    pub app: Option<App>,
 }
 
 /// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
@@ -174,11 +178,13 @@ pub fn load(repo: &Path) -> Result<Config, Error> {
 pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let source = Source { path, text };
     let file = source.file()?;
+    let target_span = file.target.span();
     let branch = keys::branch(source, file.branch)?;
     let (target, link) = keys::target_and_link(source, file.target, file.link)?;
     let umask = keys::umask(source, file.umask, file.world_writable)?;
     let build = keys::build(source, file.build)?;
     let retire = keys::retire(source, file.retire)?;
+    let app = app::app(source, file.app, &target, target_span)?;
     Ok(Config {
         path: path.to_owned(),
         branch,
@@ -190,6 +196,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         submodules: file.submodules.unwrap_or_default(),
         build,
         retire,
+        app,
     })
 }
 

@@ -1,0 +1,84 @@
+//! The environment files the unit reads: `env` (the `[app.env]` table) and one `SLOT.env` per
+//! slot (`PORT`, `PUSHDEPLOY_SLOT`, `PUSHDEPLOY_COMMIT`), in systemd's `EnvironmentFile=`
+//! syntax, with every value double-quoted and escaped so none is expanded.
+
+use std::collections::BTreeMap;
+
+use crate::config::App;
+use crate::target_dir::layout::Slot;
+
+/// The file name of the `[app.env]` file in the app's state directory.
+pub const ENV_FILE: &str = "env";
+
+/// Returns the file name of a slot's environment file (`blue.env`).
+pub fn slot_file(slot: Slot) -> String {
+    format!("{}.env", slot.name())
+}
+
+/// Returns the text of the `[app.env]` file.
+pub fn render_env(env: &BTreeMap<String, String>) -> String {
+    let mut text = String::from(
+        "# Written by pushdeploy from [app.env] in pushdeploy.toml; change that, not this.\n",
+    );
+    for (key, value) in env {
+        text.push_str(&format!("{key}={}\n", quoted(value)));
+    }
+    text
+}
+
+/// Returns the text of `slot`'s environment file; `commit` is empty before a deploy started it.
+pub fn render_slot(app: &App, slot: Slot, commit: &str) -> String {
+    let port = match slot {
+        Slot::Blue => app.ports.blue,
+        Slot::Green => app.ports.green,
+    };
+    format!(
+        "# Written by pushdeploy for the {slot} instance.\nPORT={port}\nPUSHDEPLOY_SLOT={slot}\nPUSHDEPLOY_COMMIT={}\n",
+        quoted(commit)
+    )
+}
+
+/// Returns the commit a slot's environment file names, so init rewriting the port keeps it.
+pub fn commit_in(text: &str) -> String {
+    let Some(value) = text.lines().find_map(|line| line.strip_prefix("PUSHDEPLOY_COMMIT=")) else {
+        return String::new();
+    };
+    let value = value.trim_matches('"');
+    // A commit id is hex; anything else is not one pushdeploy wrote, and is dropped.
+    if value.chars().all(|c| c.is_ascii_hexdigit()) { value.to_owned() } else { String::new() }
+}
+
+/// Double-quotes a value with `"`, `\`, `$` and `` ` `` escaped, which systemd then reads as
+/// the value itself (values are one line: `config::app` refuses control characters).
+fn quoted(value: &str) -> String {
+    let mut text = String::with_capacity(value.len() + 2);
+    text.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\' | '$' | '`') {
+            text.push('\\');
+        }
+        text.push(c);
+    }
+    text.push('"');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::{commit_in, render_env};
+
+    #[test]
+    fn values_are_quoted_and_escaped() {
+        let env = BTreeMap::from([("A".to_owned(), r#"x "$HOME" \ `id`"#.to_owned())]);
+        assert!(render_env(&env).ends_with("\nA=\"x \\\"\\$HOME\\\" \\\\ \\`id\\`\"\n"));
+    }
+
+    #[test]
+    fn commit_is_read_back() {
+        assert_eq!(commit_in("PORT=1\nPUSHDEPLOY_COMMIT=\"abc123\"\n"), "abc123");
+        assert_eq!(commit_in("PUSHDEPLOY_COMMIT=\"\"\n"), "");
+        assert_eq!(commit_in("PUSHDEPLOY_COMMIT=\"$(x)\"\n"), "");
+    }
+}

@@ -1,0 +1,214 @@
+//! The app's files in the target, written by `init --app` as root: the environment files in
+//! `TARGET/.pushdeploy/app/` and the `TARGET/shared/` directory the app may write.
+//!
+//! The target belongs to the git user, who could swap a directory in it for a symlink to
+//! `/etc` while root writes there; so every step goes through directory handles opened with
+//! `O_NOFOLLOW` (`openat`, `mkdirat`, `renameat`), never through a joined path. What init
+//! creates in the state directory is given to the target's owner, who runs the deploys (they
+//! refuse state files owned by anyone else); `shared/` is given to the app's user.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::{Mode, fstat, mkdirat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+
+use super::env::{self, ENV_FILE};
+use crate::config::{App, Config};
+use crate::error::{Error, Kind};
+use crate::report::{self, escape_path};
+use crate::target_dir::Slot;
+
+/// A user and group to give what init creates to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Returns the app user's ids, refusing a user that does not exist or owns the target (the git
+/// user, who owns the releases; running as root, init cannot tell it from the config alone).
+pub fn app_owner(app: &App, target: &Path) -> Result<Owner, Error> {
+    let user = nix::unistd::User::from_name(&app.user).ok().flatten().ok_or_else(|| {
+        Error::user(
+            format!("the app user {:?} does not exist", app.user),
+            format!(
+                "create it: `useradd --system --no-create-home --shell /usr/sbin/nologin {}`",
+                app.user
+            ),
+        )
+    })?;
+    let owner = target_owner(target);
+    if owner.uid == user.uid.as_raw() {
+        return Err(Error::user(
+            format!(
+                "the app user {:?} owns the target {}, and could change its own releases",
+                app.user,
+                escape_path(target)
+            ),
+            "run the app as a user of its own (--app-user), not as the git user",
+        ));
+    }
+    Ok(Owner { uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+}
+
+/// Returns the owner of the target, or this user's ids when it does not exist yet.
+fn target_owner(target: &Path) -> Owner {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(target) {
+        Ok(meta) => Owner { uid: meta.uid(), gid: meta.gid() },
+        Err(_) => {
+            Owner { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() }
+        }
+    }
+}
+
+/// Writes the app's environment files and creates `shared/`; each file that is already as it
+/// should be is left alone.
+pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
+    let target = &config.target;
+    let fail = |path: &Path| {
+        let path = path.to_owned();
+        move |errno: Errno| {
+            Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path)))
+                .hint("check that it is a directory (not a symlink) pushdeploy can write")
+        }
+    };
+    let root = open_dir(None, target).map_err(fail(target))?;
+    let owner = {
+        let stat = fstat(&root).map_err(fail(target))?;
+        Owner { uid: stat.st_uid, gid: stat.st_gid }
+    };
+    let state_path = target.join(".pushdeploy");
+    let state = ensure_dir(&root, &state_path, 0o755, owner, true)?;
+    let app_path = state_path.join("app");
+    let app_dir = ensure_dir(&state, &app_path, 0o700, owner, true)?;
+    for slot in [None, Some(Slot::Blue), Some(Slot::Green)] {
+        let name = slot.map_or(ENV_FILE.to_owned(), env::slot_file);
+        let path = app_path.join(&name);
+        let old = read_at(&app_dir, &name).map_err(fail(&path))?;
+        let content = match slot {
+            None => env::render_env(&app.env),
+            Some(slot) => {
+                env::render_slot(app, slot, &env::commit_in(old.as_deref().unwrap_or_default()))
+            }
+        };
+        if old.as_deref() == Some(content.as_str()) {
+            report::line(&format!("unchanged {}", escape_path(&path)));
+            continue;
+        }
+        write_at(&app_dir, &name, &content, owner).map_err(fail(&path))?;
+        report::line(&format!("wrote {}", escape_path(&path)));
+    }
+    ensure_dir(&root, &target.join("shared"), 0o750, app_user, false)?;
+    Ok(())
+}
+
+/// Opens a directory without following a symlink in its last component (`at` the handle of
+/// its parent, or `path` as given when `None`).
+fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    match at {
+        None => nix::fcntl::open(path, flags, Mode::empty()),
+        Some(parent) => {
+            let name = path.file_name().unwrap_or_default();
+            openat(parent, name, flags | OFlag::O_NOFOLLOW, Mode::empty())
+        }
+    }
+}
+
+/// Opens the directory `path` in `parent`, made (and given to `owner`) when missing. An
+/// existing one must be a real directory and, where `must_own`, be `owner`'s.
+fn ensure_dir(
+    parent: &OwnedFd,
+    path: &Path,
+    mode: u32,
+    owner: Owner,
+    must_own: bool,
+) -> Result<OwnedFd, Error> {
+    let shown = escape_path(path);
+    let name = path.file_name().unwrap_or_default();
+    let created = match mkdirat(parent, name, Mode::from_bits_truncate(mode)) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(errno) => {
+            return Err(Error::new(Kind::Io, format!("cannot create {shown}: {errno}")));
+        }
+    };
+    let dir = open_dir(Some(parent), path).map_err(|errno| {
+        Error::user(
+            format!(
+                "{shown} is not a directory ({errno}); pushdeploy does not follow a symlink there"
+            ),
+            format!("move {shown} away and run init again"),
+        )
+    })?;
+    let stat = fstat(&dir)
+        .map_err(|errno| Error::new(Kind::Io, format!("cannot stat {shown}: {errno}")))?;
+    if created {
+        give(&dir, owner).map_err(|errno| {
+            Error::new(Kind::Io, format!("cannot give {shown} to uid {}: {errno}", owner.uid))
+        })?;
+        report::line(&format!("created {shown}"));
+    } else if must_own && stat.st_uid != owner.uid {
+        return Err(Error::user(
+            format!(
+                "{shown} is owned by uid {}, not by the target's owner (uid {}), who runs the deploys",
+                stat.st_uid, owner.uid
+            ),
+            format!("`chown -R {}: {shown}`, then run init again", owner.uid),
+        ));
+    }
+    Ok(dir)
+}
+
+/// Gives a file to `owner` when running as root (otherwise it is this user's already).
+fn give(fd: &impl std::os::fd::AsFd, owner: Owner) -> nix::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    fchown(fd, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
+}
+
+/// Reads the regular file `name` in `dir`: `None` when it does not exist.
+fn read_at(dir: &OwnedFd, name: &str) -> nix::Result<Option<String>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(errno) => return Err(errno),
+    };
+    if !nix::sys::stat::SFlag::from_bits_truncate(fstat(&fd)?.st_mode)
+        .contains(nix::sys::stat::SFlag::S_IFREG)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let mut text = String::new();
+    File::from(fd)
+        .read_to_string(&mut text)
+        .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(0)))?;
+    Ok(Some(text))
+}
+
+/// Writes `name` in `dir` by a temporary name and a rename, so the unit never reads half a
+/// file; mode 0600 (systemd reads it as root), given to `owner`.
+fn write_at(dir: &OwnedFd, name: &str, content: &str, owner: Owner) -> nix::Result<()> {
+    let temp = PathBuf::from(format!(".{name}.pushdeploy-new"));
+    match unlinkat(dir, &temp, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(errno) => return Err(errno),
+    }
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, &temp, flags, Mode::from_bits_truncate(0o600))?;
+    give(&fd, owner)?;
+    let mut file = File::from(fd);
+    let io = |err: std::io::Error| Errno::from_raw(err.raw_os_error().unwrap_or(0));
+    file.write_all(content.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    renameat(dir, &temp, dir, name)
+}

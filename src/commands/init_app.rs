@@ -1,0 +1,127 @@
+//! `pushdeploy init --app`: its options, the `[app]` table they write, and the steps init
+//! runs for an app (check the app user, render and verify the unit, write the app's files).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::app::state::{self, Owner};
+use crate::app::unit::{self, Verified};
+use crate::config::{self, App, Config, ProxyKind, toml_string};
+use crate::error::Error;
+use crate::report::{self, escape_path};
+
+/// The options of an app (all need --app).
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// Set up an app: a systemd template unit pushdeploy-NAME@.service runs it in each slot,
+    /// one instance per slot on its own port (run init as root to write the unit)
+    #[arg(long, requires_all = ["app_command", "app_user", "ports"])]
+    pub app: bool,
+    /// The app's command, run by /bin/sh in the slot with PORT set
+    /// (e.g. "gunicorn -b 127.0.0.1:$PORT app:app")
+    #[arg(long, value_name = "CMD", requires = "app")]
+    pub app_command: Option<String>,
+    /// The user the app runs as: a user of its own, never root or the git user
+    #[arg(long, value_name = "USER", requires = "app")]
+    pub app_user: Option<String>,
+    /// The ports of the blue and the green instance on 127.0.0.1
+    #[arg(long, value_name = "BLUE,GREEN", requires = "app", value_parser = parse_ports)]
+    pub ports: Option<PortPair>,
+    /// The reverse proxy in front of the app
+    #[arg(long, value_enum, value_name = "KIND", default_value = "none")]
+    pub proxy: ProxyKind,
+    /// Where the unit file is written
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// The unit's NAME in pushdeploy-NAME@.service [default: the target's last component,
+    /// with what systemd does not allow replaced by `-`]
+    #[arg(long, value_name = "NAME", requires = "app")]
+    pub name: Option<String>,
+}
+
+/// `--ports BLUE,GREEN`.
+#[derive(Debug, Clone, Copy)]
+pub struct PortPair {
+    blue: u16,
+    green: u16,
+}
+
+fn parse_ports(text: &str) -> Result<PortPair, String> {
+    let parsed = text.split_once(',').and_then(|(blue, green)| {
+        Some(PortPair { blue: blue.trim().parse().ok()?, green: green.trim().parse().ok()? })
+    });
+    parsed.ok_or_else(|| format!("{text:?} is not two ports such as 8001,8002"))
+}
+
+/// Returns the `[app]` table the options describe (nothing without --app), with each default
+/// written out so the file shows what the deploy will do.
+pub fn config_text(args: &AppArgs, target: &Path) -> String {
+    let (true, Some(command), Some(user), Some(ports)) =
+        (args.app, &args.app_command, &args.app_user, args.ports)
+    else {
+        return String::new();
+    };
+    let name = args.name.clone().unwrap_or_else(|| config::default_unit_name(target));
+    format!(
+        "\n[app]\nname = {}\ncommand = {}\nports = {{ blue = {}, green = {} }}\nuser = {}\n\
+         stop_timeout = \"30s\"\nshared = []\n\n[app.env]\n\n[app.health]\npath = \"/health\"\n\
+         deadline = \"60s\"\n\n[app.proxy]\nkind = {}\n",
+        toml_string(&name),
+        toml_string(command),
+        ports.blue,
+        ports.green,
+        toml_string(user),
+        toml_string(args.proxy.name()),
+    )
+}
+
+/// What init writes for an app, decided (and the unit verified) before anything is written.
+pub struct Prepared {
+    pub unit_path: PathBuf,
+    pub unit_text: String,
+    app_user: Owner,
+}
+
+/// Checks the app user, renders the unit and has systemd verify it; nothing is written yet.
+pub fn prepare(args: &AppArgs, config: &Config) -> Result<Option<Prepared>, Error> {
+    let Some(app) = &config.app else { return Ok(None) };
+    let app_user = state::app_owner(app, &config.target)?;
+    let file_name = unit::file_name(app);
+    let unit_text = unit::render(config, app);
+    match unit::verify(&file_name, &unit_text) {
+        Ok(Verified::Passed) => {
+            report::line(&format!("systemd-analyze verify: {file_name} passed"))
+        }
+        Ok(Verified::NotChecked) => {
+            report::line(&format!("systemd-analyze is not installed: {file_name} was not verified"))
+        }
+        Err(why) => {
+            return Err(Error::user(
+                why,
+                "fix [app] in the options (a command systemd cannot run?), or report it as a pushdeploy bug",
+            ));
+        }
+    }
+    Ok(Some(Prepared { unit_path: args.unit_dir.join(file_name), unit_text, app_user }))
+}
+
+/// Writes the app's environment files and `shared/`, then says what is left to do.
+pub fn finish(config: &Config, prepared: &Prepared) -> Result<(), Error> {
+    let Some(app) = &config.app else { return Ok(()) };
+    state::write(config, app, prepared.app_user)?;
+    report_next_steps(app, &prepared.unit_path);
+    Ok(())
+}
+
+fn report_next_steps(app: &App, unit_path: &Path) {
+    report::line(&format!(
+        "app: {} runs {:?} as {} on ports {} (blue) and {} (green); run `systemctl daemon-reload` after a change to {}",
+        unit::file_name(app),
+        app.command,
+        app.user,
+        app.ports.blue,
+        app.ports.green,
+        escape_path(unit_path),
+    ));
+}

@@ -1,0 +1,386 @@
+//! The `[app]` table: an app that systemd runs in each slot (a template unit, one instance per
+//! slot, each on its own port), its health check, its proxy and its check through the proxy.
+//!
+//! Everything here ends up in files another program parses (the unit, its environment files,
+//! an HTTP request line), so each value is checked for what would break out of its place
+//! there: a newline, a `%` systemd would expand, a user that would own the releases.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Error;
+use super::keys::{duration, inside_release};
+use super::raw::Source;
+
+/// How long a stopped instance may take to finish its requests before SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new instance may take to answer its health path.
+pub const DEFAULT_HEALTH_DEADLINE: Duration = Duration::from_secs(60);
+/// The health path when the file names none.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+
+/// A validated `[app]` table.
+#[derive(Debug, Clone)]
+#[allow(dead_code, reason = "the app deploy (phase 2), which comes next, reads it")]
+pub struct App {
+    /// The unit's name part: the unit is `pushdeploy-NAME@.service`.
+    pub name: String,
+    /// Run by `/bin/sh -c` in the slot, with `PORT` set.
+    pub command: String,
+    pub ports: Ports,
+    /// The unit's `User=`: never root (unless `allow_root`), never the git user.
+    pub user: String,
+    /// Run once per deploy before the new instance takes traffic (migrations).
+    pub release: Option<String>,
+    pub stop_timeout: Duration,
+    /// Paths in each release linked to `TARGET/shared/` (SQLite files, uploads).
+    pub shared: Vec<PathBuf>,
+    /// The environment of the instance and of `release`.
+    pub env: BTreeMap<String, String>,
+    pub health: Health,
+    pub proxy: ProxyKind,
+    pub check: Option<Check>,
+}
+
+/// Each slot's port on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub blue: u16,
+    pub green: u16,
+}
+
+/// The `[app.health]` table: `GET http://127.0.0.1:PORT{path}` must answer 2xx in time.
+#[derive(Debug, Clone)]
+#[allow(dead_code, reason = "the app deploy (phase 2), which comes next, reads it")]
+pub struct Health {
+    pub path: String,
+    pub deadline: Duration,
+}
+
+/// Which reverse proxy sends traffic to the live instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    Caddy,
+    Nginx,
+    Haproxy,
+    /// No proxy: clients reach one slot's port directly.
+    #[default]
+    None,
+}
+
+impl ProxyKind {
+    /// Returns the kind as the file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyKind::Caddy => "caddy",
+            ProxyKind::Nginx => "nginx",
+            ProxyKind::Haproxy => "haproxy",
+            ProxyKind::None => "none",
+        }
+    }
+}
+
+/// The `[app.check]` table: a URL through the proxy the new release must answer with 2xx.
+#[derive(Debug, Clone)]
+#[allow(dead_code, reason = "the app deploy (phase 2), which comes next, reads it")]
+pub struct Check {
+    pub url: String,
+}
+
+/// The `[app]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    name: Option<Spanned<String>>,
+    command: Spanned<String>,
+    ports: RawPorts,
+    user: Spanned<String>,
+    allow_root: Option<bool>,
+    release: Option<Spanned<String>>,
+    stop_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    shared: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    health: Option<RawHealth>,
+    proxy: Option<RawProxy>,
+    check: Option<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPorts {
+    blue: Spanned<i64>,
+    green: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    kind: Option<ProxyKind>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    url: Spanned<String>,
+}
+
+/// Returns the `[app]` table; `target` (with its span) is checked too, since the unit names it.
+pub fn app(
+    source: Source,
+    raw: Option<RawApp>,
+    target: &Path,
+    target_span: Range<usize>,
+) -> Result<Option<App>, Error> {
+    let Some(raw) = raw else { return Ok(None) };
+    if let Some(bad) = target.to_string_lossy().chars().find(|c| !is_unit_path_char(*c)) {
+        return Err(source.invalid(
+            Some(target_span),
+            format!(
+                "`target`: an app's target may not hold {bad:?}, which the systemd unit would \
+                 have to quote; use letters, digits and `/._-+@:,`"
+            ),
+        ));
+    }
+    let name = match raw.name {
+        Some(name) => unit_name(source, name)?,
+        None => default_unit_name(target),
+    };
+    let command = one_line(source, raw.command, "app.command")?;
+    let ports = ports(source, raw.ports)?;
+    let user = user(source, raw.user, raw.allow_root.unwrap_or(false), &RunningUser::current())?;
+    let release =
+        raw.release.map(|release| one_line(source, release, "app.release")).transpose()?;
+    let stop_timeout = match raw.stop_timeout {
+        Some(timeout) => duration(source, &timeout, "app.stop_timeout", false)?,
+        None => DEFAULT_STOP_TIMEOUT,
+    };
+    let shared = raw
+        .shared
+        .into_iter()
+        .map(|path| inside_release(source, path, "app.shared"))
+        .collect::<Result<_, _>>()?;
+    let env = env(source, raw.env)?;
+    let health = health(source, raw.health)?;
+    let proxy = raw.proxy.and_then(|proxy| proxy.kind).unwrap_or_default();
+    let check = raw.check.map(|check| check_url(source, check.url)).transpose()?;
+    Ok(Some(App {
+        name,
+        command,
+        ports,
+        user,
+        release,
+        stop_timeout,
+        shared,
+        env,
+        health,
+        proxy,
+        check,
+    }))
+}
+
+/// Returns the unit name part for a target: its last component, with each character systemd
+/// does not allow in a unit name replaced by `-` (`example.com` stays `example.com`).
+pub fn default_unit_name(target: &Path) -> String {
+    let last = target.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+    let name: String =
+        last.chars().map(|c| if is_unit_name_char(c) { c } else { '-' }).take(200).collect();
+    if name.is_empty() || name.starts_with('.') { format!("app{name}") } else { name }
+}
+
+/// Tells whether systemd allows `c` in a unit name (besides the `@` of a template).
+fn is_unit_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-')
+}
+
+/// Tells whether `c` may stand unquoted in a unit file's path settings (`ReadWritePaths=` is
+/// a space-separated list, `%` starts a specifier, quotes and `\` are parsed).
+fn is_unit_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "/._-+@:,".contains(c)
+}
+
+fn unit_name(source: Source, name: Spanned<String>) -> Result<String, Error> {
+    let text = name.get_ref();
+    if text.is_empty() || text.len() > 200 || !text.chars().all(is_unit_name_char) {
+        return Err(source.invalid_at(
+            &name,
+            format!(
+                "`app.name`: {text:?} is not a systemd unit name; use letters, digits and `:_.-`"
+            ),
+        ));
+    }
+    Ok(name.into_inner())
+}
+
+/// Returns a command, which must be one non-empty line (it goes into the unit's `ExecStart=`).
+fn one_line(source: Source, command: Spanned<String>, key: &str) -> Result<String, Error> {
+    let text = command.get_ref();
+    if text.trim().is_empty() {
+        return Err(source.invalid_at(&command, format!("`{key}` is empty")));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(source.invalid_at(
+            &command,
+            format!("`{key}` must be one line; put several commands in a script in the repository"),
+        ));
+    }
+    Ok(command.into_inner())
+}
+
+fn ports(source: Source, ports: RawPorts) -> Result<Ports, Error> {
+    let port = |value: &Spanned<i64>, slot: &str| match u16::try_from(*value.get_ref()) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(source.invalid_at(
+            value,
+            format!("`app.ports.{slot}`: {} is not a port (1 to 65535)", value.get_ref()),
+        )),
+    };
+    let (blue, green) = (port(&ports.blue, "blue")?, port(&ports.green, "green")?);
+    if blue == green {
+        return Err(source.invalid_at(
+            &ports.green,
+            format!(
+                "`app.ports`: blue and green are both {blue}; each slot's instance needs its own port"
+            ),
+        ));
+    }
+    Ok(Ports { blue, green })
+}
+
+/// The user pushdeploy runs as (the git user, in the hook), to keep the app from being it.
+pub struct RunningUser {
+    pub uid: u32,
+    pub name: Option<String>,
+}
+
+impl RunningUser {
+    fn current() -> RunningUser {
+        let uid = nix::unistd::geteuid();
+        let name = nix::unistd::User::from_uid(uid).ok().flatten().map(|user| user.name);
+        RunningUser { uid: uid.as_raw(), name }
+    }
+}
+
+fn user(
+    source: Source,
+    user: Spanned<String>,
+    allow_root: bool,
+    running: &RunningUser,
+) -> Result<String, Error> {
+    let uid_of =
+        |name: &str| nix::unistd::User::from_name(name).ok().flatten().map(|u| u.uid.as_raw());
+    match user_problem(user.get_ref(), allow_root, running, uid_of) {
+        Some(problem) => Err(source.invalid_at(&user, format!("`app.user`: {problem}"))),
+        None => Ok(user.into_inner()),
+    }
+}
+
+/// Explains why `name` may not run the app, or accepts it; `uid_of` looks a user up.
+pub fn user_problem(
+    name: &str,
+    allow_root: bool,
+    running: &RunningUser,
+    uid_of: impl Fn(&str) -> Option<u32>,
+) -> Option<String> {
+    let valid = name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        return Some(format!("{name:?} is not a user name"));
+    }
+    let uid = uid_of(name);
+    if (name == "root" || uid == Some(0)) && !allow_root {
+        return Some(format!(
+            "{name:?} is root; run the app as a user of its own (`useradd --system {}`), or add \
+             `allow_root = true`",
+            if name == "root" { "shop" } else { name }
+        ));
+    }
+    let is_running = running.name.as_deref() == Some(name) || uid == Some(running.uid);
+    if is_running && running.uid != 0 {
+        return Some(format!(
+            "{name:?} is the user pushdeploy runs as (the git user), who owns the releases and \
+             the repository; run the app as a user of its own"
+        ));
+    }
+    None
+}
+
+fn env(
+    source: Source,
+    env: BTreeMap<String, Spanned<String>>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut valid = BTreeMap::new();
+    for (key, value) in env {
+        let is_name = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let problem = if !is_name {
+            Some("is not an environment variable name".to_owned())
+        } else if key == "PORT" || key.starts_with("PUSHDEPLOY_") {
+            Some("is set by pushdeploy for each slot; choose another name".to_owned())
+        } else if value.get_ref().chars().any(|c| c.is_control() && c != '\t') {
+            Some("has a value that is not one line".to_owned())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(source.invalid_at(&value, format!("`app.env`: {key:?} {problem}")));
+        }
+        valid.insert(key, value.into_inner());
+    }
+    Ok(valid)
+}
+
+fn health(source: Source, health: Option<RawHealth>) -> Result<Health, Error> {
+    let (path, deadline) = health.map_or((None, None), |h| (h.path, h.deadline));
+    let path = match path {
+        Some(path) => {
+            let text = path.get_ref();
+            if !text.starts_with('/') || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(source.invalid_at(
+                    &path,
+                    format!("`app.health.path`: {text:?} is not a path such as \"/health\""),
+                ));
+            }
+            path.into_inner()
+        }
+        None => DEFAULT_HEALTH_PATH.to_owned(),
+    };
+    let deadline = match deadline {
+        Some(deadline) => duration(source, &deadline, "app.health.deadline", false)?,
+        None => DEFAULT_HEALTH_DEADLINE,
+    };
+    Ok(Health { path, deadline })
+}
+
+fn check_url(source: Source, url: Spanned<String>) -> Result<Check, Error> {
+    let text = url.get_ref();
+    let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
+    let host = rest.map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    let clean = !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    if host.is_none_or(str::is_empty) || !clean {
+        return Err(source.invalid_at(
+            &url,
+            format!("`app.check.url`: {text:?} is not an http(s) URL such as \"http://127.0.0.1/health\""),
+        ));
+    }
+    Ok(Check { url: url.into_inner() })
+}
+
+#[cfg(test)]
+#[path = "app_tests.rs"]
+mod tests;
