@@ -10,10 +10,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::Error;
+pub use super::app_raw::ProxyKind;
+use super::app_raw::{RawApp, RawHealth, RawPorts};
 use super::keys::{duration, inside_release};
 use super::raw::Source;
 
@@ -62,81 +63,11 @@ pub struct Health {
     pub deadline: Duration,
 }
 
-/// Which reverse proxy sends traffic to the live instance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProxyKind {
-    Caddy,
-    Nginx,
-    Haproxy,
-    /// No proxy: clients reach one slot's port directly.
-    #[default]
-    None,
-}
-
-impl ProxyKind {
-    /// Returns the kind as the file spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProxyKind::Caddy => "caddy",
-            ProxyKind::Nginx => "nginx",
-            ProxyKind::Haproxy => "haproxy",
-            ProxyKind::None => "none",
-        }
-    }
-}
-
 /// The `[app.check]` table: a URL through the proxy the new release must answer with 2xx.
 #[derive(Debug, Clone)]
 #[allow(dead_code, reason = "the app deploy (phase 2), which comes next, reads it")]
 pub struct Check {
     pub url: String,
-}
-
-/// The `[app]` table as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawApp {
-    name: Option<Spanned<String>>,
-    command: Spanned<String>,
-    ports: RawPorts,
-    user: Spanned<String>,
-    allow_root: Option<bool>,
-    release: Option<Spanned<String>>,
-    stop_timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    shared: Vec<Spanned<PathBuf>>,
-    #[serde(default)]
-    env: BTreeMap<String, Spanned<String>>,
-    health: Option<RawHealth>,
-    proxy: Option<RawProxy>,
-    check: Option<RawCheck>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPorts {
-    blue: Spanned<i64>,
-    green: Spanned<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHealth {
-    path: Option<Spanned<String>>,
-    deadline: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProxy {
-    kind: Option<ProxyKind>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCheck {
-    url: Spanned<String>,
 }
 
 /// Returns the `[app]` table; `target` (with its span) is checked too, since the unit names it.

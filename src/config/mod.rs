@@ -7,6 +7,7 @@
 //! in `keys` and one more field in `Config`.
 
 mod app;
+mod app_raw;
 mod check;
 mod keys;
 mod raw;

@@ -23,7 +23,7 @@ pub struct File {
     pub submodules: Option<SubmodulePolicy>,
     pub build: Option<Build>,
     pub retire: Option<Retire>,
-    pub app: Option<super::app::RawApp>,
+    pub app: Option<super::app_raw::RawApp>,
 }
 
 #[derive(Debug, Deserialize)]
