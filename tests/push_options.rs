@@ -117,19 +117,33 @@ fn push_option_rollback_rolls_back_instead_of_deploying_pushed_commit() {
     assert!(!history(&env).iter().any(|entry| entry["commit"] == c.as_str()), "c was deployed");
 }
 
+// Regression: `git push -o dryrun` (a typo of dry-run) printed "ignored push option" and then
+// deployed live, the very thing the pusher meant to avoid.
 #[test]
-fn unknown_push_option_is_ignored_with_a_line() {
+fn push_option_with_a_typo_deployed_live() {
     let env = TestEnv::new();
     env.init(&[]);
     let a = commit_version(&env, "a");
+    push(&env, &[]).assert_live(&a, "refs/heads/main", "blue");
+    let before = env.live_site();
+    let b = commit_version(&env, "b");
 
-    let push = push(&env, &["frobnicate"]);
+    let push = push(&env, &["dryrun"]);
 
-    assert_said(
-        &push,
-        "pushdeploy: ignored push option \"frobnicate\": pushdeploy knows no-cache, skip-build, dry-run and rollback",
+    assert_eq!(
+        push.pushdeploy_lines(),
+        [
+            "pushdeploy: error: unknown push option \"dryrun\" (did you mean dry-run?): nothing \
+             was deployed; pushdeploy knows no-cache, skip-build, dry-run and rollback",
+            "pushdeploy: hint: push again with a known option, or run `pushdeploy deploy` on the \
+             server",
+        ],
+        "{push}"
     );
-    push.assert_live(&a, "refs/heads/main", "blue");
+    env.assert_live_unchanged(&before);
+    // The branch moved (post-receive accepted the push); deploying it is one command away.
+    let deploy = env.pushdeploy().args(["deploy", "--repo"]).arg(&env.bare).success();
+    deploy.assert_live(&b, "refs/heads/main", "green");
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     }
     report_ignored(&ignored);
     let Some(update) = deploy else { return Ok(ExitCode::Success) };
-    let push = PushOptions::from_env();
+    let push = PushOptions::from_env()?;
     if push.rollback {
         report::line("rollback asked for with `-o rollback`: the pushed commit is not deployed");
         return rollback::rollback(&config, &repo, None, push.options);
@@ -166,7 +166,7 @@ struct PushOptions {
 
 impl PushOptions {
     /// Reads `GIT_PUSH_OPTION_COUNT` and `GIT_PUSH_OPTION_<n>`, as git sets them for hooks.
-    fn from_env() -> PushOptions {
+    fn from_env() -> Result<PushOptions, Error> {
         let count = std::env::var("GIT_PUSH_OPTION_COUNT")
             .ok()
             .and_then(|count| count.parse::<usize>().ok())
@@ -175,7 +175,9 @@ impl PushOptions {
         PushOptions::parse(options)
     }
 
-    fn parse(options: impl IntoIterator<Item = String>) -> PushOptions {
+    /// Parses the options, refusing one pushdeploy does not know: a typo of `dry-run` must not
+    /// deploy live, nor `no-cache` build with the cache.
+    fn parse(options: impl IntoIterator<Item = String>) -> Result<PushOptions, Error> {
         let mut parsed = PushOptions::default();
         for option in options {
             match option.as_str() {
@@ -183,14 +185,32 @@ impl PushOptions {
                 "skip-build" => parsed.options.skip_build = true,
                 "dry-run" => parsed.options.dry_run = true,
                 "rollback" => parsed.rollback = true,
-                other => report::line(&format!(
-                    "ignored push option {:?}: pushdeploy knows no-cache, skip-build, dry-run and rollback",
-                    escape(other)
-                )),
+                other => return Err(unknown_option(other)),
             }
         }
-        parsed
+        Ok(parsed)
     }
+}
+
+/// The push options pushdeploy knows.
+const KNOWN_OPTIONS: [&str; 4] = ["no-cache", "skip-build", "dry-run", "rollback"];
+
+/// Refuses an unknown push option, suggesting the known one it is closest to.
+fn unknown_option(option: &str) -> Error {
+    let closest = KNOWN_OPTIONS
+        .into_iter()
+        .map(|known| (strsim::damerau_levenshtein(option, known), known))
+        .min()
+        .filter(|(distance, _)| *distance <= 2)
+        .map(|(_, known)| format!(" (did you mean {known}?)"))
+        .unwrap_or_default();
+    Error::user(
+        format!(
+            "unknown push option {:?}{closest}: nothing was deployed; pushdeploy knows no-cache, skip-build, dry-run and rollback",
+            escape(option)
+        ),
+        "push again with a known option, or run `pushdeploy deploy` on the server",
+    )
 }
 
 fn parse_update(line: &str) -> Option<RefUpdate> {
@@ -268,7 +288,7 @@ mod tests {
     #[test]
     fn reads_push_options() {
         let parse = |options: &[&str]| PushOptions::parse(options.iter().map(|o| o.to_string()));
-        let all = parse(&["no-cache", "skip-build", "dry-run", "rollback"]);
+        let all = parse(&["no-cache", "skip-build", "dry-run", "rollback"]).unwrap();
         assert_eq!(
             all,
             PushOptions {
@@ -276,6 +296,12 @@ mod tests {
                 rollback: true
             }
         );
-        assert_eq!(parse(&["other"]), PushOptions::default());
+        let typo = parse(&["dryrun"]).unwrap_err().to_string();
+        assert!(
+            typo.starts_with("unknown push option \"dryrun\" (did you mean dry-run?)"),
+            "{typo}"
+        );
+        let other = parse(&["frobnicate"]).unwrap_err().to_string();
+        assert!(other.starts_with("unknown push option \"frobnicate\": nothing"), "{other}");
     }
 }
