@@ -33,6 +33,7 @@ mod server_configs;
 mod ssh;
 mod status;
 mod submodules;
+mod systemd;
 mod templates;
 mod zero_downtime;
 

@@ -16,6 +16,7 @@ pub mod install;
 pub mod load;
 pub mod servers;
 pub mod site;
+pub mod systemd;
 pub mod target;
 pub mod templates;
 pub mod user;
