@@ -38,7 +38,15 @@ fn push_of_other_branch_is_ignored() {
 
     let push = env.push_ref("feature");
 
-    assert_ignored(&push, "refs/heads/feature", "main");
+    assert_eq!(
+        push.pushdeploy_lines(),
+        [
+            "pushdeploy: ignored refs/heads/feature: only pushes to the branch \"main\" deploy",
+            "pushdeploy: hint: to deploy it, push it as main: git push <remote> feature:main, \
+             or set branch = \"feature\" in $TMP/site.git/pushdeploy.toml",
+        ],
+        "{push}"
+    );
     env.assert_live_unchanged(&before);
 }
 

@@ -22,6 +22,7 @@ mod large_files;
 mod load_checker;
 mod log;
 mod names;
+mod operators;
 mod permissions;
 mod pre_receive;
 mod publish_safety;

@@ -64,6 +64,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
         Ok(config) => {
             findings.ok(format!("configuration {} loads", escape_path(&config.path)));
             check_hooks(&repo, &config, &mut findings);
+            check_branch(&repo, &config, &mut findings);
             check_umask(&config, &mut findings);
             check_target(&config, &mut findings);
         }
@@ -132,6 +133,25 @@ fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {
                 escape_path(repo.path())
             ),
         );
+    }
+}
+
+/// Reports a deploy branch that does not exist while others do: a typo (`branch = "mian"`)
+/// makes every push ignored. A repository with no branch yet is only waiting for its first push.
+fn check_branch(repo: &Repo, config: &Config, findings: &mut Findings) {
+    let exists = repo.ref_target(&config.branch_ref()).map(|target| target.is_some());
+    match (exists, repo.has_branch_other_than(&config.branch)) {
+        (Ok(true), _) => findings.ok(format!("the deploy branch {:?} exists", config.branch)),
+        (Ok(false), Ok(true)) => findings.problem(
+            format!(
+                "the deploy branch {:?} does not exist in {}, so every push is ignored",
+                config.branch,
+                escape_path(&repo.path().components().collect::<PathBuf>())
+            ),
+            format!("check branch = in {}", escape_path(&config.path)),
+        ),
+        (Ok(false), Ok(false)) => {}
+        (Err(err), _) | (_, Err(err)) => findings.problem(err.to_string(), "check the repository"),
     }
 }
 

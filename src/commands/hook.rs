@@ -43,15 +43,29 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     }
     let mut deploy = None;
     let mut ignored = Vec::new();
+    let mut other_branches = Vec::new();
     for update in updates {
         tracing::debug!(old = %update.old.hex(), new = %update.new.hex(), name = %update.name, "ref update");
         match classify(&config, &update) {
             Ok(()) => deploy = Some(update),
-            Err(why) => ignored.push((update.name, why)),
+            Err(why) => {
+                if let Some(branch) = update.name.strip_prefix("refs/heads/")
+                    && !update.new.is_zero()
+                    && matches!(why, Ignored::OtherRef { .. })
+                {
+                    other_branches.push(branch.to_owned());
+                }
+                ignored.push((update.name, why));
+            }
         }
     }
     report_ignored(&ignored);
-    let Some(update) = deploy else { return Ok(ExitCode::Success) };
+    let Some(update) = deploy else {
+        if let Some(hint) = wrong_branch_hint(&config, &repo, &other_branches) {
+            report::line(&format!("hint: {hint}"));
+        }
+        return Ok(ExitCode::Success);
+    };
     let push = PushOptions::from_env()?;
     if push.rollback {
         report::line("rollback asked for with `-o rollback`: the pushed commit is not deployed");
@@ -106,6 +120,36 @@ fn report_ignored(ignored: &[(String, Ignored)]) {
         report::count((ignored.len() - IGNORED_NAMED) as u64),
         reasons.join("; ")
     ));
+}
+
+/// Says what to do when a push that deploys nothing updated other branches: a deploy branch
+/// that does not exist (a typo in the config, or never pushed) is named; else, for a push of
+/// exactly one other branch, the command that deploys it.
+fn wrong_branch_hint(config: &Config, repo: &Repo, pushed: &[String]) -> Option<String> {
+    let [first, rest @ ..] = pushed else { return None };
+    let branch = escape(&config.branch);
+    let pushed_one = escape(first);
+    let push_as = format!("git push <remote> {pushed_one}:{branch}");
+    // A failed read is no reason to fail a push that deploys nothing: say what is certain.
+    if repo.ref_target(&config.branch_ref()).is_ok_and(|target| target.is_none()) {
+        // libgit2 spells a bare repository's path with a trailing slash.
+        let repo_path: std::path::PathBuf = repo.path().components().collect();
+        let or_push = match rest.is_empty() {
+            true => format!(", or push {pushed_one} as {branch}: {push_as}"),
+            false => String::new(),
+        };
+        return Some(format!(
+            "the deploy branch {:?} does not exist in {}: check branch = in pushdeploy.toml{or_push}",
+            config.branch,
+            report::escape_path(&repo_path)
+        ));
+    }
+    rest.is_empty().then(|| {
+        format!(
+            "to deploy it, push it as {branch}: {push_as}, or set branch = \"{pushed_one}\" in {}",
+            report::escape_path(&config.path)
+        )
+    })
 }
 
 fn read_updates() -> Result<Vec<RefUpdate>, Error> {

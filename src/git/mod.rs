@@ -197,6 +197,24 @@ impl Repo {
         }
     }
 
+    /// Returns whether the repository has a branch other than `branch` (a short name).
+    pub fn has_branch_other_than(&self, branch: &str) -> Result<bool, Error> {
+        let what = "the branches";
+        let branches = self
+            .inner
+            .branches(Some(git2::BranchType::Local))
+            .map_err(|source| self.read_error(what, source))?;
+        for item in branches {
+            let (found, _) = item.map_err(|source| self.read_error(what, source))?;
+            if found.name_bytes().map_err(|source| self.read_error(what, source))?
+                != branch.as_bytes()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Creates or moves a ref to a commit.
     pub fn set_ref(&self, name: &str, commit: CommitId, message: &str) -> Result<(), Error> {
         self.inner

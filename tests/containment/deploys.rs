@@ -175,7 +175,11 @@ fn thousands_of_ignored_refs_printed_a_line_each() {
     let push = env.push_ref("HEAD:refs/heads/one");
     assert_eq!(
         push.pushdeploy_lines(),
-        ["pushdeploy: ignored refs/heads/one: only pushes to the branch \"main\" deploy"]
+        [
+            "pushdeploy: ignored refs/heads/one: only pushes to the branch \"main\" deploy",
+            "pushdeploy: hint: to deploy it, push it as main: git push <remote> one:main, or set \
+             branch = \"one\" in $TMP/site.git/pushdeploy.toml"
+        ]
     );
 }
 
@@ -185,10 +189,14 @@ fn thousands_of_ignored_refs_printed_a_line_each() {
 fn bidi_overrides_in_ref_names_reached_the_pusher_log_and_status_raw() {
     let (env, _, _) = TestEnv::with_live_site();
     let push = env.push_ref("HEAD:refs/heads/txt\u{202e}exe");
-    let line = push.final_line();
     assert_eq!(
-        line,
-        "pushdeploy: ignored refs/heads/txt\\u{202e}exe: only pushes to the branch \"main\" deploy"
+        push.pushdeploy_lines(),
+        [
+            "pushdeploy: ignored refs/heads/txt\\u{202e}exe: only pushes to the branch \"main\" deploy",
+            "pushdeploy: hint: to deploy it, push it as main: git push <remote> \
+             txt\\u{202e}exe:main, or set branch = \"txt\\u{202e}exe\" in \
+             $TMP/site.git/pushdeploy.toml"
+        ]
     );
 
     let _ = env.git().args(["tag", "v\u{2067}1\u{2069}"]).success();
