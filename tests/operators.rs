@@ -1,8 +1,11 @@
 //! What a pusher who is stuck is told: a push of the wrong branch, a misspelt deploy branch,
-//! and what `doctor` says about it.
+//! a build command that is not installed; and what `doctor` says about the last two.
 
-use crate::support::TestEnv;
-use crate::support::site::commit_version;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::site::{build_table, commit_version, config_with};
+use crate::support::{TestEnv, short, toml_str};
 
 /// Runs `pushdeploy doctor --repo BARE`; returns its exit code and lines, the temp dir `$TMP`.
 #[track_caller]
@@ -95,4 +98,54 @@ fn misspelt_deploy_branch_is_named_at_the_push_and_by_doctor() {
     let v2 = env.rev_parse("HEAD");
     env.push().assert_live(&v2, "refs/heads/main", "blue");
     assert_ne!(v1, v2);
+}
+
+#[test]
+fn build_command_not_found_says_check_path_and_doctor_names_it() {
+    let (env, v1, before) = TestEnv::with_live_site();
+    let tools = env.root.join("tools");
+    let config = |path: &str| {
+        let env_table = format!("[build.env]\nPATH = {}\n", toml_str(path));
+        config_with(&env, &format!("{}{env_table}", build_table("sitegen --minify")))
+    };
+    env.write_config(&config("/usr/bin:/bin"));
+    commit_version(&env, "v2");
+
+    let push = env.push();
+
+    let expected = format!(
+        "pushdeploy: failed at build: `sitegen --minify` exited with status 127; the live site is \
+         unchanged (blue, {}); fix the build and push again (its output is above); status 127 \
+         means a command was not found: check PATH in [build.env] of \
+         $TMP/site.git/pushdeploy.toml (the hook's PATH is /usr/bin:/bin)",
+        short(&v1)
+    );
+    assert_eq!(push.final_line(), expected, "{push}");
+    assert!(push.stderr.contains("not found"), "the shell's own message is kept\n{push}");
+    env.assert_live_unchanged(&before);
+
+    let (code, lines) = doctor(&env);
+    assert_eq!(code, Some(3), "{lines:#?}");
+    let problem = "problem  the build command's program `sitegen` is not found in the build's \
+                   PATH (/usr/bin:/bin); install it, or set PATH in [build.env] of \
+                   $TMP/site.git/pushdeploy.toml to include its directory";
+    assert!(lines.iter().any(|line| line == problem), "{lines:#?}");
+
+    // Installed where [build.env] PATH looks: doctor finds it and the build runs it.
+    fs::create_dir(&tools).expect("create tools dir");
+    let tool = tools.join("sitegen");
+    fs::write(&tool, "#!/bin/sh\necho built > built.txt\n").expect("write tool");
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).expect("chmod tool");
+    env.write_config(&config(&format!("{}:/usr/bin:/bin", tools.display())));
+    let (code, lines) = doctor(&env);
+    let found = "ok       the build runs $TMP/tools/sitegen";
+    assert!(lines.iter().any(|line| line == found), "{lines:#?}");
+    assert!(!lines.iter().any(|line| line.contains("sitegen` is not found")), "{lines:#?}");
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let v3 = commit_version(&env, "v3");
+    env.push().assert_live(&v3, "refs/heads/main", "green");
+    assert_eq!(
+        fs::read_to_string(env.link_path().join("built.txt")).ok().as_deref(),
+        Some("built\n")
+    );
 }

@@ -12,7 +12,7 @@ use crate::config::{self, Config, Mode};
 use crate::deploy;
 use crate::error::{Error, ExitCode};
 use crate::git::Repo;
-use crate::release::write;
+use crate::release::{program, write};
 use crate::report::{self, escape_path};
 use crate::target_dir::record;
 use crate::target_dir::{self, Layout};
@@ -65,6 +65,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
             findings.ok(format!("configuration {} loads", escape_path(&config.path)));
             check_hooks(&repo, &config, &mut findings);
             check_branch(&repo, &config, &mut findings);
+            check_build_program(&config, &mut findings);
             check_umask(&config, &mut findings);
             check_target(&config, &mut findings);
         }
@@ -152,6 +153,29 @@ fn check_branch(repo: &Repo, config: &Config, findings: &mut Findings) {
         ),
         (Ok(false), Ok(false)) => {}
         (Err(err), _) | (_, Err(err)) => findings.problem(err.to_string(), "check the repository"),
+    }
+}
+
+/// Reports a build command whose program is not found in the build's PATH (`[build.env]`
+/// PATH if set, else this one), which would fail every build with status 127.
+fn check_build_program(config: &Config, findings: &mut Findings) {
+    let Some(word) = config.build.command.as_deref().and_then(program::first_program) else {
+        return;
+    };
+    let env = config.build.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let path = program::build_path(env);
+    let shown = escape_path(Path::new(&path));
+    match program::find(word, &path) {
+        Some(found) => findings.ok(format!("the build runs {}", escape_path(&found))),
+        None => findings.problem(
+            format!(
+                "the build command's program `{word}` is not found in the build's PATH ({shown})"
+            ),
+            format!(
+                "install it, or set PATH in [build.env] of {} to include its directory",
+                escape_path(&config.path)
+            ),
+        ),
     }
 }
 

@@ -151,6 +151,9 @@ fn submodule_parts(
     Ok(parts)
 }
 
+/// What to do about a build that failed.
+const BUILD_HINT: &str = "fix the build and push again (its output is above)";
+
 /// The build stage, when a build is configured and not skipped: the cache moved in, the
 /// build run (streamed, timed, every process of it gone when it ends), the cache kept.
 fn build(run: &mut Run<'_>, dir: &Path) -> Result<(), Failure> {
@@ -160,9 +163,7 @@ fn build(run: &mut Run<'_>, dir: &Path) -> Result<(), Failure> {
     }
     let Some(command) = run.build_command() else { return Ok(()) };
     let cache = Cache::new(&layout.state, &config.build.cache, config.build.publish.as_deref());
-    let failure = |err: &dyn std::fmt::Display| {
-        Failure::new(Stage::Build, err, "fix the build and push again (its output is above)")
-    };
+    let failure = |err: &dyn std::fmt::Display| Failure::new(Stage::Build, err, BUILD_HINT);
     report::line(&format!("building: {}", escape(command)));
     let build = build::Build {
         command,
@@ -178,7 +179,10 @@ fn build(run: &mut Run<'_>, dir: &Path) -> Result<(), Failure> {
             let lines = cache.restore(dir).map_err(|err| failure(&err))?;
             lines.iter().for_each(|line| report::line(line));
         }
-        build::run(&build).map_err(|err| failure(&err))?;
+        build::run(&build).map_err(|err| match err.not_found_hint(&build.env, &config.path) {
+            Some(hint) => Failure::new(Stage::Build, &err, format!("{BUILD_HINT}; {hint}")),
+            None => failure(&err),
+        })?;
         unlink_git_history(dir)?;
         cache.save(dir).map_err(|err| match err.is_no_space() {
             true => Failure::new(Stage::Build, &err, free_space_hint(layout)),

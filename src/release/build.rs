@@ -43,7 +43,7 @@ pub enum Error {
     #[error("cannot start `sh -c {command}`: {source}")]
     Spawn { command: String, source: std::io::Error },
     #[error("`{command}` {status}")]
-    Failed { command: String, status: String },
+    Failed { command: String, status: String, code: Option<i32> },
     #[error("`{command}` did not finish within {}; it and its child processes were killed", humantime::format_duration(*.timeout))]
     TimedOut { command: String, timeout: Duration },
     #[error(
@@ -52,6 +52,23 @@ pub enum Error {
     Subreaper { command: String, source: Errno },
     #[error("`{command}` left processes that did not die within {} of SIGKILL (pids {}; stuck in the kernel?), so the release is not published; see `ps -o pid,stat,wchan:32 -p {}`", humantime::format_duration(SWEEP_TIMEOUT), pid_list(.pids, ", "), pid_list(.pids, ","))]
     Survivors { command: String, pids: Vec<Pid> },
+}
+
+/// The shell's exit status for a command it did not find.
+const NOT_FOUND: i32 = 127;
+
+impl Error {
+    /// Returns what status 127 means, for a build that ended with it: the shell found no
+    /// such command in the build's PATH (`env`, then pushdeploy's), named with `config`.
+    pub fn not_found_hint(&self, env: &[(String, String)], config: &Path) -> Option<String> {
+        let Error::Failed { code: Some(NOT_FOUND), .. } = self else { return None };
+        let path = super::program::build_path(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Some(format!(
+            "status 127 means a command was not found: check PATH in [build.env] of {} (the hook's PATH is {})",
+            report::escape_path(config),
+            report::escape_path(Path::new(&path))
+        ))
+    }
 }
 
 fn pid_list(pids: &[Pid], separator: &str) -> String {
@@ -157,7 +174,9 @@ async fn run_async(build: &Build<'_>) -> Result<(), Error> {
         Ok(Err(source)) => Err(Error::Spawn { command, source }),
         Ok(Ok(_)) if !survivors.is_empty() => Err(Error::Survivors { command, pids: survivors }),
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(Error::Failed { command, status: describe(status) }),
+        Ok(Ok(status)) => {
+            Err(Error::Failed { command, status: describe(status), code: status.code() })
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod build;
 pub mod cache;
 pub mod check;
 pub mod grace;
+pub mod program;
 pub mod publish;
 pub mod submodules;
 pub mod write;
