@@ -146,6 +146,9 @@ fn an_app_push_gates_its_instance_then_stops_the_old_one_and_failures_keep_it_se
     assert_eq!(site.state("blue"), "inactive", "{}", site.systemd.journal(&site.unit("blue")));
     assert_eq!(site.env.link_target(), Path::new("green"));
 
+    // Green serves b throughout both failed deploys: not one request refused or wrong.
+    let watcher = Watcher::start(site.green, b.clone());
+
     // /health answers 500: the gate fails at the deadline (10 s), blue is stopped again.
     let _ = site.commit("unhealthy", "unhealthy");
     let unhealthy = site.push();
@@ -165,7 +168,8 @@ fn an_app_push_gates_its_instance_then_stops_the_old_one_and_failures_keep_it_se
     assert!(took < Duration::from_secs(3), "took {took:?}\n{crash}");
     let line = crash.final_line();
     assert!(line.starts_with("pushdeploy: failed at activate: health gate: "), "{crash}");
-    assert!(line.contains("pushdeploy-www@blue.service stopped before"), "{line}");
+    assert!(line.contains("pushdeploy-www@blue.service stopped "), "{line}");
+    assert!(line.contains(" after its start, before http://127.0.0.1:"), "{line}");
     assert!(
         crash.stderr.contains("pushdeploy: pushdeploy-www@blue.service: ")
             && crash.stderr.contains("this commit crashes on boot"),
@@ -175,6 +179,43 @@ fn an_app_push_gates_its_instance_then_stops_the_old_one_and_failures_keep_it_se
     site.assert_serves(site.green, &b);
     assert_eq!(site.env.link_target(), Path::new("green"));
     assert!(!site.env.target.join("blue").exists(), "the failed release was not discarded");
+    let (answered, failures) = watcher.stop();
+    eprintln!("green answered {answered} requests during the failed deploys");
+    assert!(answered > 50 && failures.is_empty(), "{answered} answered, failures: {failures:?}");
+}
+
+/// GETs `/` on one port every 20 ms in a thread, expecting 200 with one body each time.
+struct Watcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u32, Vec<String>)>,
+}
+
+impl Watcher {
+    fn start(port: u16, body: String) -> Watcher {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let (mut answered, mut failures) = (0, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                match Connection::new(addr, Duration::from_secs(5)).get("/") {
+                    Ok(r) if r.status == 200 && r.body == body.as_bytes() => answered += 1,
+                    Ok(r) => failures.push(format!("{} {:?}", r.status, r.body)),
+                    Err(err) => failures.push(err.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (answered, failures)
+        });
+        Watcher { stop, thread }
+    }
+
+    /// Stops the thread; returns how many requests were answered right, and what went wrong.
+    fn stop(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the watcher thread panicked")
+    }
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
     let mut invocation = String::new();
     let gate = systemd::restart(&unit).and_then(|()| {
         invocation = systemd::invocation(&unit)?;
-        gate(app, &unit, port(app, slot))
+        gate(app, &unit, port(app, slot), started)
     });
     match gate {
         Ok(status) => {
@@ -76,14 +76,17 @@ fn port(app: &App, slot: Slot) -> u16 {
 
 /// Polls the instance's health URL until it answers 2xx; fails at once when systemd says the
 /// unit exited, failed or restarted, and at the deadline otherwise.
-fn gate(app: &App, unit: &str, port: u16) -> Result<u16, String> {
+fn gate(app: &App, unit: &str, port: u16, started: Instant) -> Result<u16, String> {
     let url = format!("http://127.0.0.1:{port}{}", app.health.path);
     let deadline = Instant::now() + app.health.deadline;
     // The last status the app gave says more than a timeout cut short by the deadline.
     let mut last: http::Answer = Err("no answer".to_owned());
     loop {
         if let Some(why) = systemd::state(unit)?.dead() {
-            return Err(format!("{unit} stopped before {url} answered ({why})"));
+            return Err(format!(
+                "{unit} stopped {} after its start, before {url} answered ({why})",
+                report::seconds(started.elapsed())
+            ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let answer = http::get(&url, left.min(GET_TIMEOUT));
