@@ -114,6 +114,22 @@ impl AppSite {
         self.systemd.systemctl(&["is-active", &self.unit(slot)]).stdout.trim().to_owned()
     }
 
+    /// Asserts `pushdeploy status --json` says `slot` is live with `commit`.
+    #[track_caller]
+    fn assert_status(&self, slot: &str, commit: &str) {
+        let output = self
+            .env
+            .pushdeploy()
+            .args(["status", "--json", "--repo"])
+            .arg(&self.env.bare)
+            .success();
+        let status: serde_json::Value = serde_json::from_str(&output.stdout).expect("JSON");
+        assert_eq!(
+            (status["slot"].as_str(), status["commit"].as_str()),
+            (Some(slot), Some(commit))
+        );
+    }
+
     /// Asserts a slot's instance answers `/` with `commit`.
     #[track_caller]
     fn assert_serves(&self, port: u16, commit: &str) {
@@ -145,6 +161,7 @@ fn an_app_push_gates_its_instance_then_stops_the_old_one_and_failures_keep_it_se
     site.assert_serves(site.green, &b);
     assert_eq!(site.state("blue"), "inactive", "{}", site.systemd.journal(&site.unit("blue")));
     assert_eq!(site.env.link_target(), Path::new("green"));
+    site.assert_status("green", &b);
 
     // Green serves b throughout both failed deploys: not one request refused or wrong.
     let watcher = Watcher::start(site.green, b.clone());
@@ -179,6 +196,7 @@ fn an_app_push_gates_its_instance_then_stops_the_old_one_and_failures_keep_it_se
     site.assert_serves(site.green, &b);
     assert_eq!(site.env.link_target(), Path::new("green"));
     assert!(!site.env.target.join("blue").exists(), "the failed release was not discarded");
+    site.assert_status("green", &b);
     let (answered, failures) = watcher.stop();
     eprintln!("green answered {answered} requests during the failed deploys");
     assert!(answered > 50 && failures.is_empty(), "{answered} answered, failures: {failures:?}");

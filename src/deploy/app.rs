@@ -20,8 +20,11 @@ use crate::target_dir::{Slot, link};
 
 /// How often the gate asks the instance and systemd.
 const POLL: Duration = Duration::from_millis(100);
-/// The longest one health GET may take (the deadline bounds the gate as a whole).
-const GET_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest one health GET may take (the deadline bounds the gate as a whole): short, so
+/// an app that accepts but hangs still lets the gate ask systemd often.
+const GATE_GET_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest one GET of the check may take.
+const CHECK_GET_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many times the check through the proxy is tried, and how long apart.
 const CHECK_TRIES: u32 = 5;
 const CHECK_PAUSE: Duration = Duration::from_millis(300);
@@ -89,7 +92,7 @@ fn gate(app: &App, unit: &str, port: u16, started: Instant) -> Result<u16, Strin
             ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let answer = http::get(&url, left.min(GET_TIMEOUT));
+        let answer = http::get(&url, left.min(GATE_GET_TIMEOUT));
         if let Ok(status) = answer {
             if http::is_success(&answer) {
                 return Ok(status);
@@ -150,7 +153,7 @@ fn check_through(url: &str) -> Result<(), String> {
         if try_number > 0 {
             thread::sleep(CHECK_PAUSE);
         }
-        answer = http::get(url, GET_TIMEOUT);
+        answer = http::get(url, CHECK_GET_TIMEOUT);
         if http::is_success(&answer) {
             return Ok(());
         }
