@@ -1,7 +1,8 @@
 //! App deploys with `[app.proxy] kind = "none"` under real systemd (support::systemd) and
 //! Debian's gunicorn: a push starts the idle slot's instance, which must pass the health gate
 //! before the link moves, and stops the old instance after; an unhealthy or crashing commit
-//! fails at activate with the old instance still serving; a failed check rolls back.
+//! fails at activate with the old instance still serving; the gate waits for a slow boot; a
+//! failed check after the switch rolls back.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -15,12 +16,16 @@ use crate::support::user::TestUser;
 use crate::support::{BIN, Output, TestEnv};
 
 /// The app the test repository holds: `/health` and `/` (the commit its unit was given); the
-/// file `mode` chooses a failure (`unhealthy`: `/health` answers 500; `crash`: import fails).
+/// file `mode` chooses a failure (`unhealthy`: `/health` answers 500; `crash`: import fails;
+/// `slow-boot`: import takes 1.5 s).
 const APP_PY: &str = r#"import os
+import time
 
 MODE = open("mode").read().strip() if os.path.exists("mode") else "ok"
 if MODE == "crash":
     raise RuntimeError("app.py: this commit crashes on boot")
+if MODE == "slow-boot":
+    time.sleep(1.5)
 
 
 def app(environ, start_response):
@@ -237,9 +242,20 @@ impl Watcher {
 }
 
 #[test]
-fn a_failed_check_after_the_switch_rolls_back_to_the_old_instance() {
+fn the_gate_waits_for_a_slow_boot_and_a_failed_check_rolls_back_to_the_old_instance() {
     let Some(site) = AppSite::new("pdappd2-") else { return };
     let a = site.commit("ok", "a");
+    site.push().assert_live(&a, "refs/heads/main", "blue");
+
+    // An app that takes 1.5 s to boot: the gate waits for it (each GET cut at 1 s).
+    let slow = site.commit("slow-boot", "slow");
+    let pushed = site.push();
+    pushed.assert_live(&slow, "refs/heads/main", "green");
+    let gate = pushed.pushdeploy_lines().into_iter().find(|l| l.contains("health gate: "));
+    eprintln!("slow boot: {gate:?}");
+    site.assert_serves(site.green, &slow);
+    assert_eq!(site.state("blue"), "inactive");
+    let a = site.commit("ok", "a again");
     site.push().assert_live(&a, "refs/heads/main", "blue");
 
     // Nothing listens on the check's port: the check fails after the switch.
