@@ -108,6 +108,24 @@ pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes `slot`'s environment file for a deploy of `commit` (temporary name, then rename),
+/// through the same `O_NOFOLLOW` handles as init; the file stays its directory owner's.
+pub fn write_slot_env(target: &Path, app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
+    let app_path = target.join(".pushdeploy").join("app");
+    let name = env::slot_file(slot);
+    let path = app_path.join(&name);
+    let fail = |errno: Errno| {
+        Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path)))
+            .hint("run `pushdeploy init --app` again (as root) to recreate the app's files")
+    };
+    let root = open_dir(None, target).map_err(fail)?;
+    let state = open_dir(Some(&root), &target.join(".pushdeploy")).map_err(fail)?;
+    let app_dir = open_dir(Some(&state), &app_path).map_err(fail)?;
+    let stat = fstat(&app_dir).map_err(fail)?;
+    let owner = Owner { uid: stat.st_uid, gid: stat.st_gid };
+    write_at(&app_dir, &name, &env::render_slot(app, slot, commit), owner).map_err(fail)
+}
+
 /// Opens a directory without following a symlink in its last component (`at` the handle of
 /// its parent, or `path` as given when `None`).
 fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {

@@ -27,7 +27,10 @@ pub const DEFAULT_HEALTH_PATH: &str = "/health";
 
 /// A validated `[app]` table.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "the app deploy (phase 2), which comes next, reads it")]
+#[allow(
+    dead_code,
+    reason = "`release`, `shared` and `proxy`: the next steps of the app deploy read them"
+)]
 pub struct App {
     /// The unit's name part: the unit is `pushdeploy-NAME@.service`.
     pub name: String,
@@ -57,7 +60,6 @@ pub struct Ports {
 
 /// The `[app.health]` table: `GET http://127.0.0.1:PORT{path}` must answer 2xx in time.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "the app deploy (phase 2), which comes next, reads it")]
 pub struct Health {
     pub path: String,
     pub deadline: Duration,
@@ -65,7 +67,6 @@ pub struct Health {
 
 /// The `[app.check]` table: a URL through the proxy the new release must answer with 2xx.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "the app deploy (phase 2), which comes next, reads it")]
 pub struct Check {
     pub url: String,
 }

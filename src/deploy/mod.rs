@@ -7,6 +7,7 @@
 //! ([`finish::failed`]) and leaves the site exactly as it was. A rollback to a kept release is
 //! a release that is already prepared ([`rollback`]).
 
+mod app;
 mod build_env;
 mod finish;
 mod prepare;

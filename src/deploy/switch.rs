@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::app;
 use super::finish::{self, Switched};
 use super::{Failure, Prepared, RETRY, Run};
 use crate::config::{Config, Mode};
@@ -22,7 +23,9 @@ pub const LIVE_REF: &str = "refs/deploys/live";
 /// can fail; from the switch on, a problem is a warning.
 pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
     let Prepared { mut record, index, kept } = prepared;
-    let time_to_live = activate(run, &record, kept)?;
+    let started = app::start(run, record.commit)?;
+    let time_to_live = activate(run, &record, kept).inspect_err(|_| app::abandon(&started))?;
+    app::settle(run, started)?;
     let Run { config, layout, slot, .. } = *run;
     // The release kept before this one is now pushed out by a good one.
     let _ = slots::remove_path(&layout.parked_dir(slot));

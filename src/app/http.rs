@@ -1,0 +1,35 @@
+//! The HTTP GETs of an app deploy: the health gate on an instance's own port and the check
+//! through the proxy. One blocking request at a time with short timeouts (`ureq`, without
+//! TLS: both URLs are on this machine).
+
+use std::time::Duration;
+
+/// What a GET got: a status code, or why there was none.
+pub type Answer = Result<u16, String>;
+
+/// GETs `url` within `timeout`, following no redirect (a redirect is an answer, not a 2xx).
+pub fn get(url: &str, timeout: Duration) -> Answer {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build();
+    let agent: ureq::Agent = config.into();
+    match agent.get(url).call() {
+        Ok(response) => Ok(response.status().as_u16()),
+        Err(err) => Err(crate::report::escape(&err.to_string())),
+    }
+}
+
+/// Tells whether a status code is a success (2xx).
+pub fn is_success(answer: &Answer) -> bool {
+    matches!(answer, Ok(status) if (200..300).contains(status))
+}
+
+/// Describes an answer for a failure line: `500` or `connection refused`.
+pub fn describe(answer: &Answer) -> String {
+    match answer {
+        Ok(status) => format!("HTTP {status}"),
+        Err(err) => err.clone(),
+    }
+}

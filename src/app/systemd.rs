@@ -1,0 +1,149 @@
+//! The few `systemctl` and `journalctl` calls an app deploy makes on an instance of the
+//! app's template unit. Unit names come from the validated `[app] name` and a slot, and go to
+//! the programs as arguments, never through a shell.
+
+use std::process::{Command, Output};
+
+use crate::config::App;
+use crate::report::escape;
+use crate::target_dir::Slot;
+
+/// How many journal lines a failed instance shows the pusher.
+const JOURNAL_LINES: &str = "20";
+
+/// Returns the unit of `slot`'s instance, `pushdeploy-NAME@SLOT.service`.
+pub fn instance(app: &App, slot: Slot) -> String {
+    format!("pushdeploy-{}@{}.service", app.name, slot.name())
+}
+
+/// Runs `systemctl ARGS UNIT`; an error is one line with what systemctl said.
+fn systemctl(verb: &str, extra: &[&str], unit: &str) -> Result<String, String> {
+    let output = Command::new("systemctl")
+        .arg(verb)
+        .args(extra)
+        .arg(unit)
+        .output()
+        .map_err(|err| format!("cannot run `systemctl {verb} {unit}`: {err}"))?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    Err(format!("`systemctl {verb} {unit}` failed: {}", first_line(&output)))
+}
+
+fn first_line(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().find(|line| !line.trim().is_empty()).unwrap_or("no message");
+    escape(line.trim())
+}
+
+/// Restarts `unit` (starts it when it is stopped), so it runs the slot's new release.
+pub fn restart(unit: &str) -> Result<(), String> {
+    systemctl("restart", &[], unit).map(drop)
+}
+
+/// Stops `unit`: systemd sends SIGTERM, then SIGKILL at the unit's `TimeoutStopSec=`.
+pub fn stop(unit: &str) -> Result<(), String> {
+    systemctl("stop", &[], unit).map(drop)
+}
+
+/// What systemd says about a unit while the health gate waits on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    pub active: String,
+    pub sub: String,
+    pub restarts: u32,
+}
+
+impl UnitState {
+    /// Tells why the instance can no longer pass the gate, when it cannot: it exited, failed,
+    /// or systemd restarted it (`Restart=on-failure`) or is about to.
+    pub fn dead(&self) -> Option<String> {
+        let state = format!("{}/{}", self.active, self.sub);
+        let why = if self.restarts > 0 {
+            format!("it exited and systemd restarted it {} time(s); {state}", self.restarts)
+        } else if self.sub == "auto-restart" {
+            format!("it exited, systemd is about to restart it; {state}")
+        } else if matches!(self.active.as_str(), "failed" | "inactive" | "deactivating") {
+            format!("it exited; {state}")
+        } else {
+            return None;
+        };
+        Some(why)
+    }
+}
+
+/// Returns `unit`'s state (`systemctl show -p ActiveState,SubState,NRestarts`).
+pub fn state(unit: &str) -> Result<UnitState, String> {
+    let text = systemctl("show", &["-p", "ActiveState,SubState,NRestarts"], unit)?;
+    let mut state = UnitState { active: String::new(), sub: String::new(), restarts: 0 };
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("ActiveState", value)) => state.active = value.to_owned(),
+            Some(("SubState", value)) => state.sub = value.to_owned(),
+            Some(("NRestarts", value)) => state.restarts = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(state)
+}
+
+/// Returns the id systemd gave the unit's current run (`InvocationID`), which tags what the
+/// app wrote to the journal during this run only.
+pub fn invocation(unit: &str) -> Result<String, String> {
+    let text = systemctl("show", &["-p", "InvocationID", "--value"], unit)?;
+    Ok(text.trim().to_owned())
+}
+
+/// Returns the last lines the app wrote during `invocation` (see [`invocation`]), each escaped
+/// (they are the app's output, which the pusher's terminal must not interpret). journald
+/// takes a moment to store what a dying process wrote: the tail is read until it settles.
+pub fn journal_tail(invocation: &str) -> Vec<String> {
+    if invocation.is_empty() {
+        return Vec::new();
+    }
+    let read = || {
+        let output = Command::new("journalctl")
+            .args(["--no-pager", "-o", "cat", "-n", JOURNAL_LINES])
+            .arg(format!("_SYSTEMD_INVOCATION_ID={invocation}"))
+            .output();
+        match output {
+            Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .map(escape)
+                .collect(),
+            Ok(output) => vec![format!("(journalctl failed: {})", first_line(&output))],
+            Err(err) => vec![format!("(cannot run journalctl: {err})")],
+        }
+    };
+    let mut lines = read();
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let again = read();
+        if again == lines {
+            break;
+        }
+        lines = again;
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnitState;
+
+    fn state(active: &str, sub: &str, restarts: u32) -> UnitState {
+        UnitState { active: active.into(), sub: sub.into(), restarts }
+    }
+
+    #[test]
+    fn a_running_instance_is_alive_and_a_crashed_one_is_not() {
+        assert_eq!(state("active", "running", 0).dead(), None);
+        assert_eq!(
+            state("failed", "failed", 0).dead().as_deref(),
+            Some("it exited; failed/failed")
+        );
+        assert!(state("activating", "auto-restart", 0).dead().is_some());
+        assert!(state("active", "running", 1).dead().is_some_and(|why| why.contains("restarted")));
+    }
+}
