@@ -2,11 +2,9 @@
 
 use std::time::Instant;
 
-use crate::support::big_file::{
-    MEMORY_LIMIT, assert_live_file_is_blob, deploy_measured, env_with_200_mb_branch, mib,
-};
+use crate::support::big_file::{MEMORY_LIMIT, deploy_measured, env_with_200_mb_branch, mib};
 use crate::support::target::{names, set};
-use crate::support::{Entry, TestEnv, assert_trees_equal, short};
+use crate::support::{Entry, TestEnv, assert_trees_equal};
 
 #[test]
 fn file_of_200_mb_deploys_with_bounded_memory() {
@@ -14,13 +12,7 @@ fn file_of_200_mb_deploys_with_bounded_memory() {
 
     let deploy = deploy_measured(&env, "big");
 
-    let live = format!("pushdeploy: live: {} (big) in green", short(&commit));
-    assert!(
-        deploy.stderr.lines().last().is_some_and(|line| line.starts_with(&live)),
-        "{}",
-        deploy.stderr
-    );
-    assert_live_file_is_blob(&env, "big.bin", "big");
+    deploy.assert_big_live(&env, &commit);
     assert_eq!(names(&env.live_dir()), set(&["big.bin", "css", "index.html"]));
     println!(
         "200 MB file, loose object: peak RSS {} (as /usr/bin/time counts it, with mapped file \

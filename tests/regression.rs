@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::big_file::{
-    MEMORY_LIMIT, STORE, assert_live_file_is_blob, deploy_measured, env_with_200_mb_branch, mib,
-};
+use crate::support::big_file::{MEMORY_LIMIT, STORE, deploy_measured, env_with_200_mb_branch, mib};
 use crate::support::canned_server::{After, CannedServer, ok, status};
 use crate::support::history::mask_log;
 use crate::support::load::{LoadChecker, LoadOptions, Mode, Versions};
@@ -42,13 +40,7 @@ fn packed_file_of_200_mb_deploys_with_bounded_memory() {
 
     let deploy = deploy_measured(&env, "big");
 
-    let live = format!("pushdeploy: live: {} (big) in green", short(&commit));
-    assert!(
-        deploy.stderr.lines().last().is_some_and(|line| line.starts_with(&live)),
-        "{}",
-        deploy.stderr
-    );
-    assert_live_file_is_blob(&env, "big.bin", "big");
+    deploy.assert_big_live(&env, &commit);
     println!(
         "200 MB file, packed: peak RSS {}, peak anonymous memory {}",
         mib(deploy.peak_rss),

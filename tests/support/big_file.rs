@@ -62,6 +62,20 @@ pub struct Measured {
     pub peak_anon: u64,
 }
 
+impl Measured {
+    /// Asserts the deploy of the branch `big` put `commit` live in green, `big.bin` as its blob.
+    #[track_caller]
+    pub fn assert_big_live(&self, env: &TestEnv, commit: &str) {
+        let live = format!("pushdeploy: live: {} (big) in green", super::short(commit));
+        assert!(
+            self.stderr.lines().last().is_some_and(|line| line.starts_with(&live)),
+            "{}",
+            self.stderr
+        );
+        assert_live_file_is_blob(env, "big.bin", "big");
+    }
+}
+
 /// Runs `pushdeploy deploy --repo BARE REV` under `/usr/bin/time -v`, sampling the anonymous
 /// memory of its process tree meanwhile; asserts it succeeded.
 #[track_caller]
