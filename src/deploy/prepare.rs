@@ -80,12 +80,15 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
                 let hint = "check the repository's .gitattributes and `git archive` of the commit";
                 Failure::new(Stage::Materialize, err, hint)
             })?;
-        // A symlink is judged by the tree it is served from, and export-ignore changed that.
-        if entries.len() != all {
-            check::check_tree(&entries, config.symlinks).map_err(refused_path)?;
-        }
         // After export-ignore: a submodule it leaves out is not fetched either.
         let parts = submodule_parts(config, layout, repo, &mut entries)?;
+        // A symlink is judged by the tree it is served from: export-ignore took entries out of
+        // it, and submodules add theirs where they land in the release.
+        if entries.len() != all || !parts.is_empty() {
+            let mut release = entries.clone();
+            release.extend(parts.iter().flat_map(|part| part.entries.iter().cloned()));
+            check::check_tree(&release, config.symlinks).map_err(refused_path)?;
+        }
         let none = Converted::default();
         let mut trees = vec![Tree { repo, entries: &entries, converted: &converted }];
         trees.extend(parts.iter().map(|part| Tree {
@@ -130,8 +133,7 @@ fn refused_path(err: check::Error) -> Failure {
     )
 }
 
-/// Resolves the commit's submodules (unless `submodules = "skip"`) and checks the combined
-/// tree: a submodule's names and symlinks are judged where they land in the release.
+/// Resolves the commit's submodules (unless `submodules = "skip"`).
 fn submodule_parts(
     config: &Config,
     layout: &Layout,
@@ -141,14 +143,8 @@ fn submodule_parts(
     if config.submodules == SubmodulePolicy::Skip {
         return Ok(Vec::new());
     }
-    let parts = submodules::resolve(repo, entries, &layout.submodules_dir())
-        .map_err(|err| Failure::new(Stage::Materialize, &err, err.hint()))?;
-    if !parts.is_empty() {
-        let mut combined = entries.to_vec();
-        combined.extend(parts.iter().flat_map(|part| part.entries.iter().cloned()));
-        check::check_tree(&combined, config.symlinks).map_err(refused_path)?;
-    }
-    Ok(parts)
+    submodules::resolve(repo, entries, &layout.submodules_dir())
+        .map_err(|err| Failure::new(Stage::Materialize, &err, err.hint()))
 }
 
 /// What to do about a build that failed.
