@@ -19,8 +19,9 @@ use crate::target_dir::{link, slots};
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";
 
-/// Runs phase 2: makes the prepared release live, then retires and records. Only activation
-/// can fail; from the switch on, a problem is a warning.
+/// Runs phase 2: makes the prepared release live, then retires and records. Only what comes
+/// before the old release is let go can fail (an app's gate, the switch, an app's check, which
+/// puts the link back); from there on, a problem is a warning.
 pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
     let Prepared { mut record, index, kept } = prepared;
     let started = app::start(run, record.commit)?;

@@ -121,7 +121,7 @@ pub fn materialize_all(
 /// of written. Files are written by a few threads, each with its own repository handle. A
 /// file in `converted` is written with the bytes `git archive` gives it (see `attributes`).
 #[instrument(skip_all)]
-pub fn materialize(
+fn materialize(
     repo: &Repo,
     entries: &[Entry],
     converted: &Converted,
