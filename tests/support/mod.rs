@@ -6,6 +6,7 @@ mod cmd;
 mod env;
 mod tree;
 
+pub mod app;
 pub mod big_file;
 pub mod canned_server;
 pub mod disk;

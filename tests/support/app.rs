@@ -1,0 +1,193 @@
+//! An app deploy's fixture: a target set up by `pushdeploy init --app` inside a real systemd
+//! (support::systemd), the WSGI app the test repository holds (run by Debian's gunicorn), and a
+//! watcher that GETs one instance while failed deploys run.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::load::Connection;
+use super::systemd::Systemd;
+use super::user::TestUser;
+use super::{BIN, Output, TestEnv};
+
+/// The app the test repository holds: `/health`, `/` (the commit its unit was given), `/slow`
+/// (the same after 1.5 s); every answer names the commit in `X-Pushdeploy-Commit`. The file
+/// `mode` chooses a failure (`unhealthy`: `/health` answers 500; `crash`: import fails;
+/// `slow-boot`: import takes 1.5 s).
+pub const APP_PY: &str = r#"import os
+import time
+
+MODE = open("mode").read().strip() if os.path.exists("mode") else "ok"
+COMMIT = os.environ.get("PUSHDEPLOY_COMMIT", "")
+if MODE == "crash":
+    raise RuntimeError("app.py: this commit crashes on boot")
+if MODE == "slow-boot":
+    time.sleep(1.5)
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/health":
+        status = "500 Internal Server Error" if MODE == "unhealthy" else "200 OK"
+        body = MODE.encode()
+    else:
+        if path == "/slow":
+            time.sleep(1.5)
+        status, body = "200 OK", COMMIT.encode()
+    headers = [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", str(len(body))),
+        ("X-Pushdeploy-Commit", COMMIT),
+    ]
+    start_response(status, headers)
+    return [body]
+"#;
+
+/// Threads, so that a `/slow` request holds one thread and not the instance. gunicorn's
+/// heartbeat files go to /dev/shm: the unit's `ProtectSystem=strict` leaves no other writable
+/// temporary directory for a target under /tmp (no `PrivateTmp=` there).
+pub const COMMAND: &str =
+    "/usr/bin/gunicorn --threads 8 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
+
+/// A target set up with `init --app` inside a booted systemd, and the app user.
+pub struct AppSite {
+    pub env: TestEnv,
+    pub systemd: Systemd,
+    #[allow(dead_code, reason = "the app user lives as long as the site; some tests name it")]
+    pub user: TestUser,
+    pub blue: u16,
+    pub green: u16,
+}
+
+/// Returns two different loopback ports that were free a moment ago.
+pub fn free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("local address").port();
+    (port(&a), port(&b))
+}
+
+impl AppSite {
+    /// Boots systemd, runs `init --app` inside it with a 10 s health deadline, clones the work
+    /// tree; `None` (skipped) without root, systemd or gunicorn.
+    pub fn new(user_prefix: &str) -> Option<AppSite> {
+        if !Path::new("/usr/bin/gunicorn").exists() {
+            crate::support::skip("no /usr/bin/gunicorn (Debian's gunicorn package)");
+            return None;
+        }
+        let env = TestEnv::new();
+        // The app user reads its release through the test's directory.
+        fs::set_permissions(&env.root, fs::Permissions::from_mode(0o755)).expect("chmod root");
+        let systemd = Systemd::boot(&env)?;
+        let user = TestUser::create(&env, user_prefix);
+        let (blue, green) = free_ports();
+        let _ = systemd
+            .run(&env, BIN)
+            .arg("init")
+            .arg(&env.bare)
+            .arg("--target")
+            .arg(&env.target)
+            .args(["--app", "--app-command", COMMAND, "--app-user", &user.name])
+            .arg("--ports")
+            .arg(format!("{blue},{green}"))
+            .arg("--unit-dir")
+            .arg(systemd.unit_dir())
+            .success();
+        let config = fs::read_to_string(env.bare.join("pushdeploy.toml")).expect("read config");
+        assert!(config.contains("deadline = \"60s\""), "{config}");
+        env.write_config(&config.replace("deadline = \"60s\"", "deadline = \"10s\""));
+        let reload = systemd.systemctl(&["daemon-reload"]);
+        assert!(reload.status.success(), "{reload}");
+        env.clone_work();
+        env.write("app.py", APP_PY);
+        Some(AppSite { env, systemd, user, blue, green })
+    }
+
+    /// Commits the app with `mode` (`ok`, `unhealthy`, `crash`); returns the commit.
+    pub fn commit(&self, mode: &str, message: &str) -> String {
+        self.env.write("mode", format!("{mode}\n"));
+        self.env.write("version", format!("{message}\n"));
+        self.env.commit_all(message)
+    }
+
+    /// Pushes `main` from inside the namespace, where the hook's systemctl reaches systemd.
+    pub fn push(&self) -> Output {
+        self.systemd
+            .run_in(&self.env, &self.env.work, "git")
+            .args(["push", "origin", "main"])
+            .success()
+    }
+
+    pub fn unit(&self, slot: &str) -> String {
+        format!("pushdeploy-www@{slot}.service")
+    }
+
+    /// Returns `systemctl is-active` of a slot's instance.
+    pub fn state(&self, slot: &str) -> String {
+        self.systemd.systemctl(&["is-active", &self.unit(slot)]).stdout.trim().to_owned()
+    }
+
+    /// Asserts `pushdeploy status --json` says `slot` is live with `commit`.
+    #[track_caller]
+    pub fn assert_status(&self, slot: &str, commit: &str) {
+        let output = self
+            .env
+            .pushdeploy()
+            .args(["status", "--json", "--repo"])
+            .arg(&self.env.bare)
+            .success();
+        let status: serde_json::Value = serde_json::from_str(&output.stdout).expect("JSON");
+        assert_eq!(
+            (status["slot"].as_str(), status["commit"].as_str()),
+            (Some(slot), Some(commit))
+        );
+    }
+
+    /// Asserts a slot's instance answers `/` with `commit`.
+    #[track_caller]
+    pub fn assert_serves(&self, port: u16, commit: &str) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let response = Connection::new(addr, Duration::from_secs(5))
+            .get("/")
+            .unwrap_or_else(|e| panic!("GET / on {addr}: {e}"));
+        assert_eq!(response.status, 200);
+        assert_eq!(String::from_utf8_lossy(&response.body), commit, "port {port}");
+    }
+}
+
+/// GETs `/` on one port every 20 ms in a thread, expecting 200 with one body each time.
+pub struct Watcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u32, Vec<String>)>,
+}
+
+impl Watcher {
+    pub fn start(port: u16, body: String) -> Watcher {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let (mut answered, mut failures) = (0, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                match Connection::new(addr, Duration::from_secs(5)).get("/") {
+                    Ok(r) if r.status == 200 && r.body == body.as_bytes() => answered += 1,
+                    Ok(r) => failures.push(format!("{} {:?}", r.status, r.body)),
+                    Err(err) => failures.push(err.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (answered, failures)
+        });
+        Watcher { stop, thread }
+    }
+
+    /// Stops the thread; returns how many requests were answered right, and what went wrong.
+    pub fn stop(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the watcher thread panicked")
+    }
+}
