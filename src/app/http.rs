@@ -21,6 +21,39 @@ pub fn get(url: &str, timeout: Duration) -> Answer {
     }
 }
 
+/// GETs `url` within `timeout` like [`get`]; also returns the `X-Pushdeploy-Slot` header, by
+/// which the proxy configurations pushdeploy ships name the instance that answered.
+pub fn get_with_slot(url: &str, timeout: Duration) -> Result<(u16, Option<String>), String> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build();
+    let agent: ureq::Agent = config.into();
+    match agent.get(url).call() {
+        Ok(response) => {
+            let slot = response.headers().get("x-pushdeploy-slot");
+            let slot = slot.and_then(|value| value.to_str().ok()).map(str::to_owned);
+            Ok((response.status().as_u16(), slot))
+        }
+        Err(err) => Err(crate::report::escape(&err.to_string())),
+    }
+}
+
+/// GETs `url` within `timeout` and parses its 2xx body as JSON; an error is one line.
+pub fn get_json(url: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+    let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).build();
+    let agent: ureq::Agent = config.into();
+    let shown = crate::report::escape(url);
+    let mut response = agent
+        .get(url)
+        .call()
+        .map_err(|err| format!("GET {shown}: {}", crate::report::escape(&err.to_string())))?;
+    response.body_mut().read_json().map_err(|err| {
+        format!("GET {shown}: no JSON answer ({})", crate::report::escape(&err.to_string()))
+    })
+}
+
 /// Tells whether a status code is a success (2xx).
 pub fn is_success(answer: &Answer) -> bool {
     matches!(answer, Ok(status) if (200..300).contains(status))

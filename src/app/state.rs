@@ -108,6 +108,40 @@ pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes the file `name` in `TARGET/.pushdeploy/SUBDIR/` (made, mode 0755, when missing),
+/// both given to the target's owner, through the same `O_NOFOLLOW` handles; a file that exists
+/// is left as it is. Returns whether it was written. For the files a proxy reads from the
+/// target (the Caddy snippet, HAProxy's server states), which the deploys rewrite.
+pub fn write_proxy_file(
+    target: &Path,
+    subdir: &str,
+    name: &str,
+    content: &str,
+) -> Result<bool, Error> {
+    let state_path = target.join(".pushdeploy");
+    let dir_path = state_path.join(subdir);
+    let path = dir_path.join(name);
+    let fail = |errno: Errno| {
+        Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path)))
+            .hint("check that it is a directory (not a symlink) pushdeploy can write")
+    };
+    let root = open_dir(None, target).map_err(fail)?;
+    let stat = fstat(&root).map_err(fail)?;
+    let owner = Owner { uid: stat.st_uid, gid: stat.st_gid };
+    let state = ensure_dir(&root, &state_path, 0o755, owner, true)?;
+    let dir = ensure_dir(&state, &dir_path, 0o755, owner, true)?;
+    if read_at(&dir, name).map_err(fail)?.is_some() {
+        return Ok(false);
+    }
+    write_at(&dir, name, content, owner).map_err(fail)?;
+    // A proxy running as its own user reads it (the env files stay 0600).
+    let file =
+        openat(&dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(fail)?;
+    nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(0o644)).map_err(fail)?;
+    Ok(true)
+}
+
 /// Writes `slot`'s environment file for a deploy of `commit` (temporary name, then rename),
 /// through the same `O_NOFOLLOW` handles as init; the file stays its directory owner's.
 pub fn write_slot_env(target: &Path, app: &App, slot: Slot, commit: &str) -> Result<(), Error> {

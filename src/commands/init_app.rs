@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::app::proxy;
 use crate::app::state::{self, Owner};
 use crate::app::unit::{self, Verified};
 use crate::config::{self, App, Config, ProxyKind, toml_string};
@@ -110,6 +111,9 @@ pub fn prepare(args: &AppArgs, config: &Config) -> Result<Option<Prepared>, Erro
 pub fn finish(config: &Config, prepared: &Prepared) -> Result<(), Error> {
     let Some(app) = &config.app else { return Ok(()) };
     state::write(config, app, prepared.app_user)?;
+    for line in proxy::install(&config.target, app)? {
+        report::line(&line);
+    }
     report_next_steps(app, &prepared.unit_path);
     Ok(())
 }

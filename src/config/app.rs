@@ -13,6 +13,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Error;
+pub use super::app_proxy::Proxy;
 pub use super::app_raw::ProxyKind;
 use super::app_raw::{RawApp, RawHealth, RawPorts};
 use super::keys::{duration, inside_release};
@@ -27,10 +28,7 @@ pub const DEFAULT_HEALTH_PATH: &str = "/health";
 
 /// A validated `[app]` table.
 #[derive(Debug, Clone)]
-#[allow(
-    dead_code,
-    reason = "`release`, `shared` and `proxy`: the next steps of the app deploy read them"
-)]
+#[allow(dead_code, reason = "`release` and `shared`: the next steps of the app deploy read them")]
 pub struct App {
     /// The unit's name part: the unit is `pushdeploy-NAME@.service`.
     pub name: String,
@@ -47,7 +45,7 @@ pub struct App {
     /// The environment of the instance and of `release`.
     pub env: BTreeMap<String, String>,
     pub health: Health,
-    pub proxy: ProxyKind,
+    pub proxy: Proxy,
     pub check: Option<Check>,
 }
 
@@ -108,7 +106,7 @@ pub fn app(
         .collect::<Result<_, _>>()?;
     let env = env(source, raw.env)?;
     let health = health(source, raw.health)?;
-    let proxy = raw.proxy.and_then(|proxy| proxy.kind).unwrap_or_default();
+    let proxy = super::app_proxy::proxy(source, raw.proxy, target, &name)?;
     let check = raw.check.map(|check| check_url(source, check.url)).transpose()?;
     Ok(Some(App {
         name,

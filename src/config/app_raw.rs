@@ -64,10 +64,15 @@ pub(super) struct RawHealth {
     pub(super) deadline: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProxy {
     pub(super) kind: Option<ProxyKind>,
+    pub(super) file: Option<Spanned<PathBuf>>,
+    pub(super) config: Option<Spanned<PathBuf>>,
+    pub(super) socket: Option<Spanned<PathBuf>>,
+    pub(super) backend: Option<Spanned<String>>,
+    pub(super) state_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]

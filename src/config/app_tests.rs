@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{DEFAULT_HEALTH_PATH, ProxyKind, RunningUser, default_unit_name, user_problem};
+use super::{DEFAULT_HEALTH_PATH, Proxy, ProxyKind, RunningUser, default_unit_name, user_problem};
 use crate::config::parse;
 use crate::config::tests::parse_err;
 
@@ -28,7 +28,7 @@ fn defaults_fill_in() {
     assert_eq!(app.stop_timeout, Duration::from_secs(30));
     assert_eq!(app.health.path, DEFAULT_HEALTH_PATH);
     assert_eq!(app.health.deadline, Duration::from_secs(60));
-    assert_eq!(app.proxy, ProxyKind::None);
+    assert_eq!(app.proxy, Proxy::None);
     assert!(app.check.is_none() && app.release.is_none() && app.shared.is_empty());
     assert!(parse(Path::new("p"), "target = \"/s\"\n").unwrap().app.is_none());
 }
@@ -45,7 +45,7 @@ fn every_key_is_read() {
     assert_eq!(app.shared, [Path::new("data"), Path::new(".env.local")]);
     assert_eq!(app.env["DJANGO_DEBUG"], "0");
     assert_eq!((app.health.path.as_str(), app.health.deadline), ("/up", Duration::from_secs(10)));
-    assert_eq!(app.proxy, ProxyKind::Haproxy);
+    assert_eq!(app.proxy.kind(), ProxyKind::Haproxy);
     assert_eq!(app.check.unwrap().url, "https://shop.example/up");
 }
 
@@ -154,4 +154,53 @@ fn target_and_name_fit_a_unit() {
     assert_eq!(default_unit_name(Path::new("/srv/www/example.com")), "example.com");
     assert_eq!(default_unit_name(Path::new("/srv/my site+x")), "my-site-x");
     assert_eq!(default_unit_name(Path::new("/")), "app");
+}
+
+#[test]
+fn each_proxy_gets_its_defaults() {
+    let app = |proxy: &str| {
+        let text = format!("{BASE}[app.proxy]\n{proxy}\n");
+        parse(Path::new("p"), &text).unwrap().app.unwrap().proxy
+    };
+    assert_eq!(
+        app("kind = \"caddy\""),
+        Proxy::Caddy {
+            snippet: "/srv/www/shop/.pushdeploy/proxy/upstream.caddy".into(),
+            caddyfile: "/etc/caddy/Caddyfile".into(),
+        }
+    );
+    assert_eq!(
+        app("kind = \"nginx\"\nconfig = \"/etc/nginx/site.conf\""),
+        Proxy::Nginx {
+            upstream: "/etc/nginx/pushdeploy/shop.conf".into(),
+            config: "/etc/nginx/site.conf".into(),
+        }
+    );
+    assert_eq!(
+        app("kind = \"haproxy\"\nbackend = \"be_shop\""),
+        Proxy::Haproxy {
+            socket: "/run/haproxy/admin.sock".into(),
+            backend: "be_shop".into(),
+            state_file: "/srv/www/shop/.pushdeploy/proxy/haproxy.state".into(),
+        }
+    );
+}
+
+#[test]
+fn proxy_keys_belong_to_their_kind_and_paths_are_absolute() {
+    assert_eq!(
+        err_with("[app.proxy]\nkind = \"caddy\"\nsocket = \"/run/x.sock\"\n"),
+        "/r/pushdeploy.toml: line 8: `app.proxy.socket` is for kind = \"haproxy\", not \"caddy\"; remove it"
+    );
+    assert_eq!(
+        err_with("[app.proxy]\nfile = \"/etc/x\"\n"),
+        "/r/pushdeploy.toml: line 7: `app.proxy.file` is for kind = \"caddy\" and \"nginx\", not \"none\"; remove it"
+    );
+    let relative = err_with("[app.proxy]\nkind = \"nginx\"\nfile = \"up.conf\"\n");
+    assert!(relative.starts_with("/r/pushdeploy.toml: line 8: `app.proxy.file` (nginx proxy): \"up.conf\" is not an absolute path"), "{relative}");
+    let backend = err_with("[app.proxy]\nkind = \"haproxy\"\nbackend = \"a b\"\n");
+    assert!(
+        backend.contains("line 8: `app.proxy.backend`: \"a b\" is not a backend name"),
+        "{backend}"
+    );
 }

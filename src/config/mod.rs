@@ -7,6 +7,7 @@
 //! in `keys` and one more field in `Config`.
 
 mod app;
+mod app_proxy;
 mod app_raw;
 mod check;
 mod keys;
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use app::{App, ProxyKind, default_unit_name};
+pub use app::{App, Proxy, ProxyKind, default_unit_name};
 use raw::Source;
 pub use raw::toml_string;
 

@@ -1,22 +1,24 @@
-//! Phase 2 of an app (`[app]`): around the link switch of [`super::switch`], the new slot's
-//! instance is started and must pass the **health gate** before the switch; after it, the
-//! **check** (`[app.check]`) must pass or the link goes back; only then is the old instance
-//! stopped (invariant 7). So far only `[app.proxy] kind = "none"`: the link records which slot
-//! is live, and clients reach the app on that slot's port.
+//! Phase 2 of an app (`[app]`): the new slot's instance is started and must pass the
+//! **health gate** on its own port; the proxy is **pointed** at it ([`crate::app::proxy`]) and
+//! the **check** (`[app.check]`) must pass through the proxy, or the proxy goes back to the old
+//! instance; only then does [`super::switch`] rename the link (which records the live slot),
+//! and the old instance is **drained** and stopped (invariant 7). Until the link moves, the old
+//! instance serves or can serve again at once.
 //!
 //! Every systemctl call runs as the user pushdeploy runs as; in production that is the git
-//! user, allowed exactly these units by a sudoers drop-in (not written yet).
+//! user, allowed exactly these units by a sudoers drop-in.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Failure, RETRY, Run};
+use crate::app::proxy::{self, Pointed, port};
 use crate::app::{http, state, systemd};
 use crate::config::App;
 use crate::git::CommitId;
 use crate::report;
+use crate::target_dir::Slot;
 use crate::target_dir::history::Stage;
-use crate::target_dir::{Slot, link};
 
 /// How often the gate asks the instance and systemd.
 const POLL: Duration = Duration::from_millis(100);
@@ -29,26 +31,58 @@ const CHECK_GET_TIMEOUT: Duration = Duration::from_secs(2);
 const CHECK_TRIES: u32 = 5;
 const CHECK_PAUSE: Duration = Duration::from_millis(300);
 
-/// The new slot's instance, started and healthy, not yet serving through the link.
+/// The new slot's instance, started, healthy and behind the proxy; the link not moved yet.
 pub(super) struct Started<'a> {
     app: &'a App,
     unit: String,
+    /// The slot whose instance served before, still running.
+    old: Option<Slot>,
+    pointed: Pointed,
 }
 
-/// Starts the new slot's instance on the release prepared in it and waits for its health
-/// gate. `None` for a site (no `[app]`). A gate that fails stops the instance again.
+/// Starts the new slot's instance on the release prepared in it, waits for its health gate,
+/// points the proxy at it and checks it through the proxy. `None` for a site (no `[app]`).
+/// Whatever fails stops the new instance again, with the proxy back on the old one.
 pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Started<'a>>, Failure> {
     let Some(app) = run.config.app.as_ref() else { return Ok(None) };
     let slot = run.slot;
     let unit = systemd::instance(app, slot);
-    let fail = |reason: String| Failure::new(Stage::Activate, reason, RETRY);
     state::write_slot_env(&run.layout.target, app, slot, &commit.to_string())
-        .map_err(|err| fail(err.to_string()))?;
+        .map_err(|err| Failure::new(Stage::Activate, err, RETRY))?;
+    gate_new(app, &unit, slot)?;
+    let old = run.live.as_ref().map(|live| live.slot).filter(|old| *old != slot);
+    let pointed = proxy::point(app, slot, old).map_err(|why| {
+        stop_quietly(&unit);
+        Failure::new(Stage::Activate, format!("proxy switch: {why}"), RETRY)
+    })?;
+    if app.proxy != crate::config::Proxy::None {
+        report::line(&format!("proxy: {} now sends requests to {unit}", app.proxy.kind().name()));
+    }
+    if let Some(check) = &app.check {
+        if let Err(answer) = check_through(&check.url, slot) {
+            let back = point_back(app, old);
+            stop_quietly(&unit);
+            let mut failure = Failure::new(
+                Stage::Activate,
+                format!("check through the proxy: {} answered {answer}; {back}", check.url),
+                RETRY,
+            );
+            failure.rolled_back = app.proxy != crate::config::Proxy::None;
+            return Err(failure);
+        }
+        report::line(&format!("check: {} answered 2xx from {slot}", check.url));
+    }
+    Ok(Some(Started { app, unit, old, pointed }))
+}
+
+/// Restarts the new instance and waits for its gate; a failed gate stops it and shows the
+/// pusher the journal of this run.
+fn gate_new(app: &App, unit: &str, slot: Slot) -> Result<(), Failure> {
     let started = Instant::now();
     let mut invocation = String::new();
-    let gate = systemd::restart(&unit).and_then(|()| {
-        invocation = systemd::invocation(&unit)?;
-        gate(app, &unit, port(app, slot), started)
+    let gate = systemd::restart(unit).and_then(|()| {
+        invocation = systemd::invocation(unit)?;
+        gate(app, unit, port(app, slot), started)
     });
     match gate {
         Ok(status) => {
@@ -56,24 +90,16 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
                 "health gate: {unit} answered HTTP {status} after {}",
                 report::seconds(started.elapsed())
             ));
-            Ok(Some(Started { app, unit }))
+            Ok(())
         }
         Err(reason) => {
-            stop_quietly(&unit);
+            stop_quietly(unit);
             for line in systemd::journal_tail(&invocation) {
                 report::line(&format!("{unit}: {line}"));
             }
             let hint = format!("the journal of {unit} is above; fix the app and push again");
             Err(Failure::new(Stage::Activate, format!("health gate: {reason}"), hint))
         }
-    }
-}
-
-/// Returns the port of `slot`'s instance.
-fn port(app: &App, slot: Slot) -> u16 {
-    match slot {
-        Slot::Blue => app.ports.blue,
-        Slot::Green => app.ports.green,
     }
 }
 
@@ -112,48 +138,46 @@ fn gate(app: &App, unit: &str, port: u16, started: Instant) -> Result<u16, Strin
     }
 }
 
-/// Stops the new instance when the switch itself failed: the old one still serves.
-pub(super) fn abandon(started: &Option<Started<'_>>) {
+/// Takes the new instance back when the link could not be moved: the proxy goes back to the
+/// old instance, which still runs, and the new one stops.
+pub(super) fn abandon(started: Option<Started<'_>>) {
     if let Some(started) = started {
+        let back = point_back(started.app, started.old);
+        report::line(&format!("proxy: {back}"));
         stop_quietly(&started.unit);
     }
 }
 
-/// After the switch: the check through the proxy, then the old instance stopped. A failed
-/// check puts the link back on the old release (whose instance still runs) and stops the new
-/// one.
-pub(super) fn settle(run: &Run<'_>, started: Option<Started<'_>>) -> Result<(), Failure> {
-    let Some(Started { app, unit }) = started else { return Ok(()) };
-    if let Some(check) = &app.check {
-        if let Err(answer) = check_through(&check.url) {
-            let back = switch_back(run);
-            stop_quietly(&unit);
-            return Err(Failure::new(
-                Stage::Activate,
-                format!("check through the proxy: {} answered {answer}; {back}", check.url),
-                RETRY,
-            ));
-        }
-        report::line(&format!("check: {} answered 2xx", check.url));
+/// After the link moved: the old instance is drained (the proxy has nothing left in flight to
+/// it, within `stop_timeout`), then stopped.
+pub(super) fn settle(started: Option<Started<'_>>) {
+    let Some(Started { app, old: Some(old), pointed, .. }) = started else { return };
+    let old_unit = systemd::instance(app, old);
+    if let Err(why) = proxy::drain(app, pointed, old, app.stop_timeout) {
+        report::line(&format!("warning: drain of {old_unit}: {why}; stopping it anyway"));
     }
-    if let Some(old) = run.live.as_ref().filter(|old| old.slot != run.slot) {
-        let old_unit = systemd::instance(app, old.slot);
-        match systemd::stop(&old_unit) {
-            Ok(()) => report::line(&format!("stopped the old instance {old_unit}")),
-            Err(err) => report::line(&format!("warning: {err}; stop it by hand")),
-        }
+    match systemd::stop(&old_unit) {
+        Ok(()) => report::line(&format!("stopped the old instance {old_unit}")),
+        Err(err) => report::line(&format!("warning: {err}; stop it by hand")),
     }
-    Ok(())
 }
 
-/// GETs the check URL a few times; `Err` with the last answer when none was a 2xx.
-fn check_through(url: &str) -> Result<(), String> {
+/// GETs the check URL a few times; `Err` with the last answer when none was a 2xx from the
+/// new instance (a proxy that names the answering slot in `X-Pushdeploy-Slot` must name it).
+fn check_through(url: &str, slot: Slot) -> Result<(), String> {
     let mut answer = Err("no answer".to_owned());
     for try_number in 0..CHECK_TRIES {
         if try_number > 0 {
             thread::sleep(CHECK_PAUSE);
         }
-        answer = http::get(url, CHECK_GET_TIMEOUT);
+        let got = http::get_with_slot(url, CHECK_GET_TIMEOUT);
+        answer = match got {
+            Ok((status, Some(from))) if from != slot.name() && (200..300).contains(&status) => {
+                Err(format!("HTTP {status} from the {} instance", report::escape(&from)))
+            }
+            Ok((status, _)) => Ok(status),
+            Err(err) => Err(err),
+        };
         if http::is_success(&answer) {
             return Ok(());
         }
@@ -161,22 +185,16 @@ fn check_through(url: &str) -> Result<(), String> {
     Err(http::describe(&answer))
 }
 
-/// Puts the link back on the release that was live; says what it did, for the failure line.
-fn switch_back(run: &Run<'_>) -> String {
-    let result = match &run.live {
-        Some(old) => link::activate(run.layout, &old.link_target)
-            .map(|()| old.slot.to_string())
-            .map_err(|err| err.to_string()),
-        // A first deploy has nothing to go back to: no link is better than a dangling one.
-        None => {
-            std::fs::remove_file(&run.layout.link).map(|()| "nothing deployed".to_owned()).map_err(
-                |err| format!("cannot remove {}: {err}", report::escape_path(&run.layout.link)),
-            )
-        }
-    };
-    match result {
-        Ok(to) => format!("rolled back to {to}"),
-        Err(err) => format!("rolling back failed: {err}"),
+/// Points the proxy back at the old instance; says what it did, for the failure line. A first
+/// deploy has no old instance: the proxy is left on the new one, which stops.
+fn point_back(app: &App, old: Option<Slot>) -> String {
+    let Some(old) = old else { return "nothing was live before".to_owned() };
+    if app.proxy == crate::config::Proxy::None {
+        return format!("{old} still serves");
+    }
+    match proxy::point(app, old, None) {
+        Ok(_) => format!("the proxy went back to {old}"),
+        Err(why) => format!("pointing the proxy back to {old} failed: {why}"),
     }
 }
 

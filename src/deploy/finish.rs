@@ -26,7 +26,8 @@ pub(super) fn failed(run: &Run<'_>, failure: Failure, take_back: bool) -> ExitCo
     if take_back {
         let _ = slots::discard(run.layout, run.slot, run.live.as_ref());
     }
-    append(run, Outcome::Failed, Some(&failure), None);
+    let outcome = if failure.rolled_back { Outcome::RolledBack } else { Outcome::Failed };
+    append(run, outcome, Some(&failure), None);
     report::line(&format!(
         "failed at {}: {}; the live site is unchanged ({}); {}",
         failure.stage,

@@ -63,11 +63,14 @@ struct Failure {
     stage: Stage,
     reason: String,
     hint: String,
+    /// The new release was live for a moment (an app's proxy was pointed at it) and was
+    /// taken back: the history says `rolled-back`.
+    rolled_back: bool,
 }
 
 impl Failure {
     fn new(stage: Stage, reason: impl std::fmt::Display, hint: impl Into<String>) -> Failure {
-        Failure { stage, reason: reason.to_string(), hint: hint.into() }
+        Failure { stage, reason: reason.to_string(), hint: hint.into(), rolled_back: false }
     }
 }
 

@@ -20,13 +20,19 @@ use crate::target_dir::{link, slots};
 pub const LIVE_REF: &str = "refs/deploys/live";
 
 /// Runs phase 2: makes the prepared release live, then retires and records. Only what comes
-/// before the old release is let go can fail (an app's gate, the switch, an app's check, which
-/// puts the link back); from there on, a problem is a warning.
+/// before the link moves can fail (an app's gate, its proxy switch and check, which points
+/// the proxy back; the rename); from there on, a problem is a warning.
 pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
     let Prepared { mut record, index, kept } = prepared;
     let started = app::start(run, record.commit)?;
-    let time_to_live = activate(run, &record, kept).inspect_err(|_| app::abandon(&started))?;
-    app::settle(run, started)?;
+    let time_to_live = match activate(run, &record, kept) {
+        Ok(time_to_live) => time_to_live,
+        Err(failure) => {
+            app::abandon(started);
+            return Err(failure);
+        }
+    };
+    app::settle(started);
     let Run { config, layout, slot, .. } = *run;
     // The release kept before this one is now pushed out by a good one.
     let _ = slots::remove_path(&layout.parked_dir(slot));

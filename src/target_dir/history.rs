@@ -55,15 +55,19 @@ pub struct HistoryEntry {
 pub enum Outcome {
     Live,
     Failed,
+    /// An app's new instance failed the check through the proxy after the switch, and the
+    /// proxy was pointed back at the old one.
+    RolledBack,
     DryRun,
 }
 
 impl Outcome {
-    /// Returns the name the history and `log` use: `live`, `failed`, `dry-run`.
+    /// Returns the name the history and `log` use: `live`, `failed`, `rolled-back`, `dry-run`.
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Live => "live",
             Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled-back",
             Outcome::DryRun => "dry-run",
         }
     }
