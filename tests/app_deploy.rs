@@ -2,7 +2,7 @@
 //! Debian's gunicorn: a push starts the idle slot's instance, which must pass the health gate
 //! before the link moves, and stops the old instance after; an unhealthy or crashing commit
 //! fails at activate with the old instance still serving; the gate waits for a slow boot; a
-//! failed check after the switch rolls back.
+//! failed check keeps the old instance (without a proxy nothing was switched).
 
 use std::fs;
 use std::path::Path;

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod app_caddy;
 mod app_deploy;
 mod app_init;
 mod bad_input;

@@ -153,11 +153,17 @@ pub(super) fn abandon(started: Option<Started<'_>>) {
 pub(super) fn settle(started: Option<Started<'_>>) {
     let Some(Started { app, old: Some(old), pointed, .. }) = started else { return };
     let old_unit = systemd::instance(app, old);
+    let started = Instant::now();
     if let Err(why) = proxy::drain(app, pointed, old, app.stop_timeout) {
         report::line(&format!("warning: drain of {old_unit}: {why}; stopping it anyway"));
     }
+    let drained = started.elapsed();
     match systemd::stop(&old_unit) {
-        Ok(()) => report::line(&format!("stopped the old instance {old_unit}")),
+        Ok(()) => report::line(&format!(
+            "stopped the old instance {old_unit} (drained in {}, stopped in {})",
+            report::seconds(drained),
+            report::seconds(started.elapsed() - drained)
+        )),
         Err(err) => report::line(&format!("warning: {err}; stop it by hand")),
     }
 }

@@ -16,7 +16,7 @@ use super::{BIN, Output, TestEnv};
 /// The app the test repository holds: `/health`, `/` (the commit its unit was given), `/slow`
 /// (the same after 1.5 s); every answer names the commit in `X-Pushdeploy-Commit`. The file
 /// `mode` chooses a failure (`unhealthy`: `/health` answers 500; `crash`: import fails;
-/// `slow-boot`: import takes 1.5 s).
+/// `slow-boot`: import takes 1.5 s; `not-ready`: `/ready` answers 503, the rest is healthy).
 pub const APP_PY: &str = r#"import os
 import time
 
@@ -32,6 +32,9 @@ def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/health":
         status = "500 Internal Server Error" if MODE == "unhealthy" else "200 OK"
+        body = MODE.encode()
+    elif path == "/ready":
+        status = "503 Service Unavailable" if MODE == "not-ready" else "200 OK"
         body = MODE.encode()
     else:
         if path == "/slow":
@@ -74,6 +77,11 @@ impl AppSite {
     /// Boots systemd, runs `init --app` inside it with a 10 s health deadline, clones the work
     /// tree; `None` (skipped) without root, systemd or gunicorn.
     pub fn new(user_prefix: &str) -> Option<AppSite> {
+        AppSite::with_init(user_prefix, &[])
+    }
+
+    /// [`AppSite::new`] with more options for `init` (`--proxy caddy`).
+    pub fn with_init(user_prefix: &str, init_args: &[&str]) -> Option<AppSite> {
         if !Path::new("/usr/bin/gunicorn").exists() {
             crate::support::skip("no /usr/bin/gunicorn (Debian's gunicorn package)");
             return None;
@@ -95,6 +103,7 @@ impl AppSite {
             .arg(format!("{blue},{green}"))
             .arg("--unit-dir")
             .arg(systemd.unit_dir())
+            .args(init_args)
             .success();
         let config = fs::read_to_string(env.bare.join("pushdeploy.toml")).expect("read config");
         assert!(config.contains("deadline = \"60s\""), "{config}");
@@ -104,6 +113,12 @@ impl AppSite {
         env.clone_work();
         env.write("app.py", APP_PY);
         Some(AppSite { env, systemd, user, blue, green })
+    }
+
+    /// Rewrites the repository's `pushdeploy.toml` with `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let config = fs::read_to_string(self.env.bare.join("pushdeploy.toml")).expect("config");
+        self.env.write_config(&edit(config));
     }
 
     /// Commits the app with `mode` (`ok`, `unhealthy`, `crash`); returns the commit.

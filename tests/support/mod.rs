@@ -7,6 +7,7 @@ mod env;
 mod tree;
 
 pub mod app;
+pub mod app_load;
 pub mod big_file;
 pub mod canned_server;
 pub mod disk;

@@ -33,16 +33,28 @@ pub struct Pointed {
     old: Option<String>,
 }
 
-/// Returns the snippet that sends the site's requests to `slot`'s instance. The header
-/// tells the check through the proxy which instance answered.
-pub fn render(app: &App, slot: Slot) -> String {
-    format!(
+/// Returns the snippet that sends the site's requests to `slot`'s instance. The header tells
+/// the check through the proxy which instance answered. `draining`, the instance it replaces,
+/// stays named by a route that matches no request: Caddy keeps an upstream's request count
+/// only while some route names it, and the drain reads that count.
+pub fn render(app: &App, slot: Slot, draining: Option<Slot>) -> String {
+    let mut text = format!(
         "# Written by pushdeploy: the live instance of pushdeploy-{name}@.service. Each deploy\n\
          # rewrites it; import it in the app's site block: import {{this file}}\n\
          reverse_proxy 127.0.0.1:{port} {{\n\theader_down X-Pushdeploy-Slot {slot}\n}}\n",
         name = app.name,
         port = port(app, slot),
-    )
+    );
+    if let Some(old) = draining.filter(|old| *old != slot) {
+        text.push_str(&format!(
+            "# The instance it replaced, matched by no request, so that the deploy can see its\n\
+             # requests in flight finish (Caddy's /reverse_proxy/upstreams).\n\
+             @pushdeploy_draining expression false\n\
+             reverse_proxy @pushdeploy_draining 127.0.0.1:{}\n",
+            port(app, old)
+        ));
+    }
+    text
 }
 
 /// Writes the first snippet (pointing at blue, where the first deploy goes) unless there is
@@ -63,7 +75,7 @@ pub fn install(
     let mut lines = Vec::new();
     match in_state {
         Some((dir, name)) => {
-            let wrote = state::write_proxy_file(target, dir, name, &render(app, Slot::Blue))?;
+            let wrote = state::write_proxy_file(target, dir, name, &render(app, Slot::Blue, None))?;
             lines.push(format!("{} {shown}", if wrote { "wrote" } else { "kept" }));
         }
         None => lines.push(format!(
@@ -87,7 +99,7 @@ pub fn point(
     to: Slot,
     from: Option<Slot>,
 ) -> Result<Pointed, String> {
-    let old = super::replace_file(snippet, &render(app, to))?;
+    let old = super::replace_file(snippet, &render(app, to, from))?;
     let applied = adapt(caddyfile).and_then(|admin| {
         caddy(&["reload", "--adapter", "caddyfile", "--config"], caddyfile)?;
         Ok(admin)

@@ -1,0 +1,189 @@
+//! App deploys behind Debian's Caddy (`[app.proxy] kind = "caddy"`), run inside the test's
+//! systemd with the operator config of site-templates/apps/Caddyfile.standalone: 20 pushes
+//! under load with no failed request; the operator's own reload keeps the live instance; a
+//! failed gate, a crash and a failed check through Caddy each leave the old instance serving
+//! through it, the check's failure pointing Caddy back (`rolled-back`); a Caddyfile the
+//! operator broke fails the switch with the snippet put back.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::app::{AppSite, free_ports};
+use crate::support::app_load::{push_under_load, start_proxy_unit};
+use crate::support::history;
+use crate::support::load::{Connection, LoadChecker, LoadOptions, Mode, Versions};
+use crate::support::templates::template_dir;
+
+/// An app site behind a Caddy that runs inside its systemd.
+struct CaddySite {
+    site: AppSite,
+    front: SocketAddr,
+    caddyfile: PathBuf,
+}
+
+impl CaddySite {
+    fn new(prefix: &str) -> Option<CaddySite> {
+        if !Path::new("/usr/bin/caddy").exists() {
+            crate::support::skip("no /usr/bin/caddy (Debian's caddy package)");
+            return None;
+        }
+        let site = AppSite::with_init(prefix, &["--proxy", "caddy"])?;
+        let rundir = site.env.root.join("caddy-run");
+        fs::create_dir_all(&rundir).expect("create caddy-run");
+        let (port, admin) = free_ports();
+        let snippet = site.env.target.join(".pushdeploy/proxy/upstream.caddy");
+        assert!(snippet.exists(), "init --proxy caddy wrote no snippet");
+        let template = fs::read_to_string(template_dir("apps").join("Caddyfile.standalone"))
+            .expect("template");
+        let caddyfile = rundir.join("Caddyfile");
+        let text = template
+            .replace("@PORT@", &port.to_string())
+            .replace("@ADMIN_PORT@", &admin.to_string())
+            .replace("@SNIPPET@", &snippet.display().to_string())
+            .replace("@RUNDIR@", &rundir.display().to_string());
+        fs::write(&caddyfile, text).expect("write Caddyfile");
+        site.edit_config(|config| {
+            config.replace(
+                "kind = \"caddy\"\n",
+                &format!("kind = \"caddy\"\nconfig = \"{}\"\n", caddyfile.display()),
+            )
+        });
+        let front = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let dirs = rundir.display().to_string();
+        let setenv =
+            [("HOME", dirs.as_str()), ("XDG_CONFIG_HOME", &dirs), ("XDG_DATA_HOME", &dirs)];
+        let argv = ["/usr/bin/caddy", "run", "--adapter", "caddyfile", "--config"];
+        let caddyfile_arg = caddyfile.display().to_string();
+        let argv: Vec<&str> = argv.into_iter().chain([caddyfile_arg.as_str()]).collect();
+        start_proxy_unit(&site, "test-caddy.service", &setenv, &argv, front);
+        Some(CaddySite { site, front, caddyfile })
+    }
+
+    /// Returns the body Caddy answers `/` with (the live commit) and its slot header.
+    fn get(&self) -> (u16, String, Option<String>) {
+        let response = Connection::new(self.front, Duration::from_secs(5))
+            .get("/")
+            .unwrap_or_else(|e| panic!("GET / through Caddy: {e}"));
+        let slot = response.header("x-pushdeploy-slot").map(str::to_owned);
+        (response.status, String::from_utf8_lossy(&response.body).into_owned(), slot)
+    }
+}
+
+#[test]
+fn twenty_pushes_through_caddy_fail_no_request_and_its_own_reload_keeps_the_live_instance() {
+    let Some(caddy) = CaddySite::new("pdcaddy1-") else { return };
+    let site = &caddy.site;
+    let a = site.commit("ok", "a");
+    site.push().assert_live(&a, "refs/heads/main", "blue");
+    assert_eq!(caddy.get(), (200, a.clone(), Some("blue".to_owned())));
+
+    // A /slow request in flight to blue when Caddy is pointed at green: the drain waits for it
+    // (it is answered, by blue), and only then does blue stop.
+    let front = caddy.front;
+    let slow =
+        std::thread::spawn(move || Connection::new(front, Duration::from_secs(10)).get("/slow"));
+    std::thread::sleep(Duration::from_millis(300));
+    let b = site.commit("ok", "b");
+    let pushed = site.push();
+    pushed.assert_live(&b, "refs/heads/main", "green");
+    let answer = slow.join().expect("the /slow thread").expect("GET /slow through Caddy");
+    assert_eq!((answer.status, String::from_utf8_lossy(&answer.body)), (200, a.as_str().into()));
+    let stopped = pushed.pushdeploy_lines().into_iter().find(|l| l.contains("drained in "));
+    let drained = stopped.as_deref().and_then(|l| l.split("drained in ").nth(1)?.split(' ').next());
+    let drained: f64 = drained.and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{pushed}"));
+    assert!(drained >= 0.3, "blue was stopped with /slow still in flight\n{pushed}");
+
+    let load = push_under_load(site, caddy.front, &b, 20);
+    let live = site.env.link_target().display().to_string();
+    let (status, body, slot) = caddy.get();
+    assert_eq!((status, slot.as_deref()), (200, Some(live.as_str())));
+
+    // The operator reloads Caddy from its own Caddyfile: the imported snippet still names
+    // the live instance.
+    let reload = site
+        .systemd
+        .run(&site.env, "/usr/bin/caddy")
+        .args(["reload", "--adapter", "caddyfile", "--force", "--config"])
+        .arg(&caddy.caddyfile)
+        .output();
+    assert!(reload.status.success(), "caddy reload\n{reload}");
+    assert_eq!(caddy.get(), (200, body, slot));
+    eprintln!(
+        "caddy: {} pushes, {} + {} requests",
+        load.pushes, load.requests.requests, load.slow.requests
+    );
+}
+
+#[test]
+fn failures_behind_caddy_leave_the_old_instance_serving_and_a_failed_check_points_caddy_back() {
+    let Some(caddy) = CaddySite::new("pdcaddy2-") else { return };
+    let site = &caddy.site;
+    let a = site.commit("ok", "a");
+    site.push().assert_live(&a, "refs/heads/main", "blue");
+    site.edit_config(|config| {
+        format!("{config}\n[app.check]\nurl = \"http://{}/ready\"\n", caddy.front)
+    });
+    let versions = Versions::new();
+    versions.add(0, "/", a.as_bytes());
+    let options = LoadOptions {
+        connections: 2,
+        max_duration: Duration::from_secs(120),
+        pause: Duration::from_millis(5),
+        ..LoadOptions::default()
+    };
+    let load =
+        LoadChecker::start(caddy.front, Mode::Requests { versions: versions.clone() }, options);
+
+    let _ = site.commit("unhealthy", "unhealthy");
+    let unhealthy = site.push();
+    assert!(unhealthy.final_line().starts_with("pushdeploy: failed at activate: health gate: "));
+    let _ = site.commit("crash", "crash");
+    let crash = site.push();
+    assert!(crash.final_line().contains("pushdeploy-www@green.service stopped "), "{crash}");
+    assert_eq!(caddy.get(), (200, a.clone(), Some("blue".to_owned())));
+
+    // Green passes its gate and Caddy sends it requests, but /ready answers 503 through Caddy:
+    // Caddy goes back to blue, which never stopped. Clients may get green's answers meanwhile.
+    let not_ready = site.commit("not-ready", "not ready");
+    versions.add(1, "/", not_ready.as_bytes());
+    let pushed = site.push();
+    let line = pushed.final_line();
+    assert!(
+        line.starts_with("pushdeploy: failed at activate: check through the proxy: "),
+        "{pushed}"
+    );
+    assert!(line.contains("answered HTTP 503; the proxy went back to blue"), "{line}");
+    assert_eq!(caddy.get(), (200, a.clone(), Some("blue".to_owned())));
+    assert_eq!((site.state("blue").as_str(), site.state("green").as_str()), ("active", "inactive"));
+    let entries = history::history(&site.env);
+    let last = entries.iter().find(|e| e["commit"] == not_ready.as_str()).expect("entry");
+    assert_eq!(last["result"], "rolled-back", "{last}");
+
+    // The operator broke the Caddyfile: `caddy adapt` refuses it, the snippet is put back.
+    let snippet = site.env.target.join(".pushdeploy/proxy/upstream.caddy");
+    let before = fs::read_to_string(&snippet).expect("snippet");
+    let good = fs::read_to_string(&caddy.caddyfile).expect("Caddyfile");
+    fs::write(
+        &caddy.caddyfile,
+        format!("{good}\nhttp://127.0.0.1:1 {{\n\tno_such_directive\n}}\n"),
+    )
+    .expect("break the Caddyfile");
+    let _ = site.commit("ok", "b");
+    let broken = site.push();
+    let line = broken.final_line();
+    assert!(
+        line.starts_with("pushdeploy: failed at activate: proxy switch: `caddy adapt "),
+        "{broken}"
+    );
+    assert!(line.contains("no_such_directive"), "{line}");
+    assert_eq!(fs::read_to_string(&snippet).expect("snippet"), before);
+    assert_eq!(caddy.get(), (200, a.clone(), Some("blue".to_owned())));
+    assert_eq!(site.state("green"), "inactive");
+
+    let report = load.stop();
+    eprintln!("during the four failed pushes through caddy: {report}");
+    assert_eq!((report.failed(), report.wrong_bodies, report.stale_bodies), (0, 0, 0), "{report}");
+    assert!(report.requests > 100, "{report}");
+}

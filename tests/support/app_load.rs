@@ -1,0 +1,127 @@
+//! The load scenario every proxy's test runs (issue 13): commits pushed back to back while
+//! keep-alive clients GET `/` through the proxy and one client GETs `/slow` (1.5 s per answer).
+//! It asserts what zero downtime means for an app: no failed request, no answer from a release
+//! older than the one live when it was sent, every `/slow` answered, the old instance stopped
+//! only after the proxy was pointed away from it, and exactly one instance left at the end.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::app::AppSite;
+use super::load::{LoadChecker, LoadOptions, LoadReport, Mode, Versions};
+
+/// What a run of [`push_under_load`] measured, for the test's note.
+pub struct PushLoad {
+    pub pushes: usize,
+    pub took: Duration,
+    pub requests: LoadReport,
+    pub slow: LoadReport,
+}
+
+impl std::fmt::Display for PushLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} pushes in {:.1?}\n  keep-alive clients: {}\n  /slow client: {}",
+            self.pushes, self.took, self.requests, self.slow
+        )
+    }
+}
+
+/// Starts a transient unit inside `site`'s systemd running `argv` (a proxy), with `setenv`
+/// in its environment; it dies with the namespace. Waits until `addr` accepts connections.
+#[track_caller]
+pub fn start_proxy_unit(
+    site: &AppSite,
+    unit: &str,
+    setenv: &[(&str, &str)],
+    argv: &[&str],
+    addr: SocketAddr,
+) {
+    let mut run = site.systemd.run(&site.env, "systemd-run").arg(format!("--unit={unit}"));
+    for (key, value) in setenv {
+        run = run.arg(format!("--setenv={key}={value}"));
+    }
+    let started = run.arg("--").args(argv).output();
+    assert!(started.status.success(), "systemd-run {unit}\n{started}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{unit} does not listen on {addr}\n{}",
+            site.systemd.journal(unit)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pushes `pushes` commits one after the other while the clients load `front` (the proxy);
+/// `live` is the commit live before. Asserts after each push that it went live, that the
+/// pusher was told of the proxy switch before the old instance's stop, and that exactly one
+/// instance runs; at the end, that no request failed or was stale and every `/slow` answered.
+#[track_caller]
+pub fn push_under_load(site: &AppSite, front: SocketAddr, live: &str, pushes: usize) -> PushLoad {
+    let (versions, slow_versions) = (Versions::new(), Versions::new());
+    versions.add(0, "/", live.as_bytes());
+    slow_versions.add(0, "/slow", live.as_bytes());
+    let bounded = |connections| LoadOptions {
+        connections,
+        max_requests: 400_000,
+        max_duration: Duration::from_secs(300),
+        timeout: Duration::from_secs(10),
+        pause: Duration::from_millis(2),
+    };
+    let requests =
+        LoadChecker::start(front, Mode::Requests { versions: versions.clone() }, bounded(3));
+    let slow = LoadChecker::start(
+        front,
+        Mode::Requests { versions: slow_versions.clone() },
+        LoadOptions { pause: Duration::ZERO, ..bounded(1) },
+    );
+    assert!(requests.wait_for_requests(20, Duration::from_secs(10)), "no load through {front}");
+    let started = Instant::now();
+    let mut slot = site.env.link_target().display().to_string();
+    for number in 1..=pushes as u64 {
+        let commit = site.commit("ok", &format!("v{number}"));
+        versions.add(number, "/", commit.as_bytes());
+        slow_versions.add(number, "/slow", commit.as_bytes());
+        let new_slot = if slot == "blue" { "green" } else { "blue" };
+        let pushed = site.push();
+        pushed.assert_live(&commit, "refs/heads/main", new_slot);
+        let lines = pushed.pushdeploy_lines();
+        let position = |needle: &str| lines.iter().position(|line| line.contains(needle));
+        let pointed = position(&format!("now sends requests to {}", site.unit(new_slot)));
+        let stopped =
+            position(&format!("stopped the old instance {} (drained in ", site.unit(&slot)));
+        assert!(
+            matches!((pointed, stopped), (Some(p), Some(s)) if p < s),
+            "push {number}: the proxy switch must be told before the old instance stops\n{pushed}"
+        );
+        versions.set_live(number);
+        slow_versions.set_live(number);
+        assert_eq!(
+            (site.state(new_slot).as_str(), site.state(&slot).as_str()),
+            ("active", "inactive"),
+            "push {number}: exactly the new instance must run"
+        );
+        if number == 1 {
+            eprintln!("{}", lines.join("\n"));
+        }
+        slot = new_slot.to_owned();
+    }
+    let took = started.elapsed();
+    // The last /slow in flight finishes (1.5 s) before the clients stop.
+    std::thread::sleep(Duration::from_millis(1600));
+    let load = PushLoad { pushes, took, requests: requests.stop(), slow: slow.stop() };
+    eprintln!("{load}");
+    for (what, report) in [("keep-alive", &load.requests), ("/slow", &load.slow)] {
+        assert_eq!(
+            (report.failed(), report.wrong_bodies, report.stale_bodies, report.torn_bodies),
+            (0, 0, 0, 0),
+            "{what} clients: failed, wrong, stale, torn\n{load}"
+        );
+        assert!(report.limit_reached.is_none(), "{what} clients hit a limit\n{load}");
+    }
+    assert!(load.slow.requests >= 5, "too few /slow requests to tell\n{load}");
+    load
+}
