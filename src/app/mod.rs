@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod http;
+pub mod progress;
 pub mod proxy;
 pub mod state;
 pub mod systemd;

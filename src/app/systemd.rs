@@ -55,6 +55,17 @@ pub struct UnitState {
 }
 
 impl UnitState {
+    /// Tells whether the unit runs, or is on its way to (started, not failed or stopping).
+    pub fn is_running(&self) -> bool {
+        matches!(self.active.as_str(), "active" | "activating" | "reloading")
+            && self.sub != "auto-restart"
+    }
+
+    /// Tells whether nothing of the unit runs.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.active.as_str(), "inactive" | "failed")
+    }
+
     /// Tells why the instance can no longer pass the gate, when it cannot: it exited, failed,
     /// or systemd restarted it (`Restart=on-failure`) or is about to.
     pub fn dead(&self) -> Option<String> {
