@@ -3,6 +3,7 @@
 mod support;
 
 mod app_caddy;
+mod app_crashes;
 mod app_deploy;
 mod app_init;
 mod bad_input;

@@ -9,6 +9,7 @@ mod tree;
 pub mod app;
 pub mod app_load;
 pub mod big_file;
+pub mod caddy;
 pub mod canned_server;
 pub mod disk;
 pub mod history;
