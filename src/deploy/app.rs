@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::{Failure, RETRY, Run};
 use crate::app::progress::{self, Step};
 use crate::app::proxy::{self, Pointed, port};
-use crate::app::{http, state, systemd};
+use crate::app::{http, release, state, systemd};
 use crate::config::App;
 use crate::git::CommitId;
 use crate::report;
@@ -53,6 +53,7 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
     progress::record(target, commit, slot, Step::Start);
     state::write_slot_env(target, app, slot, &commit.to_string())
         .map_err(|err| Failure::new(Stage::Activate, err, RETRY))?;
+    release::run(app, slot).map_err(|err| Failure::new(Stage::Release, err.reason, err.hint))?;
     gate_new(app, &unit, slot)?;
     let old = run.live.as_ref().map(|live| live.slot).filter(|old| *old != slot);
     progress::record(target, commit, slot, Step::Point);
