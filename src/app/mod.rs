@@ -3,7 +3,8 @@
 //! they live in the target ([`state`]); what a deploy drives: the unit's instances
 //! ([`systemd`]), the `release` command before an instance starts ([`release`]), the links to
 //! `shared/` in each release ([`shared`]) and the GETs of the health gate and the check
-//! ([`http`]).
+//! ([`http`]); how the git user may drive the units as root ([`sudo`], and the sudoers drop-in
+//! [`sudoers`] writes).
 
 pub mod env;
 pub mod http;
@@ -12,6 +13,8 @@ pub mod proxy;
 pub mod release;
 pub mod shared;
 pub mod state;
+pub mod sudo;
+pub mod sudoers;
 pub mod systemd;
 pub mod unit;
 

@@ -14,7 +14,7 @@ use crate::report;
 use crate::target_dir::Slot;
 
 /// How many lines of the command's output the pusher sees at most (the last ones).
-const OUTPUT_LINES: &str = "200";
+pub const OUTPUT_LINES: &str = "200";
 
 /// Runs `[app] release` on the release in `slot`, when the app has one, and waits until it
 /// ends; its output goes to the pusher, each line prefixed `release: `. Fails when the command

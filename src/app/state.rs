@@ -58,7 +58,7 @@ pub fn app_owner(app: &App, target: &Path) -> Result<Owner, Error> {
 }
 
 /// Returns the owner of the target, or this user's ids when it does not exist yet.
-fn target_owner(target: &Path) -> Owner {
+pub fn target_owner(target: &Path) -> Owner {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(target) {
         Ok(meta) => Owner { uid: meta.uid(), gid: meta.gid() },
@@ -167,7 +167,7 @@ pub fn write_slot_env(target: &Path, app: &App, slot: Slot, commit: &str) -> Res
 
 /// Opens a directory without following a symlink in its last component (`at` the handle of
 /// its parent, or `path` as given when `None`).
-fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {
+pub(super) fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     match at {
         None => nix::fcntl::open(path, flags, Mode::empty()),
@@ -238,7 +238,7 @@ fn give(fd: &impl std::os::fd::AsFd, owner: Owner) -> nix::Result<()> {
 }
 
 /// Reads the regular file `name` in `dir`: `None` when it does not exist.
-fn read_at(dir: &OwnedFd, name: &str) -> nix::Result<Option<String>> {
+pub(super) fn read_at(dir: &OwnedFd, name: &str) -> nix::Result<Option<String>> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = match openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,

@@ -1,16 +1,32 @@
 //! The few `systemctl` and `journalctl` calls an app deploy makes on an instance of the
 //! app's template unit. Unit names come from the validated `[app] name` and a slot, and go to
-//! the programs as arguments, never through a shell.
+//! the programs as arguments, never through a shell. Each runs through [`sudo::command`]: as
+//! root directly, as the git user through `sudo -n`, which lets it run exactly these command
+//! lines (their arguments are constants here, so the sudoers rules are made from the same ones).
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::sudo;
 use crate::config::App;
 use crate::report::escape;
 use crate::target_dir::Slot;
 
 /// How many journal lines a failed instance shows the pusher.
-const JOURNAL_LINES: &str = "20";
+pub const JOURNAL_LINES: &str = "20";
+/// The arguments of `journalctl` before the number of lines and the filter.
+pub const JOURNAL_ARGS: [&str; 4] = ["--no-pager", "-o", "cat", "-n"];
+/// The journal field [`journal_tail`] matches, followed by the invocation id.
+pub const INVOCATION_FIELD: &str = "_SYSTEMD_INVOCATION_ID=";
+/// The journal field [`journal_since`] matches, followed by the unit.
+pub const UNIT_FIELD: &str = "_SYSTEMD_UNIT=";
+/// The arguments of `systemctl show` in [`state`], before the unit.
+pub const STATE_ARGS: [&str; 3] = ["show", "-p", "ActiveState,SubState,NRestarts"];
+/// The arguments of `systemctl show` in [`run_result`], before the unit.
+pub const RUN_RESULT_ARGS: [&str; 3] =
+    ["show", "-p", "LoadState,Result,ExecMainCode,ExecMainStatus,ExecMainStartTimestampMonotonic"];
+/// The arguments of `systemctl show` in [`invocation`], before the unit.
+pub const INVOCATION_ARGS: [&str; 4] = ["show", "-p", "InvocationID", "--value"];
 
 /// Returns the unit of `slot`'s instance, `pushdeploy-NAME@SLOT.service`.
 pub fn instance(app: &App, slot: Slot) -> String {
@@ -24,7 +40,7 @@ pub fn release_instance(app: &App, slot: Slot) -> String {
 
 /// Runs `systemctl ARGS UNIT`; an error is one line with what systemctl said.
 fn systemctl(verb: &str, extra: &[&str], unit: &str) -> Result<String, String> {
-    let output = Command::new("systemctl")
+    let output = sudo::command("systemctl")
         .arg(verb)
         .args(extra)
         .arg(unit)
@@ -39,7 +55,7 @@ fn systemctl(verb: &str, extra: &[&str], unit: &str) -> Result<String, String> {
 fn first_line(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let line = stderr.lines().find(|line| !line.trim().is_empty()).unwrap_or("no message");
-    escape(line.trim())
+    sudo::explain(escape(line.trim()))
 }
 
 /// Restarts `unit` (starts it when it is stopped), so it runs the slot's new release.
@@ -96,7 +112,7 @@ impl UnitState {
 
 /// Returns `unit`'s state (`systemctl show -p ActiveState,SubState,NRestarts`).
 pub fn state(unit: &str) -> Result<UnitState, String> {
-    let text = systemctl("show", &["-p", "ActiveState,SubState,NRestarts"], unit)?;
+    let text = systemctl(STATE_ARGS[0], &STATE_ARGS[1..], unit)?;
     let mut state = UnitState { active: String::new(), sub: String::new(), restarts: 0 };
     for line in text.lines() {
         match line.split_once('=') {
@@ -127,9 +143,7 @@ pub struct RunResult {
 
 /// Returns how `unit`'s last run ended (see [`RunResult`]).
 pub fn run_result(unit: &str) -> Result<RunResult, String> {
-    let properties =
-        ["-p", "LoadState,Result,ExecMainCode,ExecMainStatus,ExecMainStartTimestampMonotonic"];
-    let text = systemctl("show", &properties, unit)?;
+    let text = systemctl(RUN_RESULT_ARGS[0], &RUN_RESULT_ARGS[1..], unit)?;
     let mut run =
         RunResult { load: String::new(), result: String::new(), code: 0, status: 0, started_us: 0 };
     for line in text.lines() {
@@ -160,7 +174,7 @@ pub fn monotonic_us() -> u64 {
 /// Returns the id systemd gave the unit's current run (`InvocationID`), which tags what the
 /// app wrote to the journal during this run only.
 pub fn invocation(unit: &str) -> Result<String, String> {
-    let text = systemctl("show", &["-p", "InvocationID", "--value"], unit)?;
+    let text = systemctl(INVOCATION_ARGS[0], &INVOCATION_ARGS[1..], unit)?;
     Ok(text.trim().to_owned())
 }
 
@@ -171,7 +185,7 @@ pub fn journal_tail(invocation: &str) -> Vec<String> {
     if invocation.is_empty() {
         return Vec::new();
     }
-    settled_journal(&[format!("_SYSTEMD_INVOCATION_ID={invocation}")], JOURNAL_LINES)
+    settled_journal(&[format!("{INVOCATION_FIELD}{invocation}")], JOURNAL_LINES)
 }
 
 /// Returns at most the last `lines` lines that `unit`'s processes wrote since `since`, as
@@ -179,17 +193,16 @@ pub fn journal_tail(invocation: &str) -> Vec<String> {
 /// unit: systemd unloads an inactive unit nothing refers to as soon as its run has ended.
 pub fn journal_since(unit: &str, since: SystemTime, lines: &str) -> Vec<String> {
     let micros = since.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+    // The sudoers rules match exactly this form (`sudo::lines`).
     let since = format!("--since=@{}.{:06}", micros / 1_000_000, micros % 1_000_000);
-    settled_journal(&[format!("_SYSTEMD_UNIT={unit}"), since], lines)
+    settled_journal(&[format!("{UNIT_FIELD}{unit}"), since], lines)
 }
 
 /// Reads the last `lines` journal lines that `filter` selects until two reads agree.
 fn settled_journal(filter: &[String], lines: &str) -> Vec<String> {
     let read = || {
-        let output = Command::new("journalctl")
-            .args(["--no-pager", "-o", "cat", "-n", lines])
-            .args(filter)
-            .output();
+        let output =
+            sudo::command("journalctl").args(JOURNAL_ARGS).arg(lines).args(filter).output();
         match output {
             Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
                 .lines()

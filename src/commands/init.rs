@@ -1,17 +1,22 @@
 //! `pushdeploy init`: set up a bare repository for push-to-deploy.
 
+use std::ffi::OsStr;
 use std::fs;
-use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::{Mode as FileMode, fchmod, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::app::unit;
 use crate::commands::init_app::{self, AppArgs};
 use crate::config::{self, Config, Mode, toml_string};
 use crate::error::{Error, ExitCode};
-use crate::git::Repo;
+use crate::git::{self, Repo};
 use crate::report::{self, escape_path};
 use crate::templates::Template;
 
@@ -100,15 +105,19 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
     let config_text = config_text(&args, &target);
     let config = validate(&args.repo, &config_text)?;
     let exe = binary_path()?;
-    let app = init_app::prepare(&args.app, &config)?;
+    let app = init_app::prepare(&args.app, &args.repo, &config)?;
     // Decide about every file before touching anything, so a refusal changes nothing.
     let planned = plan_files(&args, config_text, config.mode, &exe, app.as_ref())?;
     if config.mode == Mode::PostReceive {
         remove_stale_pre_receive(&args.repo.join("hooks").join("pre-receive"))?;
     }
+    if nix::unistd::geteuid().is_root() {
+        // Root sets up an app in the git user's repository (see `init_app::prepare`).
+        git::trust_repository_owners();
+    }
     let repo = set_up_repo(&args.repo, &config.branch)?;
     for file in &planned {
-        write_planned(file)?;
+        write_planned(file, &args.repo)?;
     }
     create_target(&target)?;
     if let Some(app) = &app {
@@ -324,7 +333,9 @@ fn plan(
     Ok(Planned { path: path.to_owned(), content, state, mode })
 }
 
-fn write_planned(file: &Planned) -> Result<(), Error> {
+/// Writes a planned file by a temporary name and a rename (so git never runs a half-written
+/// hook), with its mode set on the handle whatever the umask.
+fn write_planned(file: &Planned, repo: &Path) -> Result<(), Error> {
     let error = |err: io::Error| {
         Error::user(
             format!("cannot write {}: {err}", escape_path(&file.path)),
@@ -332,31 +343,65 @@ fn write_planned(file: &Planned) -> Result<(), Error> {
         )
     };
     let shown = escape_path(&file.path);
-    match file.state {
-        FileState::Same => {
-            report::line(&format!("unchanged {shown}"));
-            return Ok(());
-        }
-        FileState::Replace { backup: true } => {
-            let mut backup = file.path.clone().into_os_string();
-            backup.push(BACKUP_SUFFIX);
-            fs::rename(&file.path, &backup).map_err(error)?;
-            report::line(&format!("kept the old file as {}", escape_path(Path::new(&backup))));
-        }
-        FileState::Replace { backup: false } | FileState::Missing => {}
+    if matches!(file.state, FileState::Same) {
+        report::line(&format!("unchanged {shown}"));
+        return Ok(());
     }
-    if let Some(parent) = file.path.parent() {
-        fs::create_dir_all(parent).map_err(error)?;
+    let dir = open_parent(&file.path, repo).map_err(error)?;
+    let name = file.path.file_name().unwrap_or_default();
+    if let FileState::Replace { backup: true } = file.state {
+        let mut backup = name.to_owned();
+        backup.push(BACKUP_SUFFIX);
+        renameat(&dir, name, &dir, backup.as_os_str()).map_err(io::Error::from).map_err(error)?;
+        let backup = file.path.with_file_name(backup);
+        report::line(&format!("kept the old file as {}", escape_path(&backup)));
     }
-    // Write beside and rename, so git never runs a half-written hook.
-    let mut temp = file.path.clone().into_os_string();
+    let mut temp = name.to_owned();
     temp.push(".pushdeploy-new");
-    fs::write(&temp, &file.content).map_err(error)?;
-    fs::set_permissions(&temp, fs::Permissions::from_mode(file.mode)).map_err(error)?;
-    fs::rename(&temp, &file.path).map_err(error)?;
+    write_at(&dir, &temp, file.content.as_bytes(), file.mode).map_err(error)?;
+    renameat(&dir, temp.as_os_str(), &dir, name).map_err(io::Error::from).map_err(error)?;
     let verb = if matches!(file.state, FileState::Missing) { "wrote" } else { "updated" };
     report::line(&format!("{verb} {shown}"));
     Ok(())
+}
+
+/// Opens the directory a planned file goes into, creating what is missing. Below the
+/// repository, which is the git user's when root runs init for an app, each directory is
+/// opened without following a symlink, so nothing the git user planted there (`hooks` made a
+/// link to `/etc`, say) turns root's write elsewhere.
+fn open_parent(path: &Path, repo: &Path) -> io::Result<OwnedFd> {
+    let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    let (base, below) = match parent.strip_prefix(repo) {
+        Ok(below) => (repo, below),
+        Err(_) => (parent, Path::new("")),
+    };
+    fs::create_dir_all(base)?;
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut dir = nix::fcntl::open(base, flags, FileMode::empty())?;
+    for component in below.components() {
+        let name = component.as_os_str();
+        match mkdirat(&dir, name, FileMode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+        dir = openat(&dir, name, flags | OFlag::O_NOFOLLOW, FileMode::empty())?;
+    }
+    Ok(dir)
+}
+
+/// Creates `name` in `dir` (replacing a stale one, never following a symlink there) with
+/// `content` and `mode`.
+fn write_at(dir: &OwnedFd, name: &OsStr, content: &[u8], mode: u32) -> io::Result<()> {
+    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(errno) => return Err(errno.into()),
+    }
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, FileMode::from_bits_truncate(mode))?;
+    fchmod(&fd, FileMode::from_bits_truncate(mode))?;
+    fs::File::from(fd).write_all(content)
 }
 
 /// Quotes a string for sh: `'...'`, with embedded quotes as `'\''`.

@@ -1,13 +1,17 @@
 //! `pushdeploy init --app`: its options, the `[app]` table they write, and the steps init
-//! runs for an app (check the app user, render and verify the unit, write the app's files).
+//! runs for an app (check the app user, render and verify the units, plan the git user's
+//! sudoers drop-in, write the app's files).
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use nix::unistd::User;
 
 use crate::app::proxy;
 use crate::app::state::{self, Owner};
+use crate::app::sudoers;
 use crate::app::unit::{self, Verified};
 use crate::config::{self, App, Config, ProxyKind, toml_string};
 use crate::error::Error;
@@ -52,6 +56,14 @@ pub struct AppArgs {
     /// with what systemd does not allow replaced by `-`]
     #[arg(long, value_name = "NAME", requires = "app")]
     pub name: Option<String>,
+    /// Where the sudoers drop-in pushdeploy-NAME is written, which lets the git user run the
+    /// app's systemctl and journalctl command lines as root
+    #[arg(long, value_name = "DIR", default_value = "/etc/sudoers.d")]
+    pub sudoers_dir: PathBuf,
+    /// The user the deploys run as, who owns the repository and the target
+    /// [default: the target's owner]
+    #[arg(long, value_name = "USER", requires = "app")]
+    pub git_user: Option<String>,
 }
 
 /// `--ports BLUE,GREEN`.
@@ -110,12 +122,22 @@ pub struct Prepared {
     /// A release unit init wrote earlier, for a `release` the configuration no longer has.
     stale_release_unit: Option<PathBuf>,
     app_user: Owner,
+    sudoers: Option<sudoers::Planned>,
 }
 
-/// Checks the app user, renders the units and has systemd verify them; nothing is written yet.
-pub fn prepare(args: &AppArgs, config: &Config) -> Result<Option<Prepared>, Error> {
+/// Checks the app user, renders the units and has systemd verify them, and checks the git
+/// user's sudoers drop-in with visudo; nothing is written yet.
+pub fn prepare(args: &AppArgs, repo: &Path, config: &Config) -> Result<Option<Prepared>, Error> {
     let Some(app) = &config.app else { return Ok(None) };
     let app_user = state::app_owner(app, &config.target)?;
+    let git_user = sudoers::git_user(&config.target, args.git_user.as_deref())?;
+    if git_user.uid.as_raw() == app_user.uid {
+        return Err(Error::user(
+            format!("the app user {:?} is the git user, who owns the releases", app.user),
+            "run the app as a user of its own (--app-user), not as the git user",
+        ));
+    }
+    check_repository(repo, &git_user)?;
     let file_name = unit::file_name(app);
     let unit_text = unit::render(config, app);
     verify(&file_name, &unit_text)?;
@@ -131,13 +153,36 @@ pub fn prepare(args: &AppArgs, config: &Config) -> Result<Option<Prepared>, Erro
     let stale_release_unit = Some(release_path).filter(|path| {
         release_unit.is_none() && fs::read_to_string(path).is_ok_and(|text| unit::is_ours(&text))
     });
+    let sudoers = sudoers::plan(app, &git_user, &args.sudoers_dir)?;
     Ok(Some(Prepared {
         unit_path: args.unit_dir.join(file_name),
         unit_text,
         release_unit,
         stale_release_unit,
         app_user,
+        sudoers,
     }))
+}
+
+/// Refuses, when root runs init for a git user who is not root, a repository that user could
+/// not push to: root would create it (or fill an empty directory) as its own.
+fn check_repository(repo: &Path, git_user: &User) -> Result<(), Error> {
+    if !nix::unistd::geteuid().is_root() || git_user.uid.is_root() {
+        return Ok(());
+    }
+    let objects = fs::symlink_metadata(repo.join("objects"));
+    if objects.is_ok_and(|meta| meta.is_dir() && meta.uid() == git_user.uid.as_raw()) {
+        return Ok(());
+    }
+    let (repo, name) = (escape_path(repo), &git_user.name);
+    Err(Error::user(
+        format!(
+            "{repo} is not a repository of the git user {name}, who pushes to it and runs the deploys"
+        ),
+        format!(
+            "create it as that user (`runuser -u {name} -- git init --bare {repo}`) or give it to them (`chown -R {name}: {repo}`), then run init again"
+        ),
+    ))
 }
 
 /// Has `systemd-analyze verify` check one unit, and says how that went.
@@ -176,6 +221,9 @@ pub fn finish(config: &Config, prepared: &Prepared) -> Result<(), Error> {
             )
         })?;
         report::line(&format!("removed {} (no `release` in [app])", escape_path(stale)));
+    }
+    if let Some(planned) = &prepared.sudoers {
+        sudoers::write(planned)?;
     }
     report_next_steps(app, &prepared.unit_path);
     Ok(())

@@ -61,6 +61,20 @@ pub fn configure_libgit2() {
     }
 }
 
+/// Lets this process open repositories another user owns, which libgit2 refuses by default
+/// (as git does without `safe.directory`). `init` run as root calls it for the git user's
+/// repository: the refusal guards against a repository's config making whoever opens it run
+/// a program (`core.fsmonitor`, hooks), and libgit2 runs none; what init writes there goes
+/// through handles that follow no symlink the owner planted.
+#[allow(unsafe_code)]
+pub fn trust_repository_owners() {
+    // SAFETY: this sets a libgit2 global option, which is unsound only while another thread
+    // uses libgit2; init calls it before it opens the repository, on its only thread.
+    unsafe {
+        let _ = git2::opts::set_verify_owner_validation(false);
+    }
+}
+
 /// Tells whether `name` may name a branch (`refs/heads/<name>` is a valid ref name).
 pub fn is_valid_branch_name(name: &str) -> bool {
     git2::Branch::name_is_valid(name).unwrap_or(false)

@@ -55,6 +55,10 @@ def app(environ, start_response):
 pub const COMMAND: &str =
     "/usr/bin/gunicorn --threads 8 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
 
+/// The namespace's private sudoers include directory (support::systemd), where `init --app`
+/// writes the git user's rules.
+pub const SUDOERS_DIR: &str = "/etc/sudoers.d";
+
 /// A target set up with `init --app` inside a booted systemd, and the app user.
 pub struct AppSite {
     pub env: TestEnv,
@@ -63,6 +67,10 @@ pub struct AppSite {
     pub user: TestUser,
     pub blue: u16,
     pub green: u16,
+    /// The git user who owns the repository, the target and the work clone, when not root
+    /// (see [`AppSite::with_git_user`]).
+    #[allow(dead_code, reason = "only the permission tests have a git user")]
+    pub git_user: Option<TestUser>,
 }
 
 /// Returns two different loopback ports that were free a moment ago.
@@ -77,11 +85,28 @@ impl AppSite {
     /// Boots systemd, runs `init --app` inside it with a 10 s health deadline, clones the work
     /// tree; `None` (skipped) without root, systemd or gunicorn.
     pub fn new(user_prefix: &str) -> Option<AppSite> {
-        AppSite::with_init(user_prefix, &[])
+        AppSite::boot(user_prefix, None, &[])
     }
 
     /// [`AppSite::new`] with more options for `init` (`--proxy caddy`).
     pub fn with_init(user_prefix: &str, init_args: &[&str]) -> Option<AppSite> {
+        AppSite::boot(user_prefix, None, init_args)
+    }
+
+    /// As [`AppSite::new`], but the repository, the target and the work clone belong to a git
+    /// user of their own (`git_prefix` names it), who pushes and so runs the deploys, as in
+    /// production: root runs `init --app`, which writes the git user's sudoers rules into the
+    /// namespace's private `/etc/sudoers.d`. `None` (skipped) without sudo too.
+    #[allow(dead_code, reason = "only the permission tests have a git user")]
+    pub fn with_git_user(user_prefix: &str, git_prefix: &str) -> Option<AppSite> {
+        if !Path::new("/usr/bin/sudo").exists() {
+            crate::support::skip("no /usr/bin/sudo (Debian's sudo package)");
+            return None;
+        }
+        AppSite::boot(user_prefix, Some(git_prefix), &[])
+    }
+
+    fn boot(user_prefix: &str, git_prefix: Option<&str>, init_args: &[&str]) -> Option<AppSite> {
         if !Path::new("/usr/bin/gunicorn").exists() {
             crate::support::skip("no /usr/bin/gunicorn (Debian's gunicorn package)");
             return None;
@@ -89,11 +114,21 @@ impl AppSite {
         let env = TestEnv::new();
         // The app user reads its release through the test's directory.
         fs::set_permissions(&env.root, fs::Permissions::from_mode(0o755)).expect("chmod root");
-        let systemd = Systemd::boot(&env)?;
         let user = TestUser::create(&env, user_prefix);
+        let git_user = git_prefix.map(|prefix| TestUser::create(&env, prefix));
+        let env = match &git_user {
+            Some(git) => env.owned_by(git.uid, git.gid),
+            None => env,
+        };
+        if git_user.is_some() {
+            // What the operator makes as the git user before root runs init.
+            let _ = env.command("git").args(["init", "--quiet", "--bare"]).arg(&env.bare).success();
+            let _ = env.command("mkdir").arg(&env.target).success();
+        }
+        let systemd = Systemd::boot(&env)?;
         let (blue, green) = free_ports();
-        let _ = systemd
-            .run(&env, BIN)
+        let init = systemd
+            .run_as_root(&env, BIN)
             .arg("init")
             .arg(&env.bare)
             .arg("--target")
@@ -103,8 +138,10 @@ impl AppSite {
             .arg(format!("{blue},{green}"))
             .arg("--unit-dir")
             .arg(systemd.unit_dir())
-            .args(init_args)
-            .success();
+            .args(init_args);
+        let init =
+            if git_user.is_some() { init.args(["--sudoers-dir", SUDOERS_DIR]) } else { init };
+        let _ = init.success();
         let config = fs::read_to_string(env.bare.join("pushdeploy.toml")).expect("read config");
         assert!(config.contains("deadline = \"60s\""), "{config}");
         env.write_config(&config.replace("deadline = \"60s\"", "deadline = \"10s\""));
@@ -112,7 +149,7 @@ impl AppSite {
         assert!(reload.status.success(), "{reload}");
         env.clone_work();
         env.write("app.py", APP_PY);
-        Some(AppSite { env, systemd, user, blue, green })
+        Some(AppSite { env, systemd, user, blue, green, git_user })
     }
 
     /// Rewrites the repository's `pushdeploy.toml` with `edit`.

@@ -92,10 +92,25 @@ impl TestEnv {
         self
     }
 
+    /// Returns the uid and gid every command runs as, when [`TestEnv::owned_by`] set them.
+    pub fn user(&self) -> Option<(u32, u32)> {
+        self.user
+    }
+
     /// Returns a command for `program` with the hermetic environment. Every command the tests
     /// run goes through here.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Cmd {
-        let mut command = match self.user {
+        self.command_as(self.user, program)
+    }
+
+    /// Returns [`TestEnv::command`] run as this process's user (root) even when the temp dir
+    /// is another user's: `init --app`, which root runs for the git user.
+    pub fn root_command(&self, program: impl AsRef<OsStr>) -> Cmd {
+        self.command_as(None, program)
+    }
+
+    fn command_as(&self, user: Option<(u32, u32)>, program: impl AsRef<OsStr>) -> Cmd {
+        let mut command = match user {
             Some((uid, gid)) => {
                 let mut setpriv = Command::new("setpriv");
                 setpriv

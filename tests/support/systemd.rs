@@ -3,7 +3,8 @@
 //! A normal boot runs `systemd-tmpfiles --remove` and empties the machine's shared /tmp, so
 //! the boot follows DESIGN.md's recipe and adds to it: private tmpfs on `/run`, `/tmp`,
 //! `/var/tmp`, `/var/log`, `/var/lib/systemd`, `/etc/systemd/system` (a copy, so `enable`
-//! stays private) and `/dev` (a few device nodes, so nothing lands in the shared devtmpfs);
+//! stays private), `/etc/sudoers.d` (empty: `init --app` writes the git user's rules there,
+//! never into the machine's) and `/dev` (a few device nodes, so nothing lands in the shared devtmpfs);
 //! `/proc/sys` read-only; its own UTS and cgroup namespaces over a cgroup made for it (so it
 //! never migrates the machine's processes); a target with `DefaultDependencies=no`, an empty
 //! `sysinit.target` and every unit `sysinit.target` wants masked (journald excepted), so
@@ -46,6 +47,8 @@ done
 mount -t tmpfs -o mode=0755 tmpfs /etc/systemd/system
 cp -a /run/pdtest-units/. /etc/systemd/system/
 rm -rf /run/pdtest-units
+# sudo reads /etc/sudoers.d (where it is installed): the tests' rules stay in here.
+if [ -d /etc/sudoers.d ]; then mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /etc/sudoers.d; fi
 n=0
 for dir in "$@"; do
   n=$((n + 1)); mkdir -p "$dir"; mount --move "/run/pdtest-bind-$n" "$dir"; rmdir "/run/pdtest-bind-$n"
@@ -182,13 +185,28 @@ impl Systemd {
     }
 
     /// Returns `program` run inside in directory `dir` (a path inside; `env.root` and
-    /// everything under it are the same path inside as outside).
+    /// everything under it are the same path inside as outside), as `env`'s user: entering
+    /// the namespaces needs root, so the user is taken on inside (`setpriv`).
     pub fn run_in(&self, env: &TestEnv, dir: &Path, program: impl AsRef<std::ffi::OsStr>) -> Cmd {
-        env.command("nsenter")
+        let command = env.root_command("nsenter").args(self.nsenter_args());
+        let command = match env.user() {
+            Some((uid, gid)) => command.arg("setpriv").args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+            ]),
+            None => command,
+        };
+        command.arg("env").arg("--chdir").arg(dir).arg(program)
+    }
+
+    /// Returns `program` run inside, in `env.root`, as root whoever owns `env`.
+    pub fn run_as_root(&self, env: &TestEnv, program: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        env.root_command("nsenter")
             .args(self.nsenter_args())
             .arg("env")
             .arg("--chdir")
-            .arg(dir)
+            .arg(&env.root)
             .arg(program)
     }
 

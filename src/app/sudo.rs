@@ -1,0 +1,263 @@
+//! Running `systemctl` and `journalctl` as root on behalf of the git user, and the sudoers
+//! rules that allow exactly that.
+//!
+//! A deploy runs as the git user, who owns the target and the repository; the app's instances
+//! are system units, which only root may start and stop. `init --app` (run as root) writes a
+//! sudoers drop-in ([`rules`]) that lets the git user run, as root and without a password,
+//! exactly the command lines pushdeploy runs, and nothing else: each is listed with all its
+//! arguments, so the git user can neither name another unit nor add an argument.
+//!
+//! Why sudo: polkit would let `systemctl` run unprivileged, but that `systemctl` talks to
+//! systemd over the D-Bus system bus and asks polkitd, and many minimal servers (and the
+//! tests' namespace) have neither, while root's `systemctl` talks to PID 1 over
+//! `/run/systemd/private`. User units with lingering cannot do it either: they run as the git
+//! user, and the app's `User=` must be another user, which a user manager cannot switch to.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::release::OUTPUT_LINES;
+use super::systemd::{self, INVOCATION_ARGS, INVOCATION_FIELD, JOURNAL_ARGS, JOURNAL_LINES};
+use super::systemd::{RUN_RESULT_ARGS, STATE_ARGS, UNIT_FIELD};
+use super::unit::MARKER;
+use crate::config::App;
+use crate::target_dir::Slot;
+
+/// Where a program of the rules is looked for, in this order. sudo compares the path it runs
+/// with the rule's (or the files behind them), so the rules and [`command`] use the same one.
+const SYSTEM_DIRS: [&str; 4] = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+
+/// Returns a command that runs `program` as root: directly when this process is root, else as
+/// `sudo -n /usr/bin/PROGRAM`, which never prompts (`-n` fails at once when the rules do not
+/// allow the command line). Whoever runs a new command line through it adds it to [`lines`].
+pub fn command(program: &str) -> Command {
+    if nix::unistd::geteuid().is_root() {
+        return Command::new(program);
+    }
+    let mut command = Command::new("sudo");
+    command.arg("-n").arg(program_path(program));
+    command
+}
+
+/// Returns the absolute path of a system program: the first of [`SYSTEM_DIRS`] that has it
+/// (`/usr/bin/systemctl`, or `/bin/systemctl` on a system without merged `/usr`).
+pub fn program_path(program: &str) -> PathBuf {
+    SYSTEM_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| Path::new(SYSTEM_DIRS[0]).join(program))
+}
+
+/// Adds what to do to a message of sudo's (a command line the rules do not allow, say): one
+/// of pushdeploy's own command lines refused means the drop-in is missing or out of date.
+pub fn explain(message: String) -> String {
+    if !message.starts_with("sudo:") {
+        return message;
+    }
+    format!(
+        "{message} (the rules of the git user do not allow it: run `pushdeploy init --app` again \
+         as root, which writes them to /etc/sudoers.d/pushdeploy-NAME; `sudo -l` lists them)"
+    )
+}
+
+/// The arguments a command line of the rules allows.
+enum Args {
+    /// Exactly these, in this order, and no other.
+    Exact(Vec<String>),
+    /// All of them joined by spaces must match this regular expression, `^...$` (sudo 1.9.10
+    /// and later), for the one argument that is not known in advance: an invocation id.
+    Regex(String),
+}
+
+/// One command line the git user may run as root.
+struct Line {
+    program: &'static str,
+    args: Args,
+}
+
+/// Returns every command line an app deploy runs through [`command`], for both slots: code
+/// that runs a new one adds it here, and `init --app` writes it into the rules.
+fn lines(app: &App) -> Vec<Line> {
+    let systemctl = |args: &[&str], unit: &str| Line {
+        program: "systemctl",
+        args: Args::Exact(args.iter().copied().chain([unit]).map(str::to_owned).collect()),
+    };
+    let journal = |lines: &str, filter: String| {
+        let fixed = JOURNAL_ARGS.join(" ");
+        Line { program: "journalctl", args: Args::Regex(format!("^{fixed} {lines} {filter}$")) }
+    };
+    let mut lines = Vec::new();
+    for slot in Slot::ALL {
+        let unit = systemd::instance(app, slot);
+        for verb in ["start", "restart", "stop"] {
+            lines.push(systemctl(&[verb], &unit));
+        }
+        lines.push(systemctl(&STATE_ARGS, &unit));
+        lines.push(systemctl(&INVOCATION_ARGS, &unit));
+        // `[app] release`: its oneshot unit, how its run ended, what it wrote since the start
+        // (`--since=@SECONDS.MICROSECONDS`, as `systemd::journal_since` writes it).
+        let release = systemd::release_instance(app, slot);
+        lines.push(systemctl(&["start"], &release));
+        lines.push(systemctl(&RUN_RESULT_ARGS, &release));
+        let filter =
+            format!("{UNIT_FIELD}{} --since=@[0-9]+\\.[0-9]{{6}}", regex_literal(&release));
+        lines.push(journal(OUTPUT_LINES, filter));
+    }
+    // An invocation id is 128 bits in lowercase hex (`InvocationID` in systemctl show).
+    lines.push(journal(JOURNAL_LINES, format!("{INVOCATION_FIELD}[0-9a-f]{{32}}")));
+    lines
+}
+
+/// Returns `text` as a regular expression that matches only itself.
+fn regex_literal(text: &str) -> String {
+    let mut regex = String::with_capacity(text.len());
+    for c in text.chars() {
+        if r"\.^$*+?()[]{}|".contains(c) {
+            regex.push('\\');
+        }
+        regex.push(c);
+    }
+    regex
+}
+
+/// Returns the first line of the drop-in for `app`, which tells init the file is its own.
+pub fn first_line(app: &App) -> String {
+    format!(
+        "# {MARKER} for pushdeploy-{}@.service; init rewrites it when the app changes.",
+        app.name
+    )
+}
+
+/// Returns the sudoers drop-in that lets `git_user` run, as root and without a password,
+/// exactly the command lines of an app deploy (`git_user` is a checked user name).
+pub fn rules(app: &App, git_user: &str) -> String {
+    render(app, git_user, &program_path)
+}
+
+/// Renders the drop-in with the programs' paths from `path_of`.
+fn render(app: &App, git_user: &str, path_of: &dyn Fn(&str) -> PathBuf) -> String {
+    let alias = alias(&app.name);
+    let commands: Vec<String> = lines(app)
+        .iter()
+        .map(|line| {
+            let args = match &line.args {
+                Args::Exact(args) => args.iter().map(|arg| escape(arg, true)).collect::<Vec<_>>(),
+                Args::Regex(regex) => vec![escape(regex, false)],
+            };
+            format!("    {} {}", path_of(line.program).to_string_lossy(), args.join(" "))
+        })
+        .collect();
+    format!(
+        "{first}\n\
+         # The git user {git_user} may run these command lines as root, with no password and no\n\
+         # other arguments (sudo's environment reset applies); `sudo -l -U {git_user}` lists them.\n\
+         Cmnd_Alias {alias} = \\\n{commands}\n\
+         Defaults!{alias} !requiretty\n\
+         {git_user} ALL=(root) NOPASSWD: {alias}\n",
+        first = first_line(app),
+        commands = commands.join(", \\\n"),
+    )
+}
+
+/// Returns the drop-in's `Cmnd_Alias` name for the app `name`. Aliases are global to all of
+/// sudoers (a second definition is an error that breaks sudo), so the name is made from the
+/// app's one to one: lowercase letters and digits as they are (uppercased), every other
+/// character `_` and a code (`_0` for `.`, `_1` for `-`, `_2` for `:`, `__` for `_`, `_X`
+/// for the capital `X`), which no two names share.
+fn alias(name: &str) -> String {
+    let mut alias = String::from("PUSHDEPLOY_");
+    for c in name.chars() {
+        match c {
+            'a'..='z' | '0'..='9' => alias.push(c.to_ascii_uppercase()),
+            'A'..='Z' => alias.extend(['_', c]),
+            '.' => alias.push_str("_0"),
+            '-' => alias.push_str("_1"),
+            ':' => alias.push_str("_2"),
+            _ => alias.push_str("__"),
+        }
+    }
+    alias
+}
+
+/// Escapes an argument for a sudoers command line: `,`, `:` and `=` are syntax there. An
+/// exact argument also gets `\` and the wildcards `*`, `?`, `[`, `]` escaped, which must
+/// match only themselves; a regular expression keeps its own (sudo hands `\.` to the regex
+/// as it is).
+fn escape(arg: &str, exact: bool) -> String {
+    let mut escaped = String::with_capacity(arg.len());
+    for c in arg.chars() {
+        let own = matches!(c, '\\' | '*' | '?' | '[' | ']');
+        if matches!(c, ',' | ':' | '=') || (exact && own) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{alias, escape, render};
+    use crate::config::App;
+    use std::path::{Path, PathBuf};
+
+    fn app(name: &str) -> App {
+        let toml = format!(
+            "target = \"/srv/www\"\n[app]\nname = \"{name}\"\ncommand = \"run\"\n\
+             ports = {{ blue = 8001, green = 8002 }}\nuser = \"nobody\"\n"
+        );
+        crate::config::parse(Path::new("pushdeploy.toml"), &toml)
+            .expect("config")
+            .app
+            .expect("[app]")
+    }
+
+    #[test]
+    fn the_rules_list_each_command_line_whole_and_the_journal_by_a_regex() {
+        let usr_bin = |program: &str| PathBuf::from("/usr/bin").join(program);
+        let text = render(&app("www"), "git", &usr_bin);
+        let expected = r#"# written by `pushdeploy init --app` for pushdeploy-www@.service; init rewrites it when the app changes.
+# The git user git may run these command lines as root, with no password and no
+# other arguments (sudo's environment reset applies); `sudo -l -U git` lists them.
+Cmnd_Alias PUSHDEPLOY_WWW = \
+    /usr/bin/systemctl start pushdeploy-www@blue.service, \
+    /usr/bin/systemctl restart pushdeploy-www@blue.service, \
+    /usr/bin/systemctl stop pushdeploy-www@blue.service, \
+    /usr/bin/systemctl show -p ActiveState\,SubState\,NRestarts pushdeploy-www@blue.service, \
+    /usr/bin/systemctl show -p InvocationID --value pushdeploy-www@blue.service, \
+    /usr/bin/systemctl start pushdeploy-www-release@blue.service, \
+    /usr/bin/systemctl show -p LoadState\,Result\,ExecMainCode\,ExecMainStatus\,ExecMainStartTimestampMonotonic pushdeploy-www-release@blue.service, \
+    /usr/bin/journalctl ^--no-pager -o cat -n 200 _SYSTEMD_UNIT\=pushdeploy-www-release@blue\.service --since\=@[0-9]+\.[0-9]{6}$, \
+    /usr/bin/systemctl start pushdeploy-www@green.service, \
+    /usr/bin/systemctl restart pushdeploy-www@green.service, \
+    /usr/bin/systemctl stop pushdeploy-www@green.service, \
+    /usr/bin/systemctl show -p ActiveState\,SubState\,NRestarts pushdeploy-www@green.service, \
+    /usr/bin/systemctl show -p InvocationID --value pushdeploy-www@green.service, \
+    /usr/bin/systemctl start pushdeploy-www-release@green.service, \
+    /usr/bin/systemctl show -p LoadState\,Result\,ExecMainCode\,ExecMainStatus\,ExecMainStartTimestampMonotonic pushdeploy-www-release@green.service, \
+    /usr/bin/journalctl ^--no-pager -o cat -n 200 _SYSTEMD_UNIT\=pushdeploy-www-release@green\.service --since\=@[0-9]+\.[0-9]{6}$, \
+    /usr/bin/journalctl ^--no-pager -o cat -n 20 _SYSTEMD_INVOCATION_ID\=[0-9a-f]{32}$
+Defaults!PUSHDEPLOY_WWW !requiretty
+git ALL=(root) NOPASSWD: PUSHDEPLOY_WWW
+"#;
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn aliases_of_different_names_differ_and_sudoers_syntax_is_escaped() {
+        let names = ["www", "WWW", "my-app", "my_app", "my.app", "my:app", "my_1app", "a_0"];
+        let aliases: std::collections::BTreeSet<String> = names.iter().map(|n| alias(n)).collect();
+        assert_eq!(aliases.len(), names.len(), "{aliases:?}");
+        assert_eq!(alias("example.com"), "PUSHDEPLOY_EXAMPLE_0COM");
+        assert!(
+            aliases.iter().all(|a| a
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        );
+        assert_eq!(escape("a:b,c=d\\e*[x]?", true), "a\\:b\\,c\\=d\\\\e\\*\\[x\\]\\?");
+        assert_eq!(escape("^a=[0-9]$", false), "^a\\=[0-9]$");
+        let text = render(&app("shop:eu"), "git", &|p: &str| PathBuf::from("/bin").join(p));
+        assert!(text.contains("    /bin/systemctl stop pushdeploy-shop\\:eu@blue.service, \\\n"));
+    }
+}
