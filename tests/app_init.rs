@@ -12,11 +12,14 @@ use crate::support::{TestEnv, toml_str};
 
 const COMMAND: &str = "gunicorn -b 127.0.0.1:$PORT \"app:make(100%)\"";
 
-/// An environment with an app user of its own and a unit directory in the temp dir.
+/// An environment with an app user of its own, and a unit directory and a sudoers directory
+/// in the temp dir (init writes the drop-in only for a git user who is not root, and never
+/// into the machine's /etc/sudoers.d from a test).
 struct AppEnv {
     env: TestEnv,
     app_user: TestUser,
     unit_dir: PathBuf,
+    sudoers_dir: PathBuf,
 }
 
 impl AppEnv {
@@ -26,7 +29,10 @@ impl AppEnv {
         let env = TestEnv::new();
         let app_user = TestUser::create(&env, user_prefix);
         let unit_dir = env.root.join("units");
-        AppEnv { env, app_user, unit_dir }
+        let sudoers_dir = env.root.join("sudoers.d");
+        fs::create_dir(&sudoers_dir).expect("create the sudoers directory");
+        fs::set_permissions(&sudoers_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        AppEnv { env, app_user, unit_dir, sudoers_dir }
     }
 
     /// Returns `init --app` with the essentials and `extra`.
@@ -42,6 +48,8 @@ impl AppEnv {
             .arg(&self.app_user.name)
             .arg("--unit-dir")
             .arg(&self.unit_dir)
+            .arg("--sudoers-dir")
+            .arg(&self.sudoers_dir)
             .args(extra)
     }
 
@@ -306,9 +314,20 @@ fn app_config_errors_name_their_line() {
 fn state_files_go_to_the_targets_owner_and_a_planted_symlink_is_not_followed() {
     let app = AppEnv::new("pdapp6-");
     let git_user = TestUser::create(&app.env, "pdgit6-");
-    fs::create_dir(&app.env.target).expect("mkdir target");
+    fs::set_permissions(&app.env.root, fs::Permissions::from_mode(0o755)).expect("chmod root");
     let (uid, gid) = (git_user.uid, git_user.gid);
-    nix::unistd::chown(&app.env.target, Some(uid.into()), Some(gid.into())).expect("chown target");
+    for dir in [&app.env.target, &app.env.bare] {
+        fs::create_dir(dir).expect("mkdir");
+        nix::unistd::chown(dir, Some(uid.into()), Some(gid.into())).expect("chown");
+    }
+    // The git user's repository, as the operator makes it before root runs init.
+    let _ = app
+        .env
+        .command("setpriv")
+        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into()])
+        .args(["git", "init", "--quiet", "--bare"])
+        .arg(&app.env.bare)
+        .success();
 
     let _ = app.init_app(&[]).success();
 
