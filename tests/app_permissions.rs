@@ -69,6 +69,17 @@ fn a_git_user_deploys_the_app_through_sudo_and_may_run_nothing_else() {
 
     assert_git_user_may_run_only_the_rules(&site);
     assert_app_user_cannot_write(&site);
+
+    // Without the drop-in, the pusher is told what to run; the old instance keeps serving.
+    fs::remove_file(&drop_in).expect("remove the drop-in");
+    let _ = site.commit("ok", "c");
+    let refused = site.push();
+    eprintln!("a push without the drop-in:\n{}", refused.normalized_stderr());
+    let line = refused.final_line();
+    assert!(line.starts_with("pushdeploy: failed at activate: "), "{refused}");
+    assert!(line.contains("sudo: a password is required"), "{line}");
+    assert!(line.contains("run `pushdeploy init --app` again as root"), "{line}");
+    site.assert_serves(site.green, &b);
 }
 
 /// Asserts sudo refuses the git user every command line but the drop-in's own: other units,

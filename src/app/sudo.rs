@@ -49,14 +49,15 @@ pub fn program_path(program: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(SYSTEM_DIRS[0]).join(program))
 }
 
-/// Adds what to do to a message of sudo's (a command line the rules do not allow, say): one
-/// of pushdeploy's own command lines refused means the drop-in is missing or out of date.
+/// Adds what to do to sudo's refusal of a command line (`sudo: a password is required`, as
+/// `-n` has it): one of pushdeploy's own refused means the drop-in is missing or out of date.
+/// Any other message is returned as it is.
 pub fn explain(message: String) -> String {
-    if !message.starts_with("sudo:") {
+    if !(message.starts_with("sudo:") && message.contains("a password is required")) {
         return message;
     }
     format!(
-        "{message} (the rules of the git user do not allow it: run `pushdeploy init --app` again \
+        "{message} (the git user's sudo rules do not allow it: run `pushdeploy init --app` again \
          as root, which writes them to /etc/sudoers.d/pushdeploy-NAME; `sudo -l` lists them)"
     )
 }
@@ -198,7 +199,7 @@ fn escape(arg: &str, exact: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{alias, escape, render};
+    use super::{alias, escape, explain, render};
     use crate::config::App;
     use std::path::{Path, PathBuf};
 
@@ -242,6 +243,15 @@ Defaults!PUSHDEPLOY_WWW !requiretty
 git ALL=(root) NOPASSWD: PUSHDEPLOY_WWW
 "#;
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_refusal_by_sudo_says_to_run_init_again_and_other_messages_stay() {
+        let refused = explain("sudo: a password is required".to_owned());
+        assert!(refused.starts_with("sudo: a password is required (the git user's sudo rules"));
+        assert!(refused.contains("run `pushdeploy init --app` again as root"));
+        let other = "Unit pushdeploy-www@blue.service not found.";
+        assert_eq!(explain(other.to_owned()), other);
     }
 
     #[test]
