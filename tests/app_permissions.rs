@@ -17,9 +17,13 @@ use crate::support::{BIN, TestEnv};
 /// What sudo says when the rules do not allow a command line (and `-n` forbids asking).
 const REFUSED: &str = "sudo: a password is required";
 
+/// The app's `release`: fails (status 1) for a commit that has a file `fail-release`.
+const RELEASE: &str = "test ! -e fail-release && echo \"migrated $PUSHDEPLOY_COMMIT\"";
+
 #[test]
 fn a_git_user_deploys_the_app_through_sudo_and_may_run_nothing_else() {
-    let Some(site) = AppSite::with_git_user("pdperm1-", "pdgit1-") else { return };
+    let init = ["--app-release", RELEASE];
+    let Some(site) = AppSite::with_git_user("pdperm1-", "pdgit1-", &init) else { return };
     let git = site.git_user.as_ref().expect("the git user");
     let drop_in = site.systemd.host_path(format!("{SUDOERS_DIR}/pushdeploy-www"));
     let meta = fs::metadata(&drop_in).expect("init wrote the drop-in in the namespace");
@@ -44,6 +48,8 @@ fn a_git_user_deploys_the_app_through_sudo_and_may_run_nothing_else() {
     eprintln!("a deploy as the git user (through sudo) took {:?}", started.elapsed());
     second.assert_live(&b, "refs/heads/main", "green");
     assert!(second.stderr.contains("stopped the old instance pushdeploy-www@blue.service"));
+    // The release unit ran, and its journal reached the pusher through sudo.
+    assert!(second.stderr.contains(&format!("pushdeploy: release: migrated {b}")), "{second}");
     assert_eq!(site.state("blue"), "inactive");
     site.assert_serves(site.green, &b);
     let history = fs::metadata(site.env.target.join(".pushdeploy")).expect("stat the state");
@@ -67,6 +73,17 @@ fn a_git_user_deploys_the_app_through_sudo_and_may_run_nothing_else() {
     assert!(!crash.stderr.contains("sudo:"), "{crash}");
     site.assert_serves(site.green, &b);
 
+    // A release that fails: how its run ended (systemctl show) reaches the pusher too.
+    site.env.write("fail-release", "");
+    let _ = site.commit("ok", "failing release");
+    let failed = site.push();
+    let line = failed.final_line();
+    assert!(line.starts_with("pushdeploy: failed at release: "), "{failed}");
+    assert!(line.contains("exited with status 1"), "{line}");
+    assert!(!failed.stderr.contains("sudo:"), "{failed}");
+    site.env.remove("fail-release");
+    site.assert_serves(site.green, &b);
+
     assert_git_user_may_run_only_the_rules(&site);
     assert_app_user_cannot_write(&site);
 
@@ -76,7 +93,7 @@ fn a_git_user_deploys_the_app_through_sudo_and_may_run_nothing_else() {
     let refused = site.push();
     eprintln!("a push without the drop-in:\n{}", refused.normalized_stderr());
     let line = refused.final_line();
-    assert!(line.starts_with("pushdeploy: failed at activate: "), "{refused}");
+    assert!(line.starts_with("pushdeploy: failed at release: "), "{refused}");
     assert!(line.contains("sudo: a password is required"), "{line}");
     assert!(line.contains("run `pushdeploy init --app` again as root"), "{line}");
     site.assert_serves(site.green, &b);

@@ -96,14 +96,19 @@ impl AppSite {
     /// As [`AppSite::new`], but the repository, the target and the work clone belong to a git
     /// user of their own (`git_prefix` names it), who pushes and so runs the deploys, as in
     /// production: root runs `init --app`, which writes the git user's sudoers rules into the
-    /// namespace's private `/etc/sudoers.d`. `None` (skipped) without sudo too.
+    /// namespace's private `/etc/sudoers.d`; `init_args` as for [`AppSite::with_init`].
+    /// `None` (skipped) without sudo too.
     #[allow(dead_code, reason = "only the permission tests have a git user")]
-    pub fn with_git_user(user_prefix: &str, git_prefix: &str) -> Option<AppSite> {
+    pub fn with_git_user(
+        user_prefix: &str,
+        git_prefix: &str,
+        init_args: &[&str],
+    ) -> Option<AppSite> {
         if !Path::new("/usr/bin/sudo").exists() {
             crate::support::skip("no /usr/bin/sudo (Debian's sudo package)");
             return None;
         }
-        AppSite::boot(user_prefix, Some(git_prefix), &[])
+        AppSite::boot(user_prefix, Some(git_prefix), init_args)
     }
 
     fn boot(user_prefix: &str, git_prefix: Option<&str>, init_args: &[&str]) -> Option<AppSite> {
