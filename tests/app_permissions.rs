@@ -2,7 +2,7 @@
 //! repository and the target, root runs `init --app`, which writes the git user's sudoers
 //! drop-in (into the namespace's private `/etc/sudoers.d`, support::systemd), and every push
 //! runs as the git user inside a real systemd, reaching `systemctl` and `journalctl` through
-//! `sudo -n`. The git user may run exactly those command lines and nothing else; the app's user
+//! `sudo -n`: the instances, their journal on a failed gate, the `release` unit and its output. The git user may run exactly those command lines and nothing else; the app's user
 //! can write none of the releases, the hooks or the repository.
 
 use std::fs;
