@@ -8,6 +8,7 @@
 use std::fs;
 use std::time::Duration;
 
+use crate::support::BIN;
 use crate::support::app_load::push_under_load;
 use crate::support::caddy::CaddySite;
 use crate::support::history;
@@ -51,7 +52,21 @@ fn twenty_pushes_through_caddy_fail_no_request_and_its_own_reload_keeps_the_live
         .arg(&caddy.caddyfile)
         .output();
     assert!(reload.status.success(), "caddy reload\n{reload}");
-    assert_eq!(caddy.get(), (200, body, slot));
+    assert_eq!(caddy.get(), (200, body, slot.clone()));
+
+    // `status` tells the live instance, the stopped one, and where Caddy points.
+    let status = site.systemd.run(&site.env, BIN).args(["status", "--repo"]).arg(&site.env.bare);
+    let status = status.success();
+    let other = if live == "blue" { "green" } else { "blue" };
+    let (live_port, other_port) =
+        if live == "blue" { (site.blue, site.green) } else { (site.green, site.blue) };
+    for expected in [
+        format!("app:    pushdeploy-www@{live}.service on 127.0.0.1:{live_port} (active/running)"),
+        format!("other:  pushdeploy-www@{other}.service on 127.0.0.1:{other_port} (inactive/dead)"),
+        format!("proxy:  caddy -> {live}"),
+    ] {
+        assert!(status.stdout.lines().any(|line| line == expected), "{expected:?}\n{status}");
+    }
     eprintln!(
         "caddy: {} pushes, {} + {} requests",
         load.pushes, load.requests.requests, load.slow.requests
