@@ -27,7 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    Init(InitArgs),
+    Init(Box<InitArgs>),
     Hook(HookArgs),
     Deploy(DeployArgs),
     Status(StatusArgs),
@@ -46,7 +46,7 @@ pub fn parse() -> Cli {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
-        Command::Init(args) => init::run(args),
+        Command::Init(args) => init::run(*args),
         Command::Hook(args) => hook::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),

@@ -5,6 +5,7 @@ mod support;
 mod app_caddy;
 mod app_deploy;
 mod app_init;
+mod app_nginx;
 mod bad_input;
 mod concurrency;
 mod containment;
