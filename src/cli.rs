@@ -27,6 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Boxed: its arguments are much larger than the other commands'.
     Init(Box<InitArgs>),
     Hook(HookArgs),
     Deploy(DeployArgs),

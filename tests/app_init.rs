@@ -110,7 +110,13 @@ fn init_app_writes_a_unit_systemd_verifies_and_its_environment_files() {
     assert_eq!(env_mode.mode() & 0o777, 0o600, "the environment may hold secrets");
     let shared = fs::symlink_metadata(app.env.target.join("shared")).expect("stat shared");
     assert!(shared.is_dir());
-    assert_eq!((shared.uid(), shared.mode() & 0o777), (app.app_user.uid, 0o750));
+    // The app's, with the target owner's group (setgid) so the git user's deploys can check
+    // each `shared` entry.
+    let target_gid = fs::metadata(&app.env.target).expect("stat target").gid();
+    assert_eq!(
+        (shared.uid(), shared.gid(), shared.mode() & 0o7777),
+        (app.app_user.uid, target_gid, 0o2750)
+    );
 
     let config: toml::Table = read(&app.env.bare.join("pushdeploy.toml")).parse().expect("TOML");
     let table = config["app"].as_table().expect("[app] table");
@@ -141,6 +147,55 @@ fn init_app_twice_changes_nothing() {
         6,
         "{again}"
     );
+}
+
+#[test]
+fn the_release_unit_is_written_with_release_and_removed_without_it() {
+    let app = AppEnv::new("pdapp7-");
+    let release_unit = app.unit_dir.join("pushdeploy-www-release@.service");
+    let _ = app.init_app(&[]).success();
+    assert!(!release_unit.exists(), "a release unit without `release`");
+
+    let migrate = "python3 manage.py migrate --noinput \"$DB\"";
+    let args =
+        ["--app-release", migrate, "--release-timeout", "90s", "--shared", "data", "--force"];
+    let with = app.init_app(&args).success();
+    assert!(
+        with.stderr.contains("systemd-analyze verify: pushdeploy-www-release@.service passed"),
+        "{with}"
+    );
+    assert_systemd_verifies(&release_unit);
+    let unit = read(&release_unit);
+    let target = app.env.target.to_string_lossy();
+    for line in [
+        "Type=oneshot".to_owned(),
+        format!("User={}", app.app_user.name),
+        format!("WorkingDirectory={target}/%i"),
+        r#"ExecStart=/bin/sh -c "python3 manage.py migrate --noinput \"$$DB\"""#.to_owned(),
+        "TimeoutStartSec=90s".to_owned(),
+        format!("ReadWritePaths={target}/shared"),
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no line {line:?} in the unit:\n{unit}");
+    }
+    let config: toml::Table = read(&app.env.bare.join("pushdeploy.toml")).parse().expect("TOML");
+    assert_eq!(config["app"]["release"].as_str(), Some(migrate));
+    assert_eq!(config["app"]["release_timeout"].as_str(), Some("90s"));
+    assert_eq!(config["app"]["shared"].as_array().map(Vec::len), Some(1));
+    // Again with the same options: nothing changes.
+    let again = app.init_app(&args[..6]).success();
+    let unchanged = "unchanged $TMP/units/pushdeploy-www-release@.service";
+    assert!(again.normalized_stderr().contains(unchanged), "{again}");
+
+    // `release` dropped: init removes the unit it wrote, and only that one.
+    let without = app.init_app(&["--force"]).success();
+    assert!(!release_unit.exists(), "{without}");
+    let removed = "removed $TMP/units/pushdeploy-www-release@.service (no `release` in [app])";
+    assert!(without.normalized_stderr().contains(removed), "{without}");
+    assert!(app.unit_path().exists());
+    let foreign = "[Service]\nType=oneshot\nExecStart=/usr/bin/true\n";
+    fs::write(&release_unit, foreign).expect("write a foreign unit");
+    let _ = app.init_app(&["--force"]).success();
+    assert_eq!(read(&release_unit), foreign, "init removed a unit it did not write");
 }
 
 #[test]

@@ -9,106 +9,39 @@
 //! line, the link back on the old file.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::app::{AppSite, free_ports};
-use crate::support::app_load::{push_under_load, start_proxy_unit};
+use crate::support::app_load::push_under_load;
 use crate::support::history;
 use crate::support::load::{Connection, LoadChecker, LoadOptions, Mode, Versions};
+use crate::support::nginx::{NGINX, NginxSite, nginx_dir};
 use crate::support::templates::template_dir;
 use crate::support::user::TestUser;
 use crate::support::{TestEnv, skip};
-
-const NGINX: &str = "/usr/sbin/nginx";
-
-/// An app site behind an nginx that runs inside its systemd.
-struct NginxSite {
-    site: AppSite,
-    front: SocketAddr,
-    /// The operator's configuration (nginx-standalone.conf, rendered).
-    config: PathBuf,
-    /// The `[app.proxy] file`: the link nginx includes.
-    link: PathBuf,
-    rundir: PathBuf,
-}
-
-impl NginxSite {
-    fn new(prefix: &str) -> Option<NginxSite> {
-        if !Path::new(NGINX).exists() {
-            skip("no /usr/sbin/nginx (Debian's nginx package)");
-            return None;
-        }
-        let site = AppSite::with_init_by(prefix, |env| {
-            let dir = nginx_dir(env);
-            let args = ["--proxy", "nginx", "--proxy-file"].map(str::to_owned);
-            let paths = [dir.join("pushdeploy/www.conf"), dir.join("nginx.conf")];
-            let [file, config] = paths.map(|path| path.display().to_string());
-            args.into_iter().chain([file, "--proxy-config".to_owned(), config]).collect()
-        })?;
-        let dir = site.env.root.join("nginx");
-        let link = dir.join("pushdeploy/www.conf");
-        assert_eq!(fs::read_link(&link).expect("init's link"), Path::new("www-blue.conf"));
-        let rundir = dir.join("run");
-        fs::create_dir_all(&rundir).expect("create nginx/run");
-        let (port, _) = free_ports();
-        let template = fs::read_to_string(template_dir("apps").join("nginx-standalone.conf"))
-            .expect("template");
-        let config = dir.join("nginx.conf");
-        let text = template
-            .replace("@PORT@", &port.to_string())
-            .replace("@FILE@", &link.display().to_string())
-            .replace("@UPSTREAM@", "pushdeploy_www")
-            .replace("@RUNDIR@", &rundir.display().to_string());
-        fs::write(&config, text).expect("write nginx.conf");
-        let front = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let config_arg = config.display().to_string();
-        let argv = [NGINX, "-c", &config_arg, "-g", "daemon off;"];
-        start_proxy_unit(&site, "test-nginx.service", &[], &argv, front);
-        Some(NginxSite { site, front, config, link, rundir })
-    }
-
-    /// Returns the status nginx answers `/` with, the body (the live commit) and the slot
-    /// header.
-    fn get(&self) -> (u16, String, Option<String>) {
-        let response = Connection::new(self.front, Duration::from_secs(5))
-            .get("/")
-            .unwrap_or_else(|e| panic!("GET / through nginx: {e}\n{}", self.error_log()));
-        let slot = response.header("x-pushdeploy-slot").map(str::to_owned);
-        (response.status, String::from_utf8_lossy(&response.body).into_owned(), slot)
-    }
-
-    fn linked(&self) -> PathBuf {
-        fs::read_link(&self.link).expect("read the link")
-    }
-
-    fn error_log(&self) -> String {
-        fs::read_to_string(self.rundir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NginxSite {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- nginx's error.log ---\n{}", self.error_log());
-        }
-    }
-}
-
-/// Makes the directory that holds nginx's files for a test (root's, 0755, as /etc/nginx).
-fn nginx_dir(env: &TestEnv) -> PathBuf {
-    let dir = env.root.join("nginx");
-    fs::create_dir_all(&dir).expect("create nginx/");
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod nginx/");
-    dir
-}
 
 /// Returns CLOCK_MONOTONIC in microseconds, the clock of systemd's `*TimestampMonotonic`.
 fn monotonic_us() -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
     now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000
+}
+
+/// Returns when systemd began the last stop of `unit` (CLOCK_MONOTONIC, µs), from its journal:
+/// a stopped instance is unloaded, and `systemctl show` forgets its timestamps.
+#[track_caller]
+fn stop_began(site: &AppSite, unit: &str) -> u64 {
+    let journal = site.systemd.run(&site.env, "journalctl").args(["-u", unit, "-o", "json"]);
+    let journal = journal.success();
+    let stopping = journal.stdout.lines().rev().find_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        let message = entry["MESSAGE"].as_str()?;
+        message
+            .starts_with("Stopping ")
+            .then(|| entry["__MONOTONIC_TIMESTAMP"].as_str()?.parse().ok())?
+    });
+    stopping.unwrap_or_else(|| panic!("no `Stopping` entry for {unit}\n{journal}"))
 }
 
 #[test]
@@ -230,13 +163,7 @@ fn twenty_pushes_through_nginx_fail_no_request_and_the_drain_waits_for_the_old_w
     let (answer, answered_at) = slow.join().expect("the /slow thread");
     let answer = answer.expect("GET /slow through nginx");
     assert_eq!((answer.status, String::from_utf8_lossy(&answer.body)), (200, a.as_str().into()));
-    let stop = site.systemd.systemctl(&[
-        "show",
-        "--value",
-        "--property=ActiveExitTimestampMonotonic",
-        &site.unit("blue"),
-    ]);
-    let stop_began: u64 = stop.stdout.trim().parse().unwrap_or_else(|_| panic!("{stop}"));
+    let stop_began = stop_began(site, &site.unit("blue"));
     assert!(
         stop_began > answered_at,
         "blue's stop began {} µs before /slow was answered\n{pushed}",

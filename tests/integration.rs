@@ -3,9 +3,11 @@
 mod support;
 
 mod app_caddy;
+mod app_crashes;
 mod app_deploy;
 mod app_init;
 mod app_nginx;
+mod app_release;
 mod bad_input;
 mod concurrency;
 mod containment;

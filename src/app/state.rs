@@ -5,7 +5,8 @@
 //! `/etc` while root writes there; so every step goes through directory handles opened with
 //! `O_NOFOLLOW` (`openat`, `mkdirat`, `renameat`), never through a joined path. What init
 //! creates in the state directory is given to the target's owner, who runs the deploys (they
-//! refuse state files owned by anyone else); `shared/` is given to the app's user.
+//! refuse state files owned by anyone else); `shared/` is given to the app's user, with the
+//! target owner's group.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, renameat};
-use nix::sys::stat::{Mode, fstat, mkdirat};
+use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
 use super::env::{self, ENV_FILE};
@@ -104,7 +105,11 @@ pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
         write_at(&app_dir, &name, &content, owner).map_err(fail(&path))?;
         report::line(&format!("wrote {}", escape_path(&path)));
     }
-    ensure_dir(&root, &target.join("shared"), 0o750, app_user, false)?;
+    // The app's user owns shared/; the target owner's group (setgid, so entries made in it
+    // keep that group) lets the git user's deploys check that each `shared` entry exists. The
+    // git user deploys the code the app runs, so reading its data is no new power.
+    let shared = Owner { uid: app_user.uid, gid: owner.gid };
+    ensure_dir(&root, &target.join("shared"), 0o2750, shared, false)?;
     Ok(())
 }
 
@@ -205,6 +210,12 @@ fn ensure_dir(
         give(&dir, owner).map_err(|errno| {
             Error::new(Kind::Io, format!("cannot give {shown} to uid {}: {errno}", owner.uid))
         })?;
+        // mkdir(2) drops the setgid bit of a mode; it is set once the group is right.
+        if mode & 0o7000 != 0 {
+            fchmod(&dir, Mode::from_bits_truncate(mode)).map_err(|errno| {
+                Error::new(Kind::Io, format!("cannot set the mode of {shown}: {errno}"))
+            })?;
+        }
         report::line(&format!("created {shown}"));
     } else if must_own && stat.st_uid != owner.uid {
         return Err(Error::user(

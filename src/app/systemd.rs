@@ -3,6 +3,7 @@
 //! the programs as arguments, never through a shell.
 
 use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::App;
 use crate::report::escape;
@@ -14,6 +15,11 @@ const JOURNAL_LINES: &str = "20";
 /// Returns the unit of `slot`'s instance, `pushdeploy-NAME@SLOT.service`.
 pub fn instance(app: &App, slot: Slot) -> String {
     format!("pushdeploy-{}@{}.service", app.name, slot.name())
+}
+
+/// Returns the unit of `slot`'s run of `[app] release`, `pushdeploy-NAME-release@SLOT.service`.
+pub fn release_instance(app: &App, slot: Slot) -> String {
+    format!("pushdeploy-{}-release@{}.service", app.name, slot.name())
 }
 
 /// Runs `systemctl ARGS UNIT`; an error is one line with what systemctl said.
@@ -41,6 +47,11 @@ pub fn restart(unit: &str) -> Result<(), String> {
     systemctl("restart", &[], unit).map(drop)
 }
 
+/// Starts `unit` and waits for the job: for a oneshot unit, until its command has ended.
+pub fn start(unit: &str) -> Result<(), String> {
+    systemctl("start", &[], unit).map(drop)
+}
+
 /// Stops `unit`: systemd sends SIGTERM, then SIGKILL at the unit's `TimeoutStopSec=`.
 pub fn stop(unit: &str) -> Result<(), String> {
     systemctl("stop", &[], unit).map(drop)
@@ -55,6 +66,17 @@ pub struct UnitState {
 }
 
 impl UnitState {
+    /// Tells whether the unit runs, or is on its way to (started, not failed or stopping).
+    pub fn is_running(&self) -> bool {
+        matches!(self.active.as_str(), "active" | "activating" | "reloading")
+            && self.sub != "auto-restart"
+    }
+
+    /// Tells whether nothing of the unit runs.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.active.as_str(), "inactive" | "failed")
+    }
+
     /// Tells why the instance can no longer pass the gate, when it cannot: it exited, failed,
     /// or systemd restarted it (`Restart=on-failure`) or is about to.
     pub fn dead(&self) -> Option<String> {
@@ -87,6 +109,54 @@ pub fn state(unit: &str) -> Result<UnitState, String> {
     Ok(state)
 }
 
+/// How the last run of a oneshot unit ended, as `systemctl show` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// `LoadState`: `not-found` when there is no such unit file.
+    pub load: String,
+    /// `Result`: `success`, `exit-code`, `signal`, `timeout`, ...
+    pub result: String,
+    /// `ExecMainCode`: 1 when the command exited, 2 or 3 when a signal ended it.
+    pub code: u32,
+    /// `ExecMainStatus`: the exit status, or the signal's number.
+    pub status: i32,
+    /// `ExecMainStartTimestampMonotonic`: when the command started, in microseconds of
+    /// `CLOCK_MONOTONIC` (0 when it never did), which tells this run from an earlier one.
+    pub started_us: u64,
+}
+
+/// Returns how `unit`'s last run ended (see [`RunResult`]).
+pub fn run_result(unit: &str) -> Result<RunResult, String> {
+    let properties =
+        ["-p", "LoadState,Result,ExecMainCode,ExecMainStatus,ExecMainStartTimestampMonotonic"];
+    let text = systemctl("show", &properties, unit)?;
+    let mut run =
+        RunResult { load: String::new(), result: String::new(), code: 0, status: 0, started_us: 0 };
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("LoadState", value)) => run.load = value.to_owned(),
+            Some(("Result", value)) => run.result = value.to_owned(),
+            Some(("ExecMainCode", value)) => run.code = value.parse().unwrap_or(0),
+            Some(("ExecMainStatus", value)) => run.status = value.parse().unwrap_or(0),
+            Some(("ExecMainStartTimestampMonotonic", value)) => {
+                run.started_us = value.parse().unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    Ok(run)
+}
+
+/// Returns `CLOCK_MONOTONIC` in microseconds, as systemd's `*TimestampMonotonic` properties
+/// count it.
+pub fn monotonic_us() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
+        let (secs, nanos) = (now.tv_sec() as u64, now.tv_nsec() as u64);
+        secs * 1_000_000 + nanos / 1_000
+    })
+}
+
 /// Returns the id systemd gave the unit's current run (`InvocationID`), which tags what the
 /// app wrote to the journal during this run only.
 pub fn invocation(unit: &str) -> Result<String, String> {
@@ -101,10 +171,24 @@ pub fn journal_tail(invocation: &str) -> Vec<String> {
     if invocation.is_empty() {
         return Vec::new();
     }
+    settled_journal(&[format!("_SYSTEMD_INVOCATION_ID={invocation}")], JOURNAL_LINES)
+}
+
+/// Returns at most the last `lines` lines that `unit`'s processes wrote since `since`, as
+/// [`journal_tail`] does. For the run of a oneshot unit, whose invocation id is gone with the
+/// unit: systemd unloads an inactive unit nothing refers to as soon as its run has ended.
+pub fn journal_since(unit: &str, since: SystemTime, lines: &str) -> Vec<String> {
+    let micros = since.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+    let since = format!("--since=@{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    settled_journal(&[format!("_SYSTEMD_UNIT={unit}"), since], lines)
+}
+
+/// Reads the last `lines` journal lines that `filter` selects until two reads agree.
+fn settled_journal(filter: &[String], lines: &str) -> Vec<String> {
     let read = || {
         let output = Command::new("journalctl")
-            .args(["--no-pager", "-o", "cat", "-n", JOURNAL_LINES])
-            .arg(format!("_SYSTEMD_INVOCATION_ID={invocation}"))
+            .args(["--no-pager", "-o", "cat", "-n", lines])
+            .args(filter)
             .output();
         match output {
             Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)

@@ -33,8 +33,6 @@ pub fn app_state_dir(target: &Path) -> PathBuf {
 /// `/bin/sh -c` as one double-quoted word, escaped so systemd expands nothing in it.
 pub fn render(config: &Config, app: &App) -> String {
     let target = config.target.to_string_lossy();
-    let state = app_state_dir(&config.target);
-    let state = state.to_string_lossy();
     let (blue, green) = (app.ports.blue, app.ports.green);
     let mut unit = format!(
         "# {MARKER}; init replaces it when the configuration changes.\n\
@@ -44,29 +42,89 @@ pub fn render(config: &Config, app: &App) -> String {
          After=network.target\n\
          \n\
          [Service]\n\
-         Type=exec\n\
-         User={user}\n\
-         WorkingDirectory={target}/%i\n\
-         # [app.env], then this slot's PORT, PUSHDEPLOY_SLOT and PUSHDEPLOY_COMMIT.\n\
-         EnvironmentFile={state}/env\n\
-         EnvironmentFile={state}/%i.env\n\
-         ExecStart=/bin/sh -c {command}\n\
+         Type=exec\n",
+        name = app.name,
+    );
+    unit.push_str(&run_as(config, app));
+    unit.push_str(&format!(
+        "ExecStart=/bin/sh -c {command}\n\
          KillSignal=SIGTERM\n\
          TimeoutStopSec={stop}\n\
          Restart=on-failure\n\
-         RestartSec=1s\n\
+         RestartSec=1s\n",
+        command = exec_word(&app.command),
+        stop = time_span(app.stop_timeout),
+    ));
+    unit.push_str(&hardening(&config.target));
+    unit
+}
+
+/// Returns the file name of the unit that runs `[app] release`,
+/// `pushdeploy-NAME-release@.service`.
+pub fn release_file_name(app: &App) -> String {
+    format!("pushdeploy-{}-release@.service", app.name)
+}
+
+/// Returns the text of the oneshot template unit that runs `[app] release` in a slot, as the
+/// app's instance would run (user, directory, environment, hardening), or `None` when there
+/// is no `release`. A deploy starts it through systemd, so the git user needs no power beyond
+/// starting fixed units, and the command never runs as the git user.
+pub fn render_release(config: &Config, app: &App) -> Option<String> {
+    let release = app.release.as_deref()?;
+    let target = config.target.to_string_lossy();
+    let mut unit = format!(
+        "# {MARKER}; init replaces it when the configuration changes, and removes it with `release`.\n\
+         # `[app] release`, run once per deploy in the new slot (@blue: {target}/blue, @green: {target}/green) before its instance starts.\n\
+         [Unit]\n\
+         Description=pushdeploy app {name}: release command (slot %i)\n\
+         After=network.target\n\
          \n\
+         [Service]\n\
+         Type=oneshot\n",
+        name = app.name,
+    );
+    unit.push_str(&run_as(config, app));
+    unit.push_str(&format!(
+        "ExecStart=/bin/sh -c {command}\n\
+         TimeoutStartSec={timeout}\n\
+         KillSignal=SIGTERM\n\
+         TimeoutStopSec={stop}\n",
+        command = exec_word(release),
+        timeout = time_span(app.release_timeout),
+        stop = time_span(app.stop_timeout),
+    ));
+    unit.push_str(&hardening(&config.target));
+    Some(unit)
+}
+
+/// Returns the `User=`, `WorkingDirectory=` and `EnvironmentFile=` lines both units share.
+fn run_as(config: &Config, app: &App) -> String {
+    let target = config.target.to_string_lossy();
+    let state = app_state_dir(&config.target);
+    let state = state.to_string_lossy();
+    format!(
+        "User={user}\n\
+         WorkingDirectory={target}/%i\n\
+         # [app.env], then this slot's PORT, PUSHDEPLOY_SLOT and PUSHDEPLOY_COMMIT.\n\
+         EnvironmentFile={state}/env\n\
+         EnvironmentFile={state}/%i.env\n",
+        user = app.user,
+    )
+}
+
+/// Returns the hardening both units share: the app reads its release and writes only
+/// `TARGET/shared`.
+fn hardening(target: &Path) -> String {
+    let mut lines = format!(
+        "\n\
          # The app reads its release and writes only {target}/shared.\n\
          NoNewPrivileges=yes\n\
          ProtectSystem=strict\n\
          ReadWritePaths={target}/shared\n",
-        name = app.name,
-        user = app.user,
-        command = exec_word(&app.command),
-        stop = time_span(app.stop_timeout),
+        target = target.to_string_lossy(),
     );
-    unit.push_str(&home_and_tmp(&config.target));
-    unit.push_str(
+    lines.push_str(&home_and_tmp(target));
+    lines.push_str(
         "PrivateDevices=yes\n\
          ProtectKernelTunables=yes\n\
          ProtectKernelModules=yes\n\
@@ -82,7 +140,7 @@ pub fn render(config: &Config, app: &App) -> String {
          SystemCallArchitectures=native\n\
          UMask=0027\n",
     );
-    unit
+    lines
 }
 
 /// Returns the `ProtectHome=` and `PrivateTmp=` lines that still let the app see its target:
@@ -162,7 +220,67 @@ pub fn verify(file_name: &str, text: &str) -> Result<Verified, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::exec_word;
+    use std::path::Path;
+
+    use super::{exec_word, render, render_release};
+    use crate::config::{self, Config};
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "target = \"/srv/www/shop\"\n[app]\ncommand = \"./server\"\nports = {{ blue = 8001, green = 8002 }}\nuser = \"shopapp\"\nstop_timeout = \"5s\"\n{extra}"
+        );
+        config::parse(Path::new("p"), &text).unwrap()
+    }
+
+    #[test]
+    fn no_release_unit_without_release() {
+        let config = config("");
+        assert!(render_release(&config, config.app.as_ref().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_release_unit_runs_like_the_instance_but_once() {
+        let config = config(
+            "release = \"python3 manage.py migrate --db=$DB 100%\"\nrelease_timeout = \"90s\"\n",
+        );
+        let app = config.app.as_ref().unwrap();
+        let release = render_release(&config, app).unwrap();
+        let lines: Vec<&str> = release.lines().collect();
+        for line in [
+            "Type=oneshot",
+            r#"ExecStart=/bin/sh -c "python3 manage.py migrate --db=$$DB 100%%""#,
+            "TimeoutStartSec=90s",
+            "TimeoutStopSec=5s",
+        ] {
+            assert!(lines.contains(&line), "no {line:?} in\n{release}");
+        }
+        assert!(!release.contains("Restart="), "{release}");
+        // Everything the instance runs with, the release command runs with.
+        let main = render(&config, app);
+        let own = [
+            "Type=",
+            "ExecStart=",
+            "KillSignal=",
+            "TimeoutStopSec=",
+            "Restart",
+            "#",
+            "Description=",
+        ];
+        for line in main.lines().filter(|line| !own.iter().any(|p| line.starts_with(p))) {
+            assert!(lines.contains(&line), "the release unit lacks {line:?}\n{release}");
+        }
+        assert!(
+            lines.contains(&"User=shopapp")
+                && lines.contains(&"ReadWritePaths=/srv/www/shop/shared")
+        );
+    }
+
+    #[test]
+    fn the_release_timeout_defaults_to_ten_minutes() {
+        let config = config("release = \"./migrate\"\n");
+        let release = render_release(&config, config.app.as_ref().unwrap()).unwrap();
+        assert!(release.lines().any(|line| line == "TimeoutStartSec=600s"), "{release}");
+    }
 
     #[test]
     fn exec_word_leaves_nothing_for_systemd_to_expand() {

@@ -204,6 +204,9 @@ fn plan_files(
     if let Some(app) = app {
         let text = app.unit_text.clone();
         planned.push(plan(&app.unit_path, text, 0o644, args.force, unit::is_ours)?);
+        if let Some((path, text)) = &app.release_unit {
+            planned.push(plan(path, text.clone(), 0o644, args.force, unit::is_ours)?);
+        }
     }
     Ok(planned)
 }

@@ -1,6 +1,7 @@
 //! `pushdeploy init --app`: its options, the `[app]` table they write, and the steps init
 //! runs for an app (check the app user, render and verify the unit, write the app's files).
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -29,6 +30,18 @@ pub struct AppArgs {
     /// The ports of the blue and the green instance on 127.0.0.1
     #[arg(long, value_name = "BLUE,GREEN", requires = "app", value_parser = parse_ports)]
     pub ports: Option<PortPair>,
+    /// A command run once per deploy, as the app's user in the new slot before its instance
+    /// starts, such as migrations (e.g. "python3 manage.py migrate"); init writes the unit
+    /// pushdeploy-NAME-release@.service that runs it
+    #[arg(long, value_name = "CMD", requires = "app")]
+    pub app_release: Option<String>,
+    /// How long the release command may run before systemd stops it and the deploy fails
+    #[arg(long, value_name = "DURATION", requires = "app_release", default_value = "10min")]
+    pub release_timeout: String,
+    /// A path of each release that is replaced by a link to TARGET/shared/PATH, which the app
+    /// may write and which outlives releases (SQLite files, uploads); repeat for several
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub shared: Vec<PathBuf>,
     /// The reverse proxy in front of the app
     #[arg(long, value_enum, value_name = "KIND", default_value = "none")]
     pub proxy: ProxyKind,
@@ -72,6 +85,16 @@ pub fn config_text(args: &AppArgs, target: &Path) -> String {
         return String::new();
     };
     let name = args.name.clone().unwrap_or_else(|| config::default_unit_name(target));
+    let release = match &args.app_release {
+        Some(release) => format!(
+            "release = {}\nrelease_timeout = {}\n",
+            toml_string(release),
+            toml_string(&args.release_timeout)
+        ),
+        None => String::new(),
+    };
+    let shared: Vec<String> =
+        args.shared.iter().map(|path| toml_string(&path.to_string_lossy())).collect();
     let mut proxy = format!("kind = {}\n", toml_string(args.proxy.name()));
     for (key, path) in [("file", &args.proxy_file), ("config", &args.proxy_config)] {
         if let Some(path) = path {
@@ -80,52 +103,92 @@ pub fn config_text(args: &AppArgs, target: &Path) -> String {
     }
     format!(
         "\n[app]\nname = {}\ncommand = {}\nports = {{ blue = {}, green = {} }}\nuser = {}\n\
-         stop_timeout = \"30s\"\nshared = []\n\n[app.env]\n\n[app.health]\npath = \"/health\"\n\
-         deadline = \"60s\"\n\n[app.proxy]\n{proxy}",
+         {release}stop_timeout = \"30s\"\nshared = [{}]\n\n[app.env]\n\n[app.health]\n\
+         path = \"/health\"\ndeadline = \"60s\"\n\n[app.proxy]\n{proxy}",
         toml_string(&name),
         toml_string(command),
         ports.blue,
         ports.green,
         toml_string(user),
+        shared.join(", "),
     )
 }
 
-/// What init writes for an app, decided (and the unit verified) before anything is written.
+/// What init writes for an app, decided (and the units verified) before anything is written.
 pub struct Prepared {
     pub unit_path: PathBuf,
     pub unit_text: String,
+    /// The unit that runs `[app] release`, when there is one.
+    pub release_unit: Option<(PathBuf, String)>,
+    /// A release unit init wrote earlier, for a `release` the configuration no longer has.
+    stale_release_unit: Option<PathBuf>,
     app_user: Owner,
 }
 
-/// Checks the app user, renders the unit and has systemd verify it; nothing is written yet.
+/// Checks the app user, renders the units and has systemd verify them; nothing is written yet.
 pub fn prepare(args: &AppArgs, config: &Config) -> Result<Option<Prepared>, Error> {
     let Some(app) = &config.app else { return Ok(None) };
     let app_user = state::app_owner(app, &config.target)?;
     let file_name = unit::file_name(app);
     let unit_text = unit::render(config, app);
-    match unit::verify(&file_name, &unit_text) {
-        Ok(Verified::Passed) => {
-            report::line(&format!("systemd-analyze verify: {file_name} passed"))
+    verify(&file_name, &unit_text)?;
+    let release_name = unit::release_file_name(app);
+    let release_path = args.unit_dir.join(&release_name);
+    let release_unit = match unit::render_release(config, app) {
+        Some(text) => {
+            verify(&release_name, &text)?;
+            Some((release_path.clone(), text))
         }
-        Ok(Verified::NotChecked) => {
-            report::line(&format!("systemd-analyze is not installed: {file_name} was not verified"))
-        }
-        Err(why) => {
-            return Err(Error::user(
-                why,
-                "fix [app] in the options (a command systemd cannot run?), or report it as a pushdeploy bug",
-            ));
-        }
-    }
-    Ok(Some(Prepared { unit_path: args.unit_dir.join(file_name), unit_text, app_user }))
+        None => None,
+    };
+    let stale_release_unit = Some(release_path).filter(|path| {
+        release_unit.is_none() && fs::read_to_string(path).is_ok_and(|text| unit::is_ours(&text))
+    });
+    Ok(Some(Prepared {
+        unit_path: args.unit_dir.join(file_name),
+        unit_text,
+        release_unit,
+        stale_release_unit,
+        app_user,
+    }))
 }
 
-/// Writes the app's environment files and `shared/`, then says what is left to do.
+/// Has `systemd-analyze verify` check one unit, and says how that went.
+fn verify(file_name: &str, text: &str) -> Result<(), Error> {
+    match unit::verify(file_name, text) {
+        Ok(Verified::Passed) => {
+            report::line(&format!("systemd-analyze verify: {file_name} passed"));
+            Ok(())
+        }
+        Ok(Verified::NotChecked) => {
+            report::line(&format!(
+                "systemd-analyze is not installed: {file_name} was not verified"
+            ));
+            Ok(())
+        }
+        Err(why) => Err(Error::user(
+            why,
+            "fix [app] in the options (a command systemd cannot run?), or report it as a pushdeploy bug",
+        )),
+    }
+}
+
+/// Writes the app's environment files and `shared/`, removes a release unit that is no longer
+/// configured, then says what is left to do.
 pub fn finish(config: &Config, prepared: &Prepared) -> Result<(), Error> {
     let Some(app) = &config.app else { return Ok(()) };
     state::write(config, app, prepared.app_user)?;
     for line in proxy::install(&config.target, app)? {
         report::line(&line);
+    }
+    if let Some(stale) = &prepared.stale_release_unit {
+        fs::remove_file(stale).map_err(|err| {
+            Error::user(
+                format!("cannot remove {}: {err}", escape_path(stale)),
+                "remove it by hand: the configuration has no `release` any more",
+            )
+        })?;
+        report::line(&format!("removed {} (no `release` in [app])", escape_path(stale)));
     }
     report_next_steps(app, &prepared.unit_path);
     Ok(())
@@ -141,4 +204,11 @@ fn report_next_steps(app: &App, unit_path: &Path) {
         app.ports.green,
         escape_path(unit_path),
     ));
+    if let Some(release) = &app.release {
+        report::line(&format!(
+            "release: {} runs {release:?} as {} in the new slot before each deploy starts its instance",
+            unit::release_file_name(app),
+            app.user,
+        ));
+    }
 }

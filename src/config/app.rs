@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -21,6 +21,8 @@ use super::raw::Source;
 
 /// How long a stopped instance may take to finish its requests before SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the `release` command may run before systemd stops it.
+pub const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a new instance may take to answer its health path.
 pub const DEFAULT_HEALTH_DEADLINE: Duration = Duration::from_secs(60);
 /// The health path when the file names none.
@@ -28,7 +30,6 @@ pub const DEFAULT_HEALTH_PATH: &str = "/health";
 
 /// A validated `[app]` table.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "`release` and `shared`: the next steps of the app deploy read them")]
 pub struct App {
     /// The unit's name part: the unit is `pushdeploy-NAME@.service`.
     pub name: String,
@@ -39,6 +40,8 @@ pub struct App {
     pub user: String,
     /// Run once per deploy before the new instance takes traffic (migrations).
     pub release: Option<String>,
+    /// How long `release` may run (the release unit's `TimeoutStartSec=`).
+    pub release_timeout: Duration,
     pub stop_timeout: Duration,
     /// Paths in each release linked to `TARGET/shared/` (SQLite files, uploads).
     pub shared: Vec<PathBuf>,
@@ -95,15 +98,15 @@ pub fn app(
     let user = user(source, raw.user, raw.allow_root.unwrap_or(false), &RunningUser::current())?;
     let release =
         raw.release.map(|release| one_line(source, release, "app.release")).transpose()?;
+    let release_timeout = match raw.release_timeout {
+        Some(timeout) => duration(source, &timeout, "app.release_timeout", false)?,
+        None => DEFAULT_RELEASE_TIMEOUT,
+    };
     let stop_timeout = match raw.stop_timeout {
         Some(timeout) => duration(source, &timeout, "app.stop_timeout", false)?,
         None => DEFAULT_STOP_TIMEOUT,
     };
-    let shared = raw
-        .shared
-        .into_iter()
-        .map(|path| inside_release(source, path, "app.shared"))
-        .collect::<Result<_, _>>()?;
+    let shared = shared(source, raw.shared)?;
     let env = env(source, raw.env)?;
     let health = health(source, raw.health)?;
     let proxy = super::app_proxy::proxy(source, raw.proxy, target, &name)?;
@@ -114,6 +117,7 @@ pub fn app(
         ports,
         user,
         release,
+        release_timeout,
         stop_timeout,
         shared,
         env,
@@ -169,6 +173,32 @@ fn one_line(source: Source, command: Spanned<String>, key: &str) -> Result<Strin
         ));
     }
     Ok(command.into_inner())
+}
+
+/// Returns the `shared` paths, each as its plain components (`./data` is `data`). A path
+/// inside another is refused: it would be linked through the other's link, into `shared/`.
+fn shared(source: Source, paths: Vec<Spanned<PathBuf>>) -> Result<Vec<PathBuf>, Error> {
+    let mut valid: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let span = path.span();
+        let path = inside_release(source, path, "app.shared")?;
+        let plain: PathBuf =
+            path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        if let Some(outer) = valid.iter().find(|o| plain.starts_with(o) || o.starts_with(&plain)) {
+            let why = if *outer == plain {
+                format!("{} is listed twice", plain.display())
+            } else {
+                format!(
+                    "{} and {} are inside one another; list only the outer one",
+                    outer.display(),
+                    plain.display()
+                )
+            };
+            return Err(source.invalid(Some(span), format!("`app.shared`: {why}")));
+        }
+        valid.push(plain);
+    }
+    Ok(valid)
 }
 
 fn ports(source: Source, ports: RawPorts) -> Result<Ports, Error> {

@@ -40,6 +40,7 @@ pub struct RawApp {
     pub(super) user: Spanned<String>,
     pub(super) allow_root: Option<bool>,
     pub(super) release: Option<Spanned<String>>,
+    pub(super) release_timeout: Option<Spanned<String>>,
     pub(super) stop_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) shared: Vec<Spanned<PathBuf>>,

@@ -50,6 +50,31 @@ fn every_key_is_read() {
 }
 
 #[test]
+fn release_timeout_is_a_duration_with_a_default() {
+    let app = |extra: &str| parse(Path::new("p"), &format!("{BASE}{extra}")).unwrap().app.unwrap();
+    assert_eq!(app("").release_timeout, Duration::from_secs(600));
+    assert_eq!(app("release_timeout = \"90s\"\n").release_timeout, Duration::from_secs(90));
+    assert_eq!(
+        err_with("release_timeout = \"0s\"\n"),
+        "/r/pushdeploy.toml: line 6: `app.release_timeout`: \"0s\" is not a duration such as \"90s\" or \"10m\""
+    );
+}
+
+#[test]
+fn shared_paths_are_plain_and_apart() {
+    let app = parse(Path::new("p"), &format!("{BASE}shared = [\"./data\", \"a/b\"]\n")).unwrap();
+    assert_eq!(app.app.unwrap().shared, [Path::new("data"), Path::new("a/b")]);
+    assert_eq!(
+        err_with("shared = [\"data\", \"data/db\"]\n"),
+        "/r/pushdeploy.toml: line 6: `app.shared`: data and data/db are inside one another; list only the outer one"
+    );
+    assert_eq!(
+        err_with("shared = [\"data\", \"./data\"]\n"),
+        "/r/pushdeploy.toml: line 6: `app.shared`: data is listed twice"
+    );
+}
+
+#[test]
 fn ports_must_be_distinct_and_nonzero() {
     assert_eq!(
         replaced("green = 8002", "green = 8001"),

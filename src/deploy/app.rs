@@ -12,8 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Failure, RETRY, Run};
+use crate::app::progress::{self, Step};
 use crate::app::proxy::{self, Pointed, port};
-use crate::app::{http, state, systemd};
+use crate::app::{http, release, state, systemd};
 use crate::config::App;
 use crate::git::CommitId;
 use crate::report;
@@ -38,6 +39,7 @@ pub(super) struct Started<'a> {
     /// The slot whose instance served before, still running.
     old: Option<Slot>,
     pointed: Pointed,
+    commit: CommitId,
 }
 
 /// Starts the new slot's instance on the release prepared in it, waits for its health gate,
@@ -47,10 +49,14 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
     let Some(app) = run.config.app.as_ref() else { return Ok(None) };
     let slot = run.slot;
     let unit = systemd::instance(app, slot);
-    state::write_slot_env(&run.layout.target, app, slot, &commit.to_string())
+    let target = &run.layout.target;
+    progress::record(target, commit, slot, Step::Start);
+    state::write_slot_env(target, app, slot, &commit.to_string())
         .map_err(|err| Failure::new(Stage::Activate, err, RETRY))?;
+    release::run(app, slot).map_err(|err| Failure::new(Stage::Release, err.reason, err.hint))?;
     gate_new(app, &unit, slot)?;
     let old = run.live.as_ref().map(|live| live.slot).filter(|old| *old != slot);
+    progress::record(target, commit, slot, Step::Point);
     let pointing = Instant::now();
     let pointed = proxy::point(app, slot, old).map_err(|why| {
         stop_quietly(&unit);
@@ -64,7 +70,9 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
         ));
     }
     if let Some(check) = &app.check {
+        progress::record(target, commit, slot, Step::Check);
         if let Err(answer) = check_through(&check.url, slot) {
+            progress::record(target, commit, slot, Step::PointBack);
             let back = point_back(app, old);
             stop_quietly(&unit);
             let mut failure = Failure::new(
@@ -77,12 +85,13 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
         }
         report::line(&format!("check: {} answered 2xx from {slot}", check.url));
     }
-    Ok(Some(Started { app, unit, old, pointed }))
+    progress::record(target, commit, slot, Step::Link);
+    Ok(Some(Started { app, unit, old, pointed, commit }))
 }
 
 /// Restarts the new instance and waits for its gate; a failed gate stops it and shows the
 /// pusher the journal of this run.
-fn gate_new(app: &App, unit: &str, slot: Slot) -> Result<(), Failure> {
+pub(super) fn gate_new(app: &App, unit: &str, slot: Slot) -> Result<(), Failure> {
     let started = Instant::now();
     let mut invocation = String::new();
     let gate = systemd::restart(unit).and_then(|()| {
@@ -155,8 +164,9 @@ pub(super) fn abandon(started: Option<Started<'_>>) {
 
 /// After the link moved: the old instance is drained (the proxy has nothing left in flight to
 /// it, within `stop_timeout`), then stopped.
-pub(super) fn settle(started: Option<Started<'_>>) {
-    let Some(Started { app, old: Some(old), pointed, .. }) = started else { return };
+pub(super) fn settle(run: &Run<'_>, started: Option<Started<'_>>) {
+    let Some(Started { app, old: Some(old), pointed, commit, .. }) = started else { return };
+    progress::record(&run.layout.target, commit, run.slot, Step::Stop);
     let old_unit = systemd::instance(app, old);
     let started = Instant::now();
     if let Err(why) = proxy::drain(app, pointed, old, app.stop_timeout) {

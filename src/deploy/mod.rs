@@ -9,6 +9,7 @@
 
 mod app;
 mod build_env;
+mod converge;
 mod finish;
 mod prepare;
 pub mod rollback;
@@ -119,7 +120,8 @@ impl<'a> Run<'a> {
 }
 
 /// Takes the target's deploy lock, telling the pusher when it has to wait; checks the target
-/// and its state directory first, and sets the configured umask for what follows.
+/// and its state directory first, and sets the configured umask for what follows. An app's
+/// instances and proxy are then put right if a killed deploy left them wrong.
 pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
     let layout = Layout::new(config);
     if !layout.target.is_dir() {
@@ -153,6 +155,7 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
         report::line(&format!("waiting for the deploy in progress{holder} to finish"));
     })?;
     umask(Mode::from_bits_truncate(config.umask as nix::libc::mode_t));
+    converge::converge(config, &layout)?;
     Ok((layout, lock))
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::build_env::{build_env, unlink_git_history};
 use super::{Failure, RETRY, Run};
+use crate::app::shared;
 use crate::config::{Config, SubmodulePolicy};
 use crate::git::{Entry, Repo};
 use crate::release::attributes::{self, Converted};
@@ -42,9 +43,14 @@ const BUILD_OUTPUT_HINT: &str = "make the build leave only files, directories an
 /// Runs phase 1 in the run's idle slot.
 pub(super) fn prepare(run: &mut Run<'_>) -> Result<Prepared, Failure> {
     let dir = prepare_slot(run)?;
-    let index = materialize(run, &dir)?;
+    let mut index = materialize(run, &dir)?;
     build(run, &dir)?;
     let record = verify(run, &dir)?;
+    if let (Some(index), Some(app)) = (&mut index, &run.config.app) {
+        // What was at a shared path is gone: the next deploy must not hard-link through the
+        // link, from shared/, what this index says the commit had there.
+        index.files.retain(|path, _| !app.shared.iter().any(|shared| path.starts_with(shared)));
+    }
     Ok(Prepared { record, index, kept: false })
 }
 
@@ -190,9 +196,10 @@ fn build(run: &mut Run<'_>, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The verify stage: the publish directory is a real, non-empty directory of the release;
-/// the live release's files the new one lacks are carried over for the grace; and what will
-/// be served holds nothing that leads out of the release. Returns the release's record.
+/// The verify stage: an app's `shared` paths become links into `TARGET/shared/`; the publish
+/// directory is a real, non-empty directory of the release; the live release's files the new
+/// one lacks are carried over for the grace; and what will be served holds nothing that leads
+/// out of the release but those links. Returns the release's record.
 fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
     let Run { config, layout, request, .. } = *run;
     let built = run.build_command().is_some();
@@ -200,6 +207,14 @@ fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
     let mut record = release_record(run);
     // In this order: the grace step writes into what the build left, and the check sees both.
     let (verified, _) = run.clock.stage(Stage::Verify, || {
+        let shared = match &config.app {
+            Some(app) => {
+                shared::link(app, &layout.target, dir)
+                    .map_err(|err| Failure::new(Stage::Verify, err.reason, err.hint))?;
+                shared::links(app, &layout.target)
+            }
+            None => Vec::new(),
+        };
         check_publish(config, dir)?;
         if built {
             check_build_output(config, dir)?;
@@ -211,10 +226,11 @@ fn verify(run: &mut Run<'_>, dir: &Path) -> Result<ReleaseRecord, Failure> {
             record.grace =
                 carry_old_files(layout, live, dir, publish_dir(config), config.retire.grace)?;
         }
-        // Without a build and a grace step, the release is the pushed tree, which `check_tree`
-        // checked entry by entry before anything was written: nothing else can be in it.
-        if built || !record.grace.files.is_empty() {
-            check::served(dir, publish_dir(config)).map_err(|err| {
+        // Without a build, a grace step and shared links, the release is the pushed tree, which
+        // `check_tree` checked entry by entry before anything was written: nothing else is in
+        // it. A link that leads out through a shared link is refused here.
+        if built || !record.grace.files.is_empty() || !shared.is_empty() {
+            check::served(dir, publish_dir(config), &shared).map_err(|err| {
                 let hint = if built { BUILD_OUTPUT_HINT } else { RETRY };
                 Failure::new(Stage::Verify, err, hint)
             })?;

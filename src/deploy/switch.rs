@@ -23,6 +23,15 @@ pub const LIVE_REF: &str = "refs/deploys/live";
 /// before the link moves can fail (an app's gate, its proxy switch and check, which points
 /// the proxy back; the rename); from there on, a problem is a warning.
 pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
+    let switched = switch_and_retire(run, prepared);
+    if run.config.app.is_some() {
+        // The deploy ended, either way, with everything where it should be.
+        crate::app::progress::clear(&run.layout.target);
+    }
+    switched
+}
+
+fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
     let Prepared { mut record, index, kept } = prepared;
     let started = app::start(run, record.commit)?;
     let time_to_live = match activate(run, &record, kept) {
@@ -32,7 +41,7 @@ pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
             return Err(failure);
         }
     };
-    app::settle(started);
+    app::settle(run, started);
     let Run { config, layout, slot, .. } = *run;
     // The release kept before this one is now pushed out by a good one.
     let _ = slots::remove_path(&layout.parked_dir(slot));

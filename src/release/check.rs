@@ -213,8 +213,11 @@ pub enum Error {
 /// Walks the served directory `served` (relative to the release's root `root`) with `lstat`,
 /// never following a link, and refuses a symlink that resolves outside the release, a FIFO, a
 /// socket or a device node. Paths in errors are relative to the release's root.
+///
+/// `allowed` lists the only links that may lead out: each a path relative to the root and the
+/// exact target pushdeploy gave it (an app's links into `TARGET/shared/`).
 #[instrument(skip_all)]
-pub fn served(root: &Path, served: &Path) -> Result<(), Error> {
+pub fn served(root: &Path, served: &Path, allowed: &[(PathBuf, PathBuf)]) -> Result<(), Error> {
     // The root itself is named `.`: with no `publish` an error reading it would otherwise
     // name an empty path ("cannot check : …").
     let relative_of = |path: &Path| match path.strip_prefix(root) {
@@ -236,6 +239,9 @@ pub fn served(root: &Path, served: &Path) -> Result<(), Error> {
         let why = if kind.is_symlink() {
             let target = fs::read_link(entry.path())
                 .map_err(|source| Error::Io { path: relative.clone(), source })?;
+            if allowed.iter().any(|(path, to)| *path == relative && *to == target) {
+                continue;
+            }
             match symlink_on_disk(root, &relative, &target) {
                 Ok(()) => continue,
                 Err(why) => format!("symlink to {} {why}", escape_path(&target)),
@@ -329,16 +335,41 @@ mod tests {
         symlink("docs", root.join("public/ok")).unwrap();
         symlink("../deep/a/b", root.join("public/d")).unwrap();
         symlink("d/../../../public", root.join("public/back")).unwrap();
-        served(&root, Path::new("public")).unwrap();
+        served(&root, Path::new("public"), &[]).unwrap();
 
         // `d` one level deep instead of three: the same text now climbs out.
         fs::remove_file(root.join("public/d")).unwrap();
         symlink("../deep", root.join("public/d")).unwrap();
-        let err = served(&root, Path::new("public")).unwrap_err().to_string();
+        let err = served(&root, Path::new("public"), &[]).unwrap_err().to_string();
         assert_eq!(
             err,
             "refused public/back: symlink to d/../../../public leads out of the release"
         );
+    }
+
+    #[test]
+    fn only_the_allowed_links_may_lead_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("release");
+        let shared = tmp.path().join("shared/data");
+        fs::create_dir_all(&shared).unwrap();
+        fs::create_dir_all(root.join("app")).unwrap();
+        symlink(&shared, root.join("data")).unwrap();
+        let allowed = [(PathBuf::from("data"), shared.clone())];
+        served(&root, Path::new(""), &allowed).unwrap();
+
+        // The same target at another path, or the same path leading elsewhere: refused.
+        symlink(&shared, root.join("app/data")).unwrap();
+        let err = served(&root, Path::new(""), &allowed).unwrap_err().to_string();
+        assert!(err.starts_with("refused app/data: symlink to "), "{err}");
+        fs::remove_file(root.join("app/data")).unwrap();
+        let other = [(PathBuf::from("data"), tmp.path().join("shared"))];
+        let err = served(&root, Path::new(""), &other).unwrap_err().to_string();
+        assert!(err.starts_with("refused data: symlink to "), "{err}");
+        // A link that leads out through an allowed one is refused too.
+        symlink("../data/x", root.join("app/x")).unwrap();
+        let err = served(&root, Path::new(""), &allowed).unwrap_err().to_string();
+        assert!(err.starts_with("refused app/x: symlink to ../data/x"), "{err}");
     }
 
     #[test]
@@ -357,7 +388,7 @@ mod tests {
     #[test]
     fn an_unreadable_release_root_is_named_dot_not_an_empty_path() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = served(&tmp.path().join("gone"), Path::new("")).unwrap_err().to_string();
+        let err = served(&tmp.path().join("gone"), Path::new(""), &[]).unwrap_err().to_string();
         assert!(err.starts_with("cannot check .: "), "{err}");
     }
 }

@@ -102,6 +102,8 @@ pub enum Stage {
     Materialize,
     Build,
     Verify,
+    /// An app's `release` command, before its new instance starts.
+    Release,
     Activate,
     /// After the switch: it can only warn, never fail the deploy.
     Retire,
@@ -115,6 +117,7 @@ impl Stage {
             Stage::Materialize => "materialize",
             Stage::Build => "build",
             Stage::Verify => "verify",
+            Stage::Release => "release",
             Stage::Activate => "activate",
             Stage::Retire => "retire",
         }

@@ -1,0 +1,113 @@
+//! Before an app deploy (and a rollback) does anything: what a deploy killed part-way left
+//! behind is put right, so that exactly one instance serves, the live one, with the proxy
+//! pointing at it. The link is the truth (it moves only once the new instance has passed its
+//! gate and its check); the progress record ([`crate::app::progress`]) only says what the
+//! killed deploy was doing. Cheap when nothing is wrong: a `systemctl show` per slot and a
+//! look at the proxy.
+
+use std::time::Instant;
+
+use super::app::gate_new;
+use crate::app::{progress, proxy, systemd};
+use crate::config::{App, Config, Proxy};
+use crate::error::Error;
+use crate::report;
+use crate::target_dir::{Layout, Slot};
+
+/// Converges the app's instances and proxy on the live slot; nothing for a site. An error
+/// means the deploy must not go on (the proxy could not be pointed away from the slot it would
+/// deploy into).
+pub(super) fn converge(config: &Config, layout: &Layout) -> Result<(), Error> {
+    let Some(app) = &config.app else { return Ok(()) };
+    let interrupted = progress::read(&layout.target);
+    match &interrupted {
+        Some(Some(progress)) => report::line(&format!(
+            "the deploy of {} into {} (pid {}) was interrupted while {}; putting things right first",
+            progress.commit.short(),
+            progress.slot,
+            progress.pid,
+            progress.step.describe()
+        )),
+        Some(None) => report::line("an earlier deploy was interrupted; putting things right first"),
+        None => {}
+    }
+    let live = layout.live()?.map(|live| live.slot);
+    if let Some(live) = live {
+        ensure_running(app, live);
+        point_at(app, live)?;
+    }
+    // A kept previous instance (`keep_previous`) is no stray, unless a deploy was interrupted
+    // and the other slot may hold anything.
+    let keep = config.retire.keep_previous && interrupted.is_none() && live.is_some();
+    for slot in Slot::ALL.into_iter().filter(|slot| Some(*slot) != live && !keep) {
+        stop_stray(app, slot);
+    }
+    progress::clear(&layout.target);
+    Ok(())
+}
+
+/// Starts the live instance again when it does not run (it passes its gate, or the deploy
+/// goes on anyway: the new instance replaces it).
+fn ensure_running(app: &App, live: Slot) {
+    let unit = systemd::instance(app, live);
+    match systemd::state(&unit) {
+        Ok(state) if state.is_running() => {}
+        Ok(state) => {
+            report::line(&format!(
+                "the live instance {unit} is {}/{}: starting it again",
+                state.active, state.sub
+            ));
+            if let Err(failure) = gate_new(app, &unit, live) {
+                report::line(&format!("warning: {}", failure.reason));
+            }
+        }
+        Err(why) => report::line(&format!("warning: {why}")),
+    }
+}
+
+/// Points the proxy at the live instance when it points elsewhere (a deploy was killed after
+/// pointing it at its new instance and before moving the link).
+fn point_at(app: &App, live: Slot) -> Result<(), Error> {
+    if app.proxy == Proxy::None {
+        return Ok(());
+    }
+    let current = proxy::current(app).map_err(|why| {
+        Error::user(format!("cannot tell where the proxy points: {why}"), super::RETRY)
+    })?;
+    if current == Some(live) {
+        return Ok(());
+    }
+    let other = live.other();
+    let pointed = proxy::point(app, live, Some(other)).map_err(|why| {
+        Error::user(
+            format!("the proxy does not point at the live instance ({live}) and cannot be pointed back: {why}"),
+            "fix the proxy, then push again; nothing was deployed",
+        )
+    })?;
+    report::line(&format!(
+        "proxy: {} points at the live instance {live} again",
+        app.proxy.kind().name()
+    ));
+    let started = Instant::now();
+    if let Err(why) = proxy::drain(app, pointed, other, app.stop_timeout) {
+        report::line(&format!("warning: drain of {other}: {why}"));
+    } else if started.elapsed().as_millis() > 0 {
+        report::line(&format!("drained {other} in {}", report::seconds(started.elapsed())));
+    }
+    Ok(())
+}
+
+/// Stops an instance that should not run (the other slot's, left by a killed deploy).
+fn stop_stray(app: &App, slot: Slot) {
+    let unit = systemd::instance(app, slot);
+    match systemd::state(&unit) {
+        Ok(state) if state.is_stopped() => {}
+        Ok(_) => match systemd::stop(&unit) {
+            Ok(()) => {
+                report::line(&format!("stopped {unit}, left running by the interrupted deploy"))
+            }
+            Err(why) => report::line(&format!("warning: {why}")),
+        },
+        Err(why) => report::line(&format!("warning: {why}")),
+    }
+}
