@@ -6,6 +6,7 @@ mod app_caddy;
 mod app_crashes;
 mod app_deploy;
 mod app_init;
+mod app_nginx;
 mod app_release;
 mod bad_input;
 mod concurrency;

@@ -82,6 +82,16 @@ impl AppSite {
 
     /// [`AppSite::new`] with more options for `init` (`--proxy caddy`).
     pub fn with_init(user_prefix: &str, init_args: &[&str]) -> Option<AppSite> {
+        let init_args: Vec<String> = init_args.iter().map(|arg| (*arg).to_owned()).collect();
+        AppSite::with_init_by(user_prefix, |_| init_args)
+    }
+
+    /// [`AppSite::with_init`] with options made from the test's environment before init runs
+    /// (paths in its directory, which they may create).
+    pub fn with_init_by(
+        user_prefix: &str,
+        init_args: impl FnOnce(&TestEnv) -> Vec<String>,
+    ) -> Option<AppSite> {
         if !Path::new("/usr/bin/gunicorn").exists() {
             crate::support::skip("no /usr/bin/gunicorn (Debian's gunicorn package)");
             return None;
@@ -92,6 +102,7 @@ impl AppSite {
         let systemd = Systemd::boot(&env)?;
         let user = TestUser::create(&env, user_prefix);
         let (blue, green) = free_ports();
+        let init_args = init_args(&env);
         let _ = systemd
             .run(&env, BIN)
             .arg("init")
@@ -103,7 +114,7 @@ impl AppSite {
             .arg(format!("{blue},{green}"))
             .arg("--unit-dir")
             .arg(systemd.unit_dir())
-            .args(init_args)
+            .args(&init_args)
             .success();
         let config = fs::read_to_string(env.bare.join("pushdeploy.toml")).expect("read config");
         assert!(config.contains("deadline = \"60s\""), "{config}");

@@ -17,6 +17,7 @@ pub mod html;
 pub mod hugo;
 pub mod install;
 pub mod load;
+pub mod nginx;
 pub mod servers;
 pub mod site;
 pub mod systemd;

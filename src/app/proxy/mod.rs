@@ -49,9 +49,7 @@ pub fn point(app: &App, to: Slot, from: Option<Slot>) -> Result<Pointed, String>
         Proxy::Caddy { snippet, caddyfile } => {
             caddy::point(app, snippet, caddyfile, to, from).map(Pointed::Caddy)
         }
-        Proxy::Nginx { upstream, config } => {
-            nginx::point(app, upstream, config, to).map(Pointed::Nginx)
-        }
+        Proxy::Nginx { upstream, config } => nginx::point(upstream, config, to).map(Pointed::Nginx),
         Proxy::Haproxy { socket, backend, state_file } => {
             haproxy::point(app, socket, backend, state_file, to, from).map(|()| Pointed::Nothing)
         }
