@@ -5,15 +5,22 @@
 //! 20 pushes under load fail no request; a failed gate, a crash and a failed check each leave
 //! the old instance serving through HAProxy (the check's failure sets it back: `rolled-back`);
 //! a socket that refuses the switch, or cannot be reached, fails the deploy with the old
-//! instance serving.
+//! instance serving. And what `init --proxy haproxy` writes and prints, and the operator
+//! config, pass `haproxy -c`.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::TestEnv;
 use crate::support::app_load::push_under_load;
 use crate::support::haproxy::HaproxySite;
 use crate::support::history;
 use crate::support::load::{Connection, LoadChecker, LoadOptions, Mode, Versions};
+use crate::support::templates::template_dir;
+use crate::support::user::TestUser;
 
 /// Returns the seconds a deploy's line says after `label` (`drained in 1.23 s`).
 fn seconds_after(lines: &[String], label: &str) -> Option<f64> {
@@ -169,4 +176,96 @@ fn failures_behind_haproxy_leave_the_old_instance_serving_and_a_failed_check_set
     eprintln!("during the five failed pushes through haproxy: {report}");
     assert_eq!((report.failed(), report.wrong_bodies, report.stale_bodies), (0, 0, 0), "{report}");
     assert!(report.requests > 100, "{report}");
+}
+
+/// Runs `haproxy -c` on `files`; returns what it said when it refused them.
+fn haproxy_check(files: &[&Path]) -> Result<String, String> {
+    let mut command = Command::new("/usr/sbin/haproxy");
+    command.arg("-c");
+    for file in files {
+        command.arg("-f").arg(file);
+    }
+    let output = command.output().expect("run haproxy -c");
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    if output.status.success() { Ok(said) } else { Err(said) }
+}
+
+#[test]
+fn init_with_haproxy_writes_the_first_states_and_prints_a_backend_haproxy_accepts() {
+    if !Path::new("/usr/sbin/haproxy").exists() {
+        crate::support::skip("no /usr/sbin/haproxy (Debian's haproxy package)");
+        return;
+    }
+    let env = TestEnv::new();
+    let user = TestUser::create(&env, "pdhap3-");
+    let init = || {
+        env.init_cmd(&["--app", "--app-command", "gunicorn app:app", "--ports", "8001,8002"])
+            .args(["--app-user", &user.name, "--proxy", "haproxy", "--unit-dir"])
+            .arg(env.root.join("units"))
+            .success()
+    };
+    let output = init();
+    let state_file = env.target.join(".pushdeploy/proxy/haproxy.state");
+    let shown = state_file.display().to_string();
+    assert!(output.stderr.contains(&format!("pushdeploy: wrote {shown}\n")), "{output}");
+    let states = fs::read_to_string(&state_file).expect("state file");
+    let lines: Vec<&str> = states.lines().collect();
+    assert_eq!(lines.len(), 4, "{states}");
+    assert_eq!(lines[2], "0 www 1 blue - 0 1 1 1 0 0 0 0 0 0 0 0 - 8001 - 0 0 - - 0");
+    assert_eq!(lines[3], "0 www 2 green - 0 1 1 1 0 0 0 0 0 0 0 0 - 8002 - 0 0 - - 0");
+    // The git user (the target's owner) rewrites it; HAProxy reads it.
+    let (meta, target) = (fs::metadata(&state_file).expect("stat"), fs::metadata(&env.target));
+    let target = target.expect("stat target");
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (target.uid(), 0o644));
+    let group = nix::unistd::Group::from_gid(target.gid().into()).ok().flatten().expect("group");
+    let socket =
+        format!("`stats socket /run/haproxy/admin.sock mode 660 group {} level admin`", group.name);
+    assert!(output.stderr.contains(&socket), "{output}");
+
+    // What init printed, with a frontend and the socket line, is a config HAProxy accepts.
+    let printed: Vec<&str> =
+        output.stderr.lines().filter_map(|line| line.strip_prefix("pushdeploy: ")).collect();
+    let start = printed.iter().position(|line| *line == "backend www").expect("backend");
+    let backend = printed[start..start + 6].join("\n");
+    assert!(backend.ends_with("    server green 127.0.0.1:8002"), "{backend}");
+    let sock = env.root.join("admin.sock");
+    let config = env.root.join("printed.cfg");
+    fs::write(
+        &config,
+        format!(
+            "global\n\tstats socket {} mode 660 group {} level admin\ndefaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 30s\n\ttimeout server 30s\nfrontend fe\n\tbind 127.0.0.1:1\n\tdefault_backend www\n{backend}\n",
+            sock.display(),
+            group.name
+        ),
+    )
+    .expect("write printed.cfg");
+    let said = haproxy_check(&[&config]).unwrap_or_else(|said| panic!("{said}"));
+    assert!(said.contains("Configuration file is valid"), "{said}");
+
+    // The state file is kept when init runs again (the deploys own it by then).
+    fs::write(&state_file, "1\n").expect("rewrite");
+    let again = init();
+    assert!(again.stderr.contains(&format!("pushdeploy: kept {shown}\n")), "{again}");
+    assert_eq!(fs::read_to_string(&state_file).expect("state file"), "1\n");
+
+    // The operator config of site-templates/apps, beside Debian's own haproxy.cfg.
+    let template = fs::read_to_string(template_dir("apps").join("haproxy.cfg")).expect("read");
+    let rendered = [
+        ("@SOCKET@", sock.display().to_string()),
+        ("@GIT_GROUP@", group.name.clone()),
+        ("@BACKEND@", "www".to_owned()),
+        ("@SERVER_NAME@", "shop.example".to_owned()),
+        ("@STATE_FILE@", shown.clone()),
+        ("@BLUE_PORT@", "8001".to_owned()),
+        ("@GREEN_PORT@", "8002".to_owned()),
+    ]
+    .iter()
+    .fold(template, |text, (name, value)| text.replace(name, value));
+    assert!(!rendered.contains('@'), "a placeholder is left\n{rendered}");
+    let operator = env.root.join("operator.cfg");
+    fs::write(&operator, rendered).expect("write operator.cfg");
+    let debian = Path::new("/etc/haproxy/haproxy.cfg");
+    let said = haproxy_check(&[debian, &operator]).unwrap_or_else(|said| panic!("{said}"));
+    assert!(said.contains("Configuration file is valid"), "{said}");
 }

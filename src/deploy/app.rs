@@ -57,12 +57,17 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
     gate_new(app, &unit, slot)?;
     let old = run.live.as_ref().map(|live| live.slot).filter(|old| *old != slot);
     progress::record(target, commit, slot, Step::Point);
+    let pointing = Instant::now();
     let pointed = proxy::point(app, slot, old).map_err(|why| {
         stop_quietly(&unit);
         Failure::new(Stage::Activate, format!("proxy switch: {why}"), RETRY)
     })?;
     if app.proxy != crate::config::Proxy::None {
-        report::line(&format!("proxy: {} now sends requests to {unit}", app.proxy.kind().name()));
+        report::line(&format!(
+            "proxy: {} now sends requests to {unit} (switched in {})",
+            app.proxy.kind().name(),
+            report::seconds(pointing.elapsed())
+        ));
     }
     if let Some(check) = &app.check {
         progress::record(target, commit, slot, Step::Check);
