@@ -12,6 +12,7 @@ pub mod big_file;
 pub mod caddy;
 pub mod canned_server;
 pub mod disk;
+pub mod haproxy;
 pub mod history;
 pub mod html;
 pub mod hugo;
