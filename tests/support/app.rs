@@ -49,11 +49,12 @@ def app(environ, start_response):
     return [body]
 "#;
 
-/// Threads, so that a `/slow` request holds one thread and not the instance. gunicorn's
+/// Threads, so that a `/slow` request holds one thread and not the instance. A graceful
+/// timeout well below `stop_timeout` (30 s): gunicorn's threaded worker waits out a connection
+/// a proxy opened and never used before it exits, and systemd would SIGKILL it first. gunicorn's
 /// heartbeat files go to /dev/shm: the unit's `ProtectSystem=strict` leaves no other writable
 /// temporary directory for a target under /tmp (no `PrivateTmp=` there).
-pub const COMMAND: &str =
-    "/usr/bin/gunicorn --threads 8 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
+pub const COMMAND: &str = "/usr/bin/gunicorn --threads 8 --graceful-timeout 5 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
 
 /// A target set up with `init --app` inside a booted systemd, and the app user.
 pub struct AppSite {

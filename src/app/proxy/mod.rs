@@ -70,7 +70,6 @@ pub fn drain(app: &App, pointed: Pointed, from: Slot, timeout: Duration) -> Resu
     }
 }
 
-#[allow(dead_code, reason = "`status` and the convergence after a killed deploy read it next")]
 /// Returns the slot the proxy sends requests to: `None` when it points at neither (or, for no
 /// proxy, always: the link says which slot is live).
 pub fn current(app: &App) -> Result<Option<Slot>, String> {
