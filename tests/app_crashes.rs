@@ -19,19 +19,20 @@ enum Kill {
     After(Duration),
 }
 
-/// Returns the host pids of the `pushdeploy` processes running the hook in `root` (its
-/// repository): tests run in parallel, and another test's deploy must not be killed.
-fn hook_pids(root: &Path) -> Vec<i32> {
+/// Returns the host pids of the `pushdeploy` processes running the hook inside the pid
+/// namespace of `init` (this test's systemd): never another test's.
+fn hook_pids(init: u32) -> Vec<i32> {
+    let namespace =
+        fs::read_link(format!("/proc/{init}/ns/pid")).expect("the test's pid namespace");
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
             exe.as_deref() == Some(Path::new(BIN))
                 && cmdline.split(|b| *b == 0).any(|arg| arg == b"hook")
-                && cwd.is_some_and(|cwd| cwd.starts_with(root))
+                && fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() == Some(&namespace)
         })
         .collect()
 }
@@ -57,7 +58,7 @@ fn push_and_kill(caddy: &CaddySite, kill: Kill) -> Option<String> {
             Kill::AtStep(name) => step.contains(&format!("\"step\":\"{name}\"")),
             Kill::After(delay) => started.elapsed() >= delay,
         };
-        let pids = hook_pids(&site.env.root);
+        let pids = hook_pids(site.systemd.init_pid());
         if due && !pids.is_empty() {
             for pid in pids {
                 let _ = nix::sys::signal::kill(

@@ -30,6 +30,18 @@ pub enum Step {
 }
 
 impl Step {
+    /// Returns the step's name, as the record spells it (`point-back`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Start => "start",
+            Step::Point => "point",
+            Step::Check => "check",
+            Step::Link => "link",
+            Step::Stop => "stop",
+            Step::PointBack => "point-back",
+        }
+    }
+
     /// Returns the step as the pusher reads it.
     pub fn describe(self) -> &'static str {
         match self {
@@ -98,5 +110,19 @@ pub fn clear(target: &Path) {
             "warning: cannot remove {}: {err}",
             crate::report::escape_path(&path(target))
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Step;
+
+    #[test]
+    fn step_names_are_the_records_spelling() {
+        for step in [Step::Start, Step::Point, Step::Check, Step::Link, Step::Stop, Step::PointBack]
+        {
+            let json = serde_json::to_string(&step).unwrap();
+            assert_eq!(json, format!("\"{}\"", step.name()));
+        }
     }
 }

@@ -167,7 +167,7 @@ pub fn write_slot_env(target: &Path, app: &App, slot: Slot, commit: &str) -> Res
 
 /// Opens a directory without following a symlink in its last component (`at` the handle of
 /// its parent, or `path` as given when `None`).
-pub(super) fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {
+pub(crate) fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     match at {
         None => nix::fcntl::open(path, flags, Mode::empty()),
@@ -238,7 +238,7 @@ fn give(fd: &impl std::os::fd::AsFd, owner: Owner) -> nix::Result<()> {
 }
 
 /// Reads the regular file `name` in `dir`: `None` when it does not exist.
-pub(super) fn read_at(dir: &OwnedFd, name: &str) -> nix::Result<Option<String>> {
+pub(crate) fn read_at(dir: &OwnedFd, name: &str) -> nix::Result<Option<String>> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = match openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -260,6 +260,17 @@ pub(super) fn read_at(dir: &OwnedFd, name: &str) -> nix::Result<Option<String>> 
 /// Writes `name` in `dir` by a temporary name and a rename, so the unit never reads half a
 /// file; mode 0600 (systemd reads it as root), given to `owner`.
 fn write_at(dir: &OwnedFd, name: &str, content: &str, owner: Owner) -> nix::Result<()> {
+    write_file_at(dir, name, content, owner, 0o600)
+}
+
+/// Writes `name` in `dir` as [`write_at`] does, with `mode` (set whatever the umask).
+pub(crate) fn write_file_at(
+    dir: &OwnedFd,
+    name: &str,
+    content: &str,
+    owner: Owner,
+    mode: u32,
+) -> nix::Result<()> {
     let temp = PathBuf::from(format!(".{name}.pushdeploy-new"));
     match unlinkat(dir, &temp, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
@@ -269,6 +280,7 @@ fn write_at(dir: &OwnedFd, name: &str, content: &str, owner: Owner) -> nix::Resu
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, &temp, flags, Mode::from_bits_truncate(0o600))?;
     give(&fd, owner)?;
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))?;
     let mut file = File::from(fd);
     let io = |err: std::io::Error| Errno::from_raw(err.raw_os_error().unwrap_or(0));
     file.write_all(content.as_bytes()).map_err(io)?;

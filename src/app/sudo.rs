@@ -16,11 +16,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::proxy::nginx;
 use super::release::OUTPUT_LINES;
 use super::systemd::{self, INVOCATION_ARGS, INVOCATION_FIELD, JOURNAL_ARGS, JOURNAL_LINES};
 use super::systemd::{RUN_RESULT_ARGS, STATE_ARGS, UNIT_FIELD};
 use super::unit::MARKER;
-use crate::config::App;
+use crate::config::{App, Proxy};
 use crate::target_dir::Slot;
 
 /// Where a program of the rules is looked for, in this order. sudo compares the path it runs
@@ -107,7 +108,38 @@ fn lines(app: &App) -> Vec<Line> {
     }
     // An invocation id is 128 bits in lowercase hex (`InvocationID` in systemctl show).
     lines.push(journal(JOURNAL_LINES, format!("{INVOCATION_FIELD}[0-9a-f]{{32}}")));
+    if let Proxy::Nginx { upstream, config } = &app.proxy {
+        lines.extend(nginx_lines(upstream, config));
+    }
     lines
+}
+
+/// Returns the command lines of an nginx switch (`proxy::nginx`): the link made to name
+/// either slot's file, the check of the whole configuration, the reload.
+fn nginx_lines(upstream: &Path, config: &Path) -> Vec<Line> {
+    let exact = |program, args: Vec<String>| Line { program, args: Args::Exact(args) };
+    let path = |path: &Path| path.to_string_lossy().into_owned();
+    let mut lines: Vec<Line> = Slot::ALL
+        .into_iter()
+        .filter_map(|slot| nginx::slot_file(upstream, slot).ok())
+        .map(|file| exact(nginx::LN, vec!["-sfn".to_owned(), file, path(upstream)]))
+        .collect();
+    for args in [&nginx::TEST_ARGS[..], &nginx::RELOAD_ARGS[..]] {
+        let args = args.iter().map(|arg| (*arg).to_owned()).chain([path(config)]).collect();
+        lines.push(exact(nginx::NGINX, args));
+    }
+    lines
+}
+
+/// Returns an argument of the rules that sudoers could not hold as it is (a path with a
+/// space, say), so that init refuses it instead of writing rules that allow something else.
+pub fn unsupported_argument(app: &App) -> Option<String> {
+    let plain =
+        |arg: &String| arg.chars().all(|c| c.is_ascii_alphanumeric() || "/._+@:,=-".contains(c));
+    lines(app).into_iter().find_map(|line| match line.args {
+        Args::Exact(args) => args.into_iter().find(|arg| !plain(arg)),
+        Args::Regex(_) => None,
+    })
 }
 
 /// Returns `text` as a regular expression that matches only itself.
@@ -200,7 +232,7 @@ fn escape(arg: &str, exact: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::{alias, escape, explain, render};
-    use crate::config::App;
+    use crate::config::{App, Proxy};
     use std::path::{Path, PathBuf};
 
     fn app(name: &str) -> App {
@@ -243,6 +275,29 @@ Defaults!PUSHDEPLOY_WWW !requiretty
 git ALL=(root) NOPASSWD: PUSHDEPLOY_WWW
 "#;
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn behind_nginx_the_rules_add_the_link_to_either_slot_the_check_and_the_reload() {
+        let mut app = app("www");
+        let (upstream, config) = ("/etc/nginx/pushdeploy/www.conf", "/etc/nginx/nginx.conf");
+        app.proxy =
+            crate::config::Proxy::Nginx { upstream: upstream.into(), config: config.into() };
+        let text = render(&app, "git", &|p: &str| PathBuf::from("/usr/bin").join(p));
+        for line in [
+            "    /usr/bin/ln -sfn www-blue.conf /etc/nginx/pushdeploy/www.conf, \\\n",
+            "    /usr/bin/ln -sfn www-green.conf /etc/nginx/pushdeploy/www.conf, \\\n",
+            "    /usr/sbin/nginx -t -c /etc/nginx/nginx.conf, \\\n",
+            "    /usr/sbin/nginx -s reload -c /etc/nginx/nginx.conf\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert_eq!(super::unsupported_argument(&app), None);
+        app.proxy = crate::config::Proxy::Nginx {
+            upstream: "/etc/my nginx/www.conf".into(),
+            config: config.into(),
+        };
+        assert!(super::unsupported_argument(&app).is_some_and(|arg| arg.contains("my nginx")));
     }
 
     #[test]

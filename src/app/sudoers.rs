@@ -58,6 +58,12 @@ pub fn plan(app: &App, user: &User, dir: &Path) -> Result<Option<Planned>, Error
             "use a git user whose name has only letters, digits and `_-.` (--git-user)",
         ));
     }
+    if let Some(arg) = sudo::unsupported_argument(app) {
+        return Err(Error::user(
+            format!("sudoers cannot hold the argument {:?} of a command line of the app", arg),
+            "use paths of letters, digits and `/._+@:,=-` only ([app.proxy] file and config)",
+        ));
+    }
     let text = sudo::rules(app, &user.name);
     let name = file_name(app);
     check(&name, &text)?;

@@ -49,6 +49,14 @@ pub struct AppArgs {
     /// The reverse proxy in front of the app
     #[arg(long, value_enum, value_name = "KIND", default_value = "none")]
     pub proxy: ProxyKind,
+    /// The file pushdeploy drives in the proxy: Caddy's imported snippet, the link nginx
+    /// includes [default: TARGET/.pushdeploy/proxy/upstream.caddy, /etc/nginx/pushdeploy/NAME.conf]
+    #[arg(long, value_name = "FILE", requires = "app")]
+    pub proxy_file: Option<PathBuf>,
+    /// The proxy's configuration the deploys check and reload
+    /// [default: /etc/caddy/Caddyfile, /etc/nginx/nginx.conf]
+    #[arg(long, value_name = "FILE", requires = "app")]
+    pub proxy_config: Option<PathBuf>,
     /// Where the unit file is written
     #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
     pub unit_dir: PathBuf,
@@ -99,17 +107,22 @@ pub fn config_text(args: &AppArgs, target: &Path) -> String {
     };
     let shared: Vec<String> =
         args.shared.iter().map(|path| toml_string(&path.to_string_lossy())).collect();
+    let mut proxy = format!("kind = {}\n", toml_string(args.proxy.name()));
+    for (key, path) in [("file", &args.proxy_file), ("config", &args.proxy_config)] {
+        if let Some(path) = path {
+            proxy.push_str(&format!("{key} = {}\n", toml_string(&path.to_string_lossy())));
+        }
+    }
     format!(
         "\n[app]\nname = {}\ncommand = {}\nports = {{ blue = {}, green = {} }}\nuser = {}\n\
          {release}stop_timeout = \"30s\"\nshared = [{}]\n\n[app.env]\n\n[app.health]\n\
-         path = \"/health\"\ndeadline = \"60s\"\n\n[app.proxy]\nkind = {}\n",
+         path = \"/health\"\ndeadline = \"60s\"\n\n[app.proxy]\n{proxy}",
         toml_string(&name),
         toml_string(command),
         ports.blue,
         ports.green,
         toml_string(user),
         shared.join(", "),
-        toml_string(args.proxy.name()),
     )
 }
 

@@ -10,6 +10,7 @@ pub mod new_site;
 pub mod reap;
 pub mod rollback;
 pub mod status;
+mod status_app;
 
 use std::path::PathBuf;
 

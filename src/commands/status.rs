@@ -33,6 +33,9 @@ struct Status {
     live_since: Option<String>,
     /// The directory the link serves.
     path: Option<PathBuf>,
+    /// An app's instances and proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<super::status_app::AppStatus>,
 }
 
 pub fn run(args: StatusArgs) -> Result<ExitCode, Error> {
@@ -50,6 +53,9 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, Error> {
         ref_name: record.as_ref().map(|record| record.ref_name.clone()),
         live_since: record.as_ref().and_then(|record| record.live_since.clone()),
         path: live.as_ref().map(|live| config.target.join(&live.link_target)),
+        app: config.app.as_ref().map(|app| {
+            super::status_app::status(app, &config.target, live.as_ref().map(|live| live.slot))
+        }),
     };
     let mut out = String::new();
     if args.json {
@@ -67,6 +73,9 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, Error> {
         out.push_str(&format!("commit: {}{summary}\n", field(&commit)));
         out.push_str(&format!("ref:    {}\n", crate::report::escape(&field(&status.ref_name))));
         out.push_str(&format!("since:  {}\n", field(&status.live_since)));
+        if let (Some(app), Some(app_status)) = (&config.app, &status.app) {
+            out.push_str(&super::status_app::text(app, app_status));
+        }
     } else {
         out = format!(
             "nothing is live yet in {}: push the branch {:?} to deploy\n",

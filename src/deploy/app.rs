@@ -45,7 +45,13 @@ pub(super) struct Started<'a> {
 /// Starts the new slot's instance on the release prepared in it, waits for its health gate,
 /// points the proxy at it and checks it through the proxy. `None` for a site (no `[app]`).
 /// Whatever fails stops the new instance again, with the proxy back on the old one.
-pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Started<'a>>, Failure> {
+/// A kept release (an instant rollback) whose instance still runs (`keep_previous`) is gated as
+/// it runs: no `release`, no restart.
+pub(super) fn start<'a>(
+    run: &Run<'a>,
+    commit: CommitId,
+    kept: bool,
+) -> Result<Option<Started<'a>>, Failure> {
     let Some(app) = run.config.app.as_ref() else { return Ok(None) };
     let slot = run.slot;
     let unit = systemd::instance(app, slot);
@@ -53,16 +59,27 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
     progress::record(target, commit, slot, Step::Start);
     state::write_slot_env(target, app, slot, &commit.to_string())
         .map_err(|err| Failure::new(Stage::Activate, err, RETRY))?;
-    release::run(app, slot).map_err(|err| Failure::new(Stage::Release, err.reason, err.hint))?;
-    gate_new(app, &unit, slot)?;
+    let running = kept && systemd::state(&unit).is_ok_and(|state| state.is_running());
+    if running {
+        report::line(&format!("{unit} still runs the kept release: no restart"));
+    } else {
+        release::run(app, slot)
+            .map_err(|err| Failure::new(Stage::Release, err.reason, err.hint))?;
+    }
+    gate_new(app, &unit, slot, !running)?;
     let old = run.live.as_ref().map(|live| live.slot).filter(|old| *old != slot);
     progress::record(target, commit, slot, Step::Point);
+    let pointing = Instant::now();
     let pointed = proxy::point(app, slot, old).map_err(|why| {
         stop_quietly(&unit);
         Failure::new(Stage::Activate, format!("proxy switch: {why}"), RETRY)
     })?;
     if app.proxy != crate::config::Proxy::None {
-        report::line(&format!("proxy: {} now sends requests to {unit}", app.proxy.kind().name()));
+        report::line(&format!(
+            "proxy: {} now sends requests to {unit} (switched in {})",
+            app.proxy.kind().name(),
+            report::seconds(pointing.elapsed())
+        ));
     }
     if let Some(check) = &app.check {
         progress::record(target, commit, slot, Step::Check);
@@ -84,12 +101,13 @@ pub(super) fn start<'a>(run: &Run<'a>, commit: CommitId) -> Result<Option<Starte
     Ok(Some(Started { app, unit, old, pointed, commit }))
 }
 
-/// Restarts the new instance and waits for its gate; a failed gate stops it and shows the
-/// pusher the journal of this run.
-pub(super) fn gate_new(app: &App, unit: &str, slot: Slot) -> Result<(), Failure> {
+/// Restarts the new instance (unless `restart` is false: it runs already) and waits for its
+/// gate; a failed gate stops it and shows the pusher the journal of this run.
+pub(super) fn gate_new(app: &App, unit: &str, slot: Slot, restart: bool) -> Result<(), Failure> {
     let started = Instant::now();
     let mut invocation = String::new();
-    let gate = systemd::restart(unit).and_then(|()| {
+    let restarted = if restart { systemd::restart(unit) } else { Ok(()) };
+    let gate = restarted.and_then(|()| {
         invocation = systemd::invocation(unit)?;
         gate(app, unit, port(app, slot), started)
     });
@@ -158,7 +176,8 @@ pub(super) fn abandon(started: Option<Started<'_>>) {
 }
 
 /// After the link moved: the old instance is drained (the proxy has nothing left in flight to
-/// it, within `stop_timeout`), then stopped.
+/// it, within `stop_timeout`), then stopped, or kept running with `[retire] keep_previous`
+/// for an instant rollback.
 pub(super) fn settle(run: &Run<'_>, started: Option<Started<'_>>) {
     let Some(Started { app, old: Some(old), pointed, commit, .. }) = started else { return };
     progress::record(&run.layout.target, commit, run.slot, Step::Stop);
@@ -168,6 +187,13 @@ pub(super) fn settle(run: &Run<'_>, started: Option<Started<'_>>) {
         report::line(&format!("warning: drain of {old_unit}: {why}; stopping it anyway"));
     }
     let drained = started.elapsed();
+    if run.config.retire.keep_previous {
+        report::line(&format!(
+            "kept the old instance {old_unit} running (drained in {}) for an instant `pushdeploy rollback`",
+            report::seconds(drained)
+        ));
+        return;
+    }
     match systemd::stop(&old_unit) {
         Ok(()) => report::line(&format!(
             "stopped the old instance {old_unit} (drained in {}, stopped in {})",

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use super::app::gate_new;
+use crate::app::progress::{Progress, Step};
 use crate::app::{progress, proxy, systemd};
 use crate::config::{App, Config, Proxy};
 use crate::error::Error;
@@ -32,9 +33,15 @@ pub(super) fn converge(config: &Config, layout: &Layout) -> Result<(), Error> {
         None => {}
     }
     let live = layout.live()?.map(|live| live.slot);
+    // Killed while changing the proxy, the file pushdeploy writes may already say one thing
+    // while the proxy still does another (written, not yet reloaded): point it again.
+    let unsure = matches!(
+        &interrupted,
+        Some(None) | Some(Some(Progress { step: Step::Point | Step::PointBack, .. }))
+    );
     if let Some(live) = live {
         ensure_running(app, live);
-        point_at(app, live)?;
+        point_at(app, live, unsure)?;
     }
     // A kept previous instance (`keep_previous`) is no stray, unless a deploy was interrupted
     // and the other slot may hold anything.
@@ -57,7 +64,7 @@ fn ensure_running(app: &App, live: Slot) {
                 "the live instance {unit} is {}/{}: starting it again",
                 state.active, state.sub
             ));
-            if let Err(failure) = gate_new(app, &unit, live) {
+            if let Err(failure) = gate_new(app, &unit, live, true) {
                 report::line(&format!("warning: {}", failure.reason));
             }
         }
@@ -66,15 +73,15 @@ fn ensure_running(app: &App, live: Slot) {
 }
 
 /// Points the proxy at the live instance when it points elsewhere (a deploy was killed after
-/// pointing it at its new instance and before moving the link).
-fn point_at(app: &App, live: Slot) -> Result<(), Error> {
+/// pointing it at its new instance and before moving the link), or always when `unsure`.
+fn point_at(app: &App, live: Slot, unsure: bool) -> Result<(), Error> {
     if app.proxy == Proxy::None {
         return Ok(());
     }
     let current = proxy::current(app).map_err(|why| {
         Error::user(format!("cannot tell where the proxy points: {why}"), super::RETRY)
     })?;
-    if current == Some(live) {
+    if current == Some(live) && !unsure {
         return Ok(());
     }
     let other = live.other();

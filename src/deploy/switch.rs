@@ -33,7 +33,7 @@ pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
 
 fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
     let Prepared { mut record, index, kept } = prepared;
-    let started = app::start(run, record.commit)?;
+    let started = app::start(run, record.commit, kept)?;
     let time_to_live = match activate(run, &record, kept) {
         Ok(time_to_live) => time_to_live,
         Err(failure) => {

@@ -49,11 +49,12 @@ def app(environ, start_response):
     return [body]
 "#;
 
-/// Threads, so that a `/slow` request holds one thread and not the instance. gunicorn's
+/// Threads, so that a `/slow` request holds one thread and not the instance. A graceful
+/// timeout well below `stop_timeout` (30 s): gunicorn's threaded worker waits out a connection
+/// a proxy opened and never used before it exits, and systemd would SIGKILL it first. gunicorn's
 /// heartbeat files go to /dev/shm: the unit's `ProtectSystem=strict` leaves no other writable
 /// temporary directory for a target under /tmp (no `PrivateTmp=` there).
-pub const COMMAND: &str =
-    "/usr/bin/gunicorn --threads 8 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
+pub const COMMAND: &str = "/usr/bin/gunicorn --threads 8 --graceful-timeout 5 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
 
 /// The namespace's private sudoers include directory (support::systemd), where `init --app`
 /// writes the git user's rules.
@@ -85,11 +86,21 @@ impl AppSite {
     /// Boots systemd, runs `init --app` inside it with a 10 s health deadline, clones the work
     /// tree; `None` (skipped) without root, systemd or gunicorn.
     pub fn new(user_prefix: &str) -> Option<AppSite> {
-        AppSite::boot(user_prefix, None, &[])
+        AppSite::with_init(user_prefix, &[])
     }
 
     /// [`AppSite::new`] with more options for `init` (`--proxy caddy`).
     pub fn with_init(user_prefix: &str, init_args: &[&str]) -> Option<AppSite> {
+        let init_args: Vec<String> = init_args.iter().map(|arg| (*arg).to_owned()).collect();
+        AppSite::with_init_by(user_prefix, |_| init_args)
+    }
+
+    /// [`AppSite::with_init`] with options made from the test's environment before init runs
+    /// (paths in its directory, which they may create).
+    pub fn with_init_by(
+        user_prefix: &str,
+        init_args: impl FnOnce(&TestEnv) -> Vec<String>,
+    ) -> Option<AppSite> {
         AppSite::boot(user_prefix, None, init_args)
     }
 
@@ -108,10 +119,15 @@ impl AppSite {
             crate::support::skip("no /usr/bin/sudo (Debian's sudo package)");
             return None;
         }
-        AppSite::boot(user_prefix, Some(git_prefix), init_args)
+        let init_args: Vec<String> = init_args.iter().map(|arg| (*arg).to_owned()).collect();
+        AppSite::boot(user_prefix, Some(git_prefix), |_| init_args)
     }
 
-    fn boot(user_prefix: &str, git_prefix: Option<&str>, init_args: &[&str]) -> Option<AppSite> {
+    fn boot(
+        user_prefix: &str,
+        git_prefix: Option<&str>,
+        init_args: impl FnOnce(&TestEnv) -> Vec<String>,
+    ) -> Option<AppSite> {
         if !Path::new("/usr/bin/gunicorn").exists() {
             crate::support::skip("no /usr/bin/gunicorn (Debian's gunicorn package)");
             return None;
@@ -132,6 +148,7 @@ impl AppSite {
         }
         let systemd = Systemd::boot(&env)?;
         let (blue, green) = free_ports();
+        let init_args = init_args(&env);
         let init = systemd
             .run_as_root(&env, BIN)
             .arg("init")
@@ -143,7 +160,7 @@ impl AppSite {
             .arg(format!("{blue},{green}"))
             .arg("--unit-dir")
             .arg(systemd.unit_dir())
-            .args(init_args);
+            .args(&init_args);
         let init =
             if git_user.is_some() { init.args(["--sudoers-dir", SUDOERS_DIR]) } else { init };
         let _ = init.success();

@@ -49,9 +49,7 @@ pub fn point(app: &App, to: Slot, from: Option<Slot>) -> Result<Pointed, String>
         Proxy::Caddy { snippet, caddyfile } => {
             caddy::point(app, snippet, caddyfile, to, from).map(Pointed::Caddy)
         }
-        Proxy::Nginx { upstream, config } => {
-            nginx::point(app, upstream, config, to).map(Pointed::Nginx)
-        }
+        Proxy::Nginx { upstream, config } => nginx::point(upstream, config, to).map(Pointed::Nginx),
         Proxy::Haproxy { socket, backend, state_file } => {
             haproxy::point(app, socket, backend, state_file, to, from).map(|()| Pointed::Nothing)
         }
@@ -72,7 +70,6 @@ pub fn drain(app: &App, pointed: Pointed, from: Slot, timeout: Duration) -> Resu
     }
 }
 
-#[allow(dead_code, reason = "`status` and the convergence after a killed deploy read it next")]
 /// Returns the slot the proxy sends requests to: `None` when it points at neither (or, for no
 /// proxy, always: the link says which slot is live).
 pub fn current(app: &App) -> Result<Option<Slot>, String> {
