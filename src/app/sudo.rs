@@ -232,7 +232,7 @@ fn escape(arg: &str, exact: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::{alias, escape, explain, render};
-    use crate::config::{App, Proxy};
+    use crate::config::App;
     use std::path::{Path, PathBuf};
 
     fn app(name: &str) -> App {
