@@ -9,10 +9,10 @@ use std::fs;
 use std::time::Duration;
 
 use crate::support::BIN;
-use crate::support::app_load::push_under_load;
+use crate::support::app_load::{failed_gates_under_load, push_under_load};
 use crate::support::caddy::CaddySite;
 use crate::support::history;
-use crate::support::load::{Connection, LoadChecker, LoadOptions, Mode, Versions};
+use crate::support::load::Connection;
 
 #[test]
 fn twenty_pushes_through_caddy_fail_no_request_and_its_own_reload_keeps_the_live_instance() {
@@ -78,28 +78,7 @@ fn twenty_pushes_through_caddy_fail_no_request_and_its_own_reload_keeps_the_live
 fn failures_behind_caddy_leave_the_old_instance_serving_and_a_failed_check_points_caddy_back() {
     let Some(caddy) = CaddySite::new("pdcaddy2-") else { return };
     let site = &caddy.site;
-    let a = site.commit("ok", "a");
-    site.push().assert_live(&a, "refs/heads/main", "blue");
-    site.edit_config(|config| {
-        format!("{config}\n[app.check]\nurl = \"http://{}/ready\"\n", caddy.front)
-    });
-    let versions = Versions::new();
-    versions.add(0, "/", a.as_bytes());
-    let options = LoadOptions {
-        connections: 2,
-        max_duration: Duration::from_secs(120),
-        pause: Duration::from_millis(5),
-        ..LoadOptions::default()
-    };
-    let load =
-        LoadChecker::start(caddy.front, Mode::Requests { versions: versions.clone() }, options);
-
-    let _ = site.commit("unhealthy", "unhealthy");
-    let unhealthy = site.push();
-    assert!(unhealthy.final_line().starts_with("pushdeploy: failed at activate: health gate: "));
-    let _ = site.commit("crash", "crash");
-    let crash = site.push();
-    assert!(crash.final_line().contains("pushdeploy-www@green.service stopped "), "{crash}");
+    let (a, versions, load) = failed_gates_under_load(site, caddy.front);
     assert_eq!(caddy.get(), (200, a.clone(), Some("blue".to_owned())));
 
     // Green passes its gate and Caddy sends it requests, but /ready answers 503 through Caddy:

@@ -15,10 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::TestEnv;
-use crate::support::app_load::push_under_load;
+use crate::support::app_load::{failed_gates_under_load, push_under_load};
 use crate::support::haproxy::HaproxySite;
 use crate::support::history;
-use crate::support::load::{Connection, LoadChecker, LoadOptions, Mode, Versions};
+use crate::support::load::Connection;
 use crate::support::templates::template_dir;
 use crate::support::user::TestUser;
 
@@ -90,28 +90,7 @@ fn haproxy_switches_servers_waits_for_the_slow_request_and_its_reload_keeps_the_
 fn failures_behind_haproxy_leave_the_old_instance_serving_and_a_failed_check_sets_it_back() {
     let Some(hap) = HaproxySite::new("pdhap2-") else { return };
     let site = &hap.site;
-    let a = site.commit("ok", "a");
-    site.push().assert_live(&a, "refs/heads/main", "blue");
-    site.edit_config(|config| {
-        format!("{config}\n[app.check]\nurl = \"http://{}/ready\"\n", hap.front)
-    });
-    let versions = Versions::new();
-    versions.add(0, "/", a.as_bytes());
-    let options = LoadOptions {
-        connections: 2,
-        max_duration: Duration::from_secs(180),
-        pause: Duration::from_millis(5),
-        ..LoadOptions::default()
-    };
-    let load =
-        LoadChecker::start(hap.front, Mode::Requests { versions: versions.clone() }, options);
-
-    let _ = site.commit("unhealthy", "unhealthy");
-    let unhealthy = site.push();
-    assert!(unhealthy.final_line().starts_with("pushdeploy: failed at activate: health gate: "));
-    let _ = site.commit("crash", "crash");
-    let crash = site.push();
-    assert!(crash.final_line().contains("pushdeploy-www@green.service stopped "), "{crash}");
+    let (a, versions, load) = failed_gates_under_load(site, hap.front);
     hap.assert_points_at("blue");
 
     // Green passes its gate and HAProxy sends it requests, but /ready answers 503 through

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::app::{AppSite, free_ports};
-use crate::support::app_load::push_under_load;
+use crate::support::app_load::{failed_gates_under_load, push_under_load};
 use crate::support::history;
-use crate::support::load::{Connection, LoadChecker, LoadOptions, Mode, Versions};
+use crate::support::load::Connection;
 use crate::support::nginx::{NGINX, NginxSite, nginx_dir};
 use crate::support::templates::template_dir;
 use crate::support::user::TestUser;
@@ -199,28 +199,7 @@ fn twenty_pushes_through_nginx_fail_no_request_and_the_drain_waits_for_the_old_w
 fn failures_behind_nginx_leave_the_old_instance_serving_and_a_broken_config_keeps_the_link() {
     let Some(nginx) = NginxSite::new("pdngx2-") else { return };
     let site = &nginx.site;
-    let a = site.commit("ok", "a");
-    site.push().assert_live(&a, "refs/heads/main", "blue");
-    site.edit_config(|config| {
-        format!("{config}\n[app.check]\nurl = \"http://{}/ready\"\n", nginx.front)
-    });
-    let versions = Versions::new();
-    versions.add(0, "/", a.as_bytes());
-    let options = LoadOptions {
-        connections: 2,
-        max_duration: Duration::from_secs(120),
-        pause: Duration::from_millis(5),
-        ..LoadOptions::default()
-    };
-    let load =
-        LoadChecker::start(nginx.front, Mode::Requests { versions: versions.clone() }, options);
-
-    let _ = site.commit("unhealthy", "unhealthy");
-    let unhealthy = site.push();
-    assert!(unhealthy.final_line().starts_with("pushdeploy: failed at activate: health gate: "));
-    let _ = site.commit("crash", "crash");
-    let crash = site.push();
-    assert!(crash.final_line().contains("pushdeploy-www@green.service stopped "), "{crash}");
+    let (a, versions, load) = failed_gates_under_load(site, nginx.front);
     assert_eq!(nginx.get(), (200, a.clone(), Some("blue".to_owned())));
     assert_eq!(nginx.linked(), Path::new("www-blue.conf"));
 

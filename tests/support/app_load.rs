@@ -125,3 +125,34 @@ pub fn push_under_load(site: &AppSite, front: SocketAddr, live: &str, pushes: us
     assert!(load.slow.requests >= 5, "too few /slow requests to tell\n{load}");
     load
 }
+
+/// The start every proxy's failures test shares: `a` deployed into blue, `[app.check]` set to
+/// `/ready` through `front`, two keep-alive clients started on `front`, then a push whose
+/// health answers 500 and one that crashes on boot, each failing at the gate. Returns `a`, the
+/// versions the clients accept (the test adds the commits it pushes next) and the clients.
+#[track_caller]
+pub fn failed_gates_under_load(
+    site: &AppSite,
+    front: SocketAddr,
+) -> (String, Versions, LoadChecker) {
+    let a = site.commit("ok", "a");
+    site.push().assert_live(&a, "refs/heads/main", "blue");
+    site.edit_config(|config| format!("{config}\n[app.check]\nurl = \"http://{front}/ready\"\n"));
+    let versions = Versions::new();
+    versions.add(0, "/", a.as_bytes());
+    let options = LoadOptions {
+        connections: 2,
+        max_duration: Duration::from_secs(180),
+        pause: Duration::from_millis(5),
+        ..LoadOptions::default()
+    };
+    let load = LoadChecker::start(front, Mode::Requests { versions: versions.clone() }, options);
+    let _ = site.commit("unhealthy", "unhealthy");
+    let unhealthy = site.push();
+    let line = unhealthy.final_line();
+    assert!(line.starts_with("pushdeploy: failed at activate: health gate: "), "{unhealthy}");
+    let _ = site.commit("crash", "crash");
+    let crash = site.push();
+    assert!(crash.final_line().contains("pushdeploy-www@green.service stopped "), "{crash}");
+    (a, versions, load)
+}
