@@ -9,16 +9,7 @@ pub type Answer = Result<u16, String>;
 
 /// GETs `url` within `timeout`, following no redirect (a redirect is an answer, not a 2xx).
 pub fn get(url: &str, timeout: Duration) -> Answer {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build();
-    let agent: ureq::Agent = config.into();
-    match agent.get(url).call() {
-        Ok(response) => Ok(response.status().as_u16()),
-        Err(err) => Err(crate::report::escape(&err.to_string())),
-    }
+    get_with_slot(url, timeout).map(|(status, _)| status)
 }
 
 /// GETs `url` within `timeout` like [`get`]; also returns the `X-Pushdeploy-Slot` header, by

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{port, slot_of_port};
-use crate::app::{http, state};
+use crate::app::http;
 use crate::config::App;
 use crate::error::Error;
 use crate::report::{escape, escape_path};
@@ -67,21 +67,7 @@ pub fn install(
     caddyfile: &Path,
 ) -> Result<Vec<String>, Error> {
     let shown = escape_path(snippet);
-    let in_state = snippet
-        .strip_prefix(target.join(".pushdeploy"))
-        .ok()
-        .and_then(|rest| Some((rest.parent()?.to_str()?, rest.file_name()?.to_str()?)))
-        .filter(|(dir, _)| !dir.is_empty() && !dir.contains('/'));
-    let mut lines = Vec::new();
-    match in_state {
-        Some((dir, name)) => {
-            let wrote = state::write_proxy_file(target, dir, name, &render(app, Slot::Blue, None))?;
-            lines.push(format!("{} {shown}", if wrote { "wrote" } else { "kept" }));
-        }
-        None => lines.push(format!(
-            "the deploys write {shown}: make sure its directory belongs to the git user"
-        )),
-    }
+    let mut lines = vec![super::install_file(target, snippet, &render(app, Slot::Blue, None))?];
     lines.push(format!(
         "caddy: add `import {shown}` to the app's site block in {} (site-templates/apps/Caddyfile has one); the deploys run `caddy reload --config {}`",
         escape_path(caddyfile),

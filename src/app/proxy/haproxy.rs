@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use self::api::{Api, Server, States};
 use super::port;
-use crate::app::state;
 use crate::config::App;
 use crate::error::Error;
 use crate::report::{self, escape, escape_path};
@@ -205,21 +204,7 @@ pub fn install(
     state_file: &Path,
 ) -> Result<Vec<String>, Error> {
     let shown = escape_path(state_file);
-    let in_state = state_file
-        .strip_prefix(target.join(".pushdeploy"))
-        .ok()
-        .and_then(|rest| Some((rest.parent()?.to_str()?, rest.file_name()?.to_str()?)))
-        .filter(|(dir, _)| !dir.is_empty() && !dir.contains('/'));
-    let mut lines = Vec::new();
-    match in_state {
-        Some((dir, name)) => {
-            let wrote = state::write_proxy_file(target, dir, name, &first_states(app, backend))?;
-            lines.push(format!("{} {shown}", if wrote { "wrote" } else { "kept" }));
-        }
-        None => lines.push(format!(
-            "the deploys write {shown}: make sure its directory belongs to the git user"
-        )),
-    }
+    let mut lines = vec![super::install_file(target, state_file, &first_states(app, backend))?];
     let group = std::fs::metadata(target)
         .ok()
         .and_then(|meta| nix::unistd::Group::from_gid(meta.gid().into()).ok().flatten())

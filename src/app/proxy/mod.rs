@@ -97,6 +97,28 @@ pub fn install(target: &Path, app: &App) -> Result<Vec<String>, Error> {
     }
 }
 
+/// Writes the first version of a file the deploys rewrite (`content`), when `path` is in the
+/// target's state directory (`TARGET/.pushdeploy/DIR/NAME`) and does not exist yet; returns
+/// init's line about it. A file elsewhere must be in a directory the git user can write:
+/// init says so and writes nothing.
+fn install_file(target: &Path, path: &Path, content: &str) -> Result<String, Error> {
+    let shown = escape_path(path);
+    let in_state = path
+        .strip_prefix(target.join(".pushdeploy"))
+        .ok()
+        .and_then(|rest| Some((rest.parent()?.to_str()?, rest.file_name()?.to_str()?)))
+        .filter(|(dir, _)| !dir.is_empty() && !dir.contains('/'));
+    Ok(match in_state {
+        Some((dir, name)) => {
+            let wrote = crate::app::state::write_proxy_file(target, dir, name, content)?;
+            format!("{} {shown}", if wrote { "wrote" } else { "kept" })
+        }
+        None => {
+            format!("the deploys write {shown}: make sure its directory belongs to the git user")
+        }
+    })
+}
+
 /// Returns the slot whose port is `port`.
 pub fn slot_of_port(app: &App, port: u16) -> Option<Slot> {
     [Slot::Blue, Slot::Green].into_iter().find(|slot| self::port(app, *slot) == port)
