@@ -14,6 +14,7 @@ pub mod release;
 pub mod shared;
 pub mod state;
 pub mod sudo;
+pub mod sudo_rules;
 pub mod sudoers;
 pub mod systemd;
 pub mod unit;

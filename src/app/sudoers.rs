@@ -1,5 +1,5 @@
 //! The sudoers drop-in `init --app` writes as root, `/etc/sudoers.d/pushdeploy-NAME`: the
-//! rules of [`super::sudo::rules`] for the git user, checked with `visudo -cf` before anything
+//! rules of [`super::sudo_rules::rules`] for the git user, checked with `visudo -cf` before anything
 //! is written, then written mode 0440 and root's by a temporary name and a rename, through the
 //! directory's handle with `O_NOFOLLOW` (as [`super::state`] writes the target).
 //!
@@ -19,7 +19,7 @@ use nix::sys::stat::{Mode, fchmod, fstat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, User, fchown, fsync, unlinkat};
 
 use super::state;
-use super::sudo;
+use super::sudo_rules;
 use crate::config::App;
 use crate::error::{Error, Kind};
 use crate::report::{self, escape, escape_path};
@@ -58,13 +58,13 @@ pub fn plan(app: &App, user: &User, dir: &Path) -> Result<Option<Planned>, Error
             "use a git user whose name has only letters, digits and `_-.` (--git-user)",
         ));
     }
-    if let Some(arg) = sudo::unsupported_argument(app) {
+    if let Some(arg) = sudo_rules::unsupported_argument(app) {
         return Err(Error::user(
             format!("sudoers cannot hold the argument {:?} of a command line of the app", arg),
             "use paths of letters, digits and `/._+@:,=-` only ([app.proxy] file and config)",
         ));
     }
-    let text = sudo::rules(app, &user.name);
+    let text = sudo_rules::rules(app, &user.name);
     let name = file_name(app);
     check(&name, &text)?;
     let unchanged = existing(dir, &name, app)?.as_deref() == Some(text.as_str());
@@ -199,7 +199,7 @@ fn existing(dir_path: &Path, name: &str, app: &App) -> Result<Option<String>, Er
             format!("move {} away (init writes a regular file there)", escape_path(&path)),
         )
     })?;
-    let ours = |text: &String| text.lines().next() == Some(sudo::first_line(app).as_str());
+    let ours = |text: &String| text.lines().next() == Some(sudo_rules::first_line(app).as_str());
     if old.as_ref().is_some_and(|old| !ours(old)) {
         return Err(Error::user(
             format!(

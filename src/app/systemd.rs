@@ -193,7 +193,7 @@ pub fn journal_tail(invocation: &str) -> Vec<String> {
 /// unit: systemd unloads an inactive unit nothing refers to as soon as its run has ended.
 pub fn journal_since(unit: &str, since: SystemTime, lines: &str) -> Vec<String> {
     let micros = since.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-    // The sudoers rules match exactly this form (`sudo::lines`).
+    // The sudoers rules match exactly this form (`sudo_rules::lines`).
     let since = format!("--since=@{}.{:06}", micros / 1_000_000, micros % 1_000_000);
     settled_journal(&[format!("{UNIT_FIELD}{unit}"), since], lines)
 }

@@ -150,7 +150,7 @@ fn nginx(args: &[&str], config: &Path) -> Result<(), String> {
 }
 
 /// Returns the command for `program`, run as root: through `sudo -n` for the git user, whose
-/// rules allow exactly these command lines (`sudo::lines`).
+/// rules allow exactly these command lines (`sudo_rules::lines`).
 fn command(program: &str) -> Command {
     crate::app::sudo::command(program)
 }
