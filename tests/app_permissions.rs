@@ -96,6 +96,12 @@ fn a_git_user_deploys_the_app_through_sudo_and_may_run_nothing_else() {
     assert!(line.starts_with("pushdeploy: failed at release: "), "{refused}");
     assert!(line.contains("sudo: a password is required"), "{line}");
     assert!(line.contains("run `pushdeploy init --app` again as root"), "{line}");
+    assert!(
+        line.ends_with(
+            "as root, run `pushdeploy init --app` again (it writes the sudo rules), then push again"
+        ),
+        "{line}"
+    );
     site.assert_serves(site.green, &b);
 }
 

@@ -56,6 +56,10 @@ pub fn run(app: &App, slot: Slot) -> Result<(), Failed> {
             hint: "make it faster, or raise `release_timeout` in [app] and run `pushdeploy init --app` again as root".to_owned(),
         },
         Some(Why::Failed(reason)) => Failed { reason, hint },
+        None if super::sudo::is_refusal(&err) => Failed {
+            reason: format!("{shown} could not run: {err}"),
+            hint: super::sudo::REFUSED_HINT.to_owned(),
+        },
         None => Failed { reason: format!("{shown} could not run: {err}"), hint },
     })
 }

@@ -42,6 +42,15 @@ pub fn program_path(program: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(SYSTEM_DIRS[0]).join(program))
 }
 
+/// The hint for a failure that sudo's refusal caused (see [`explain`]).
+pub const REFUSED_HINT: &str =
+    "as root, run `pushdeploy init --app` again (it writes the sudo rules), then push again";
+
+/// Tells whether a failure's message is sudo refusing one of pushdeploy's command lines.
+pub fn is_refusal(message: &str) -> bool {
+    message.contains("sudo:") && message.contains("a password is required")
+}
+
 /// Adds what to do to sudo's refusal of a command line (`sudo: a password is required`, as
 /// `-n` has it): one of pushdeploy's own refused means the drop-in is missing or out of date.
 /// Any other message is returned as it is.

@@ -124,7 +124,11 @@ pub(super) fn gate_new(app: &App, unit: &str, slot: Slot, restart: bool) -> Resu
             for line in systemd::journal_tail(&invocation) {
                 report::line(&format!("{unit}: {line}"));
             }
-            let hint = format!("the journal of {unit} is above; fix the app and push again");
+            let hint = if crate::app::sudo::is_refusal(&reason) {
+                crate::app::sudo::REFUSED_HINT.to_owned()
+            } else {
+                format!("the journal of {unit} is above; fix the app and push again")
+            };
             Err(Failure::new(Stage::Activate, format!("health gate: {reason}"), hint))
         }
     }
