@@ -138,12 +138,8 @@ pub fn write_proxy_file(
     if read_at(&dir, name).map_err(fail)?.is_some() {
         return Ok(false);
     }
-    write_at(&dir, name, content, owner).map_err(fail)?;
     // A proxy running as its own user reads it (the env files stay 0600).
-    let file =
-        openat(&dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(fail)?;
-    nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(0o644)).map_err(fail)?;
+    write_file_at(&dir, name, content, owner, 0o644).map_err(fail)?;
     Ok(true)
 }
 

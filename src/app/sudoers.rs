@@ -7,16 +7,13 @@
 //! `~`: the file is named without the `.` of an app name, and the temporary one starts with
 //! one, so sudo never reads half a file.
 
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat, renameat};
-use nix::sys::stat::{Mode, fchmod, fstat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, User, fchown, fsync, unlinkat};
+use nix::sys::stat::fstat;
+use nix::unistd::{Uid, User, fsync};
 
 use super::state;
 use super::sudo_rules;
@@ -216,20 +213,6 @@ fn existing(dir_path: &Path, name: &str, app: &App) -> Result<Option<String>, Er
 /// Writes `name` in `dir` by a temporary name (which sudo skips: it has a `.`) and a rename,
 /// mode 0440 and root's whatever the umask, synced before and after the rename.
 fn write_at(dir: &OwnedFd, name: &str, text: &str) -> nix::Result<()> {
-    let temp = PathBuf::from(format!(".{name}.pushdeploy-new"));
-    match unlinkat(dir, &temp, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(errno) => return Err(errno),
-    }
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(dir, &temp, flags, Mode::from_bits_truncate(MODE))?;
-    fchown(&fd, Some(Uid::from_raw(0)), Some(Gid::from_raw(0)))?;
-    fchmod(&fd, Mode::from_bits_truncate(MODE))?;
-    let mut file = File::from(fd);
-    let io = |err: std::io::Error| Errno::from_raw(err.raw_os_error().unwrap_or(0));
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    renameat(dir, &temp, dir, name)?;
+    state::write_file_at(dir, name, text, state::Owner { uid: 0, gid: 0 }, MODE)?;
     fsync(dir)
 }
