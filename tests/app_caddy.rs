@@ -6,13 +6,11 @@
 //! operator broke fails the switch with the snippet put back.
 
 use std::fs;
-use std::time::Duration;
 
 use crate::support::BIN;
-use crate::support::app_load::{failed_gates_under_load, push_under_load};
+use crate::support::app_load::{failed_gates_under_load, push_under_load, push_with_request_held};
 use crate::support::caddy::CaddySite;
 use crate::support::history;
-use crate::support::load::Connection;
 
 #[test]
 fn twenty_pushes_through_caddy_fail_no_request_and_its_own_reload_keeps_the_live_instance() {
@@ -22,22 +20,19 @@ fn twenty_pushes_through_caddy_fail_no_request_and_its_own_reload_keeps_the_live
     site.push().assert_live(&a, "refs/heads/main", "blue");
     assert_eq!(caddy.get(), (200, a.clone(), Some("blue".to_owned())));
 
-    // A /slow request in flight to blue when Caddy is pointed at green: the drain waits for it
-    // (it is answered, by blue), and only then does blue stop.
-    let front = caddy.front;
-    let slow =
-        std::thread::spawn(move || Connection::new(front, Duration::from_secs(10)).get("/slow"));
+    // A request in flight to blue when Caddy is pointed at green: the drain waits for it (it
+    // is answered, by blue), and only then does blue stop.
     let b = site.commit("ok", "b");
-    std::thread::sleep(Duration::from_millis(100));
-    let pushed = site.push();
+    let held = push_with_request_held(site, caddy.front, "blue", &b);
+    let pushed = &held.pushed;
     pushed.assert_live(&b, "refs/heads/main", "green");
-    let answer = slow.join().expect("the /slow thread").expect("GET /slow through Caddy");
+    let answer = &held.answer;
     assert_eq!((answer.status, String::from_utf8_lossy(&answer.body)), (200, a.as_str().into()));
     let stopped = pushed.pushdeploy_lines().into_iter().find(|l| l.contains("drained in "));
     let drained = stopped.as_deref().and_then(|l| l.split("drained in ").nth(1)?.split(' ').next());
     let drained: f64 = drained.and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{pushed}"));
-    // Still in flight at the switch (1.5 s from 0.1 s before the push): the drain waited.
-    assert!(drained > 0.0, "blue was stopped with /slow still in flight\n{pushed}");
+    // Held for 0.5 s after Caddy answered from green: the drain waited.
+    assert!(drained >= 0.3, "blue was stopped with /hold still in flight\n{pushed}");
 
     let load = push_under_load(site, caddy.front, &b, 20);
     let live = site.env.link_target().display().to_string();

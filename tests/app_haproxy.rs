@@ -12,13 +12,12 @@ use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::support::TestEnv;
-use crate::support::app_load::{failed_gates_under_load, push_under_load};
+use crate::support::app_load::{failed_gates_under_load, push_under_load, push_with_request_held};
 use crate::support::haproxy::HaproxySite;
 use crate::support::history;
-use crate::support::load::Connection;
 use crate::support::templates::template_dir;
 use crate::support::user::TestUser;
 
@@ -28,7 +27,7 @@ fn seconds_after(lines: &[String], label: &str) -> Option<f64> {
 }
 
 #[test]
-fn haproxy_switches_servers_waits_for_the_slow_request_and_its_reload_keeps_the_live_one() {
+fn haproxy_switches_servers_waits_for_a_request_in_flight_and_its_reload_keeps_the_live_one() {
     let Some(hap) = HaproxySite::new("pdhap1-") else { return };
     let site = &hap.site;
     // init wrote both servers in maintenance: nothing is served before the first deploy.
@@ -38,23 +37,20 @@ fn haproxy_switches_servers_waits_for_the_slow_request_and_its_reload_keeps_the_
     hap.assert_points_at("blue");
     assert_eq!(hap.get(), (200, a.clone(), Some("blue".to_owned())));
 
-    // A /slow request in flight to blue when green takes over: the drain waits for it (blue
+    // A request in flight to blue when green takes over: the drain waits for it (blue
     // answers it), and only then is blue set to maintenance and stopped.
-    let front = hap.front;
-    let slow =
-        std::thread::spawn(move || Connection::new(front, Duration::from_secs(10)).get("/slow"));
-    std::thread::sleep(Duration::from_millis(300));
     let b = site.commit("ok", "b");
     let started = Instant::now();
-    let pushed = site.push();
+    let held = push_with_request_held(site, hap.front, "blue", &b);
     let took = started.elapsed();
+    let pushed = &held.pushed;
     pushed.assert_live(&b, "refs/heads/main", "green");
-    let answer = slow.join().expect("the /slow thread").expect("GET /slow through HAProxy");
+    let answer = &held.answer;
     assert_eq!((answer.status, String::from_utf8_lossy(&answer.body)), (200, a.as_str().into()));
     let lines = pushed.pushdeploy_lines();
     let drained = seconds_after(&lines, "drained in ").unwrap_or_else(|| panic!("{pushed}"));
-    eprintln!("haproxy: the push with /slow in flight took {took:?}, the drain {drained} s");
-    assert!(drained >= 0.3, "blue was stopped with /slow still in flight\n{pushed}");
+    eprintln!("haproxy: the push with /hold in flight took {took:?}, the drain {drained} s");
+    assert!(drained >= 0.3, "blue was stopped with /hold still in flight\n{pushed}");
     hap.assert_points_at("green");
     assert_eq!(site.state("blue"), "inactive");
     assert_eq!(hap.get(), (200, b.clone(), Some("green".to_owned())));

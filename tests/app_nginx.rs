@@ -3,7 +3,7 @@
 //! files (the include directory, its configuration, pid and logs) live in the test's own
 //! directory. `init --app` writes the root-owned slot files and the link, and the operator's
 //! snippet (nginx.conf) passes `nginx -t` with them; 20 pushes under load fail no request, and
-//! the drain waits for a /slow request on an old worker; a failed gate, a crash and a failed
+//! the drain waits for a request held in flight on an old worker; a failed gate, a crash and a failed
 //! check through nginx each leave the old instance serving (the check's failure links nginx
 //! back: `rolled-back`); a configuration the operator broke fails the switch with `nginx -t`'s
 //! line, the link back on the old file.
@@ -14,19 +14,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::app::{AppSite, free_ports};
-use crate::support::app_load::{failed_gates_under_load, push_under_load};
+use crate::support::app_load::{failed_gates_under_load, push_under_load, push_with_request_held};
 use crate::support::history;
-use crate::support::load::Connection;
 use crate::support::nginx::{NGINX, NginxSite, nginx_dir};
 use crate::support::templates::template_dir;
 use crate::support::user::TestUser;
 use crate::support::{TestEnv, skip};
-
-/// Returns CLOCK_MONOTONIC in microseconds, the clock of systemd's `*TimestampMonotonic`.
-fn monotonic_us() -> u64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000
-}
 
 /// Returns when systemd began the last stop of `unit` (CLOCK_MONOTONIC, µs), from its journal:
 /// a stopped instance is unloaded, and `systemctl show` forgets its timestamps.
@@ -148,31 +141,25 @@ fn twenty_pushes_through_nginx_fail_no_request_and_the_drain_waits_for_the_old_w
     assert_eq!(nginx.get(), (200, a.clone(), Some("blue".to_owned())));
     assert_eq!(nginx.linked(), Path::new("www-blue.conf"));
 
-    // A /slow request in flight on an old worker (to blue) when nginx reloads for green: the
-    // drain waits until that worker answered it (blue's answer) and exited; blue's stop
-    // starts only after the answer.
-    let front = nginx.front;
-    let slow = std::thread::spawn(move || {
-        let answer = Connection::new(front, Duration::from_secs(10)).get("/slow");
-        (answer, monotonic_us())
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    // A request in flight on an old worker (to blue) when nginx reloads for green: the drain
+    // waits until that worker answered it (blue's answer) and exited; blue's stop starts only
+    // after the answer.
     let b = site.commit("ok", "b");
-    let pushed = site.push();
+    let held = push_with_request_held(site, nginx.front, "blue", &b);
+    let pushed = &held.pushed;
     pushed.assert_live(&b, "refs/heads/main", "green");
-    let (answer, answered_at) = slow.join().expect("the /slow thread");
-    let answer = answer.expect("GET /slow through nginx");
+    let (answer, answered_at) = (&held.answer, held.answered_at_us);
     assert_eq!((answer.status, String::from_utf8_lossy(&answer.body)), (200, a.as_str().into()));
     let stop_began = stop_began(site, &site.unit("blue"));
     assert!(
         stop_began > answered_at,
-        "blue's stop began {} µs before /slow was answered\n{pushed}",
+        "blue's stop began {} µs before /hold was answered\n{pushed}",
         answered_at - stop_began
     );
     let lines = pushed.pushdeploy_lines();
     let drained = lines.iter().find_map(|l| l.split("drained in ").nth(1)?.split(' ').next());
     let drained: f64 = drained.and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{pushed}"));
-    assert!(drained >= 0.3, "blue was stopped with /slow still in flight\n{pushed}");
+    assert!(drained >= 0.3, "blue was stopped with /hold still in flight\n{pushed}");
     assert_eq!(nginx.get(), (200, b.clone(), Some("green".to_owned())));
     assert_eq!(nginx.linked(), Path::new("www-green.conf"));
     eprintln!("{}", lines.join("\n"));

@@ -14,10 +14,14 @@ use super::user::TestUser;
 use super::{BIN, Output, TestEnv};
 
 /// The app the test repository holds: `/health`, `/` (the commit its unit was given), `/slow`
-/// (the same after 1.5 s); every answer names the commit in `X-Pushdeploy-Commit`. The file
+/// (the same after 1.5 s), `/hold` (the same once the file `release-hold` is in the target,
+/// after it printed `pushdeploy-test: holding` to the journal; at most 30 s: see
+/// support::app_load::push_with_request_held); every answer names the commit in
+/// `X-Pushdeploy-Commit`. The file
 /// `mode` chooses a failure (`unhealthy`: `/health` answers 500; `crash`: import fails;
 /// `slow-boot`: import takes 1.5 s; `not-ready`: `/ready` answers 503, the rest is healthy).
 pub const APP_PY: &str = r#"import os
+import sys
 import time
 
 MODE = open("mode").read().strip() if os.path.exists("mode") else "ok"
@@ -39,6 +43,11 @@ def app(environ, start_response):
     else:
         if path == "/slow":
             time.sleep(1.5)
+        if path == "/hold":
+            print("pushdeploy-test: holding", file=sys.stderr, flush=True)
+            deadline = time.time() + 30
+            while not os.path.exists("../release-hold") and time.time() < deadline:
+                time.sleep(0.02)
         status, body = "200 OK", COMMIT.encode()
     headers = [
         ("Content-Type", "text/plain"),

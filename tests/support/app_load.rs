@@ -4,11 +4,14 @@
 //! older than the one live when it was sent, every `/slow` answered, the old instance stopped
 //! only after the proxy was pointed away from it, and exactly one instance left at the end.
 
+use std::fs;
 use std::net::SocketAddr;
+use std::thread;
 use std::time::{Duration, Instant};
 
+use super::Output;
 use super::app::AppSite;
-use super::load::{LoadChecker, LoadOptions, LoadReport, Mode, Versions};
+use super::load::{Connection, LoadChecker, LoadOptions, LoadReport, Mode, Response, Versions};
 
 /// What a run of [`push_under_load`] measured, for the test's note.
 pub struct PushLoad {
@@ -155,4 +158,71 @@ pub fn failed_gates_under_load(
     let crash = site.push();
     assert!(crash.final_line().contains("pushdeploy-www@green.service stopped "), "{crash}");
     (a, versions, load)
+}
+
+/// Returns CLOCK_MONOTONIC in microseconds, the clock of systemd's `*TimestampMonotonic` and
+/// of the journal's `__MONOTONIC_TIMESTAMP` (the namespace shares the host's clock).
+pub fn monotonic_us() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000
+}
+
+/// What [`push_with_request_held`] saw.
+pub struct HeldPush {
+    pub pushed: Output,
+    /// The answer to the held request.
+    pub answer: Response,
+    /// When that answer arrived (see [`monotonic_us`]).
+    pub answered_at_us: u64,
+}
+
+/// How long the held request stays in flight after the proxy answered from the new commit.
+pub const HELD_AFTER_SWITCH: Duration = Duration::from_millis(500);
+
+/// Pushes `commit` (committed already) while a `GET /hold` through `front` is in flight to the
+/// live instance (`live_slot`): it is sent, and has reached the app (its journal says so),
+/// before the push starts, and it is let go only [`HELD_AFTER_SWITCH`] after the proxy
+/// answered from `commit`. So it is in flight at the switch however loaded the machine is
+/// (a fixed `/slow` was not, once a push took longer than 1.5 s to reach the switch), and the
+/// drain must wait for it.
+#[track_caller]
+pub fn push_with_request_held(
+    site: &AppSite,
+    front: SocketAddr,
+    live_slot: &str,
+    commit: &str,
+) -> HeldPush {
+    let release = site.env.target.join("release-hold");
+    let _ = fs::remove_file(&release);
+    let unit = site.unit(live_slot);
+    let holding = || site.systemd.journal(&unit).matches("pushdeploy-test: holding").count();
+    let before = holding();
+    thread::scope(|scope| {
+        let held = scope.spawn(move || {
+            let answer = Connection::new(front, Duration::from_secs(60)).get("/hold");
+            (answer, monotonic_us())
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holding() == before {
+            assert!(Instant::now() < deadline, "/hold never reached {unit}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let push = scope.spawn(|| site.push());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = Connection::new(front, Duration::from_secs(5)).get("/");
+            if answer.is_ok_and(|answer| answer.body == commit.as_bytes()) {
+                break;
+            }
+            assert!(!push.is_finished(), "the push ended before the proxy answered from it");
+            assert!(Instant::now() < deadline, "the proxy never answered from {commit}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(HELD_AFTER_SWITCH);
+        fs::write(&release, "").expect("write release-hold");
+        let (answer, answered_at_us) = held.join().expect("the /hold thread");
+        let answer = answer.unwrap_or_else(|e| panic!("GET /hold through {front}: {e}"));
+        let pushed = push.join().expect("the push");
+        HeldPush { pushed, answer, answered_at_us }
+    })
 }
