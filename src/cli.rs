@@ -3,9 +3,9 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    deploy, deploy::DeployArgs, doctor, doctor::DoctorArgs, hook, hook::HookArgs, init,
-    init::InitArgs, log, log::LogArgs, new_site, new_site::NewSiteArgs, reap, reap::ReapArgs,
-    rollback, rollback::RollbackArgs, status, status::StatusArgs,
+    deploy, deploy::DeployArgs, doctor, doctor::DoctorArgs, env, env::EnvArgs, hook,
+    hook::HookArgs, init, init::InitArgs, log, log::LogArgs, new_site, new_site::NewSiteArgs, reap,
+    reap::ReapArgs, rollback, rollback::RollbackArgs, status, status::StatusArgs,
 };
 use crate::error::{Error, ExitCode};
 
@@ -35,6 +35,7 @@ pub enum Command {
     Log(LogArgs),
     Rollback(RollbackArgs),
     Doctor(DoctorArgs),
+    Env(EnvArgs),
     NewSite(NewSiteArgs),
     Reap(ReapArgs),
 }
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Status(args) => status::run(args),
         Command::Log(args) => log::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Env(args) => env::run(args),
         Command::Rollback(args) => rollback::run(args),
         Command::NewSite(args) => new_site::run(args),
         Command::Reap(args) => reap::run(args),

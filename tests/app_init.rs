@@ -20,6 +20,8 @@ struct AppEnv {
     app_user: TestUser,
     unit_dir: PathBuf,
     sudoers_dir: PathBuf,
+    /// `--env-dir`: root's, in the test's directory (never the machine's /etc/pushdeploy).
+    env_dir: PathBuf,
 }
 
 impl AppEnv {
@@ -32,7 +34,8 @@ impl AppEnv {
         let sudoers_dir = env.root.join("sudoers.d");
         fs::create_dir(&sudoers_dir).expect("create the sudoers directory");
         fs::set_permissions(&sudoers_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-        AppEnv { env, app_user, unit_dir, sudoers_dir }
+        let env_dir = env.root.join("etc/pushdeploy/www");
+        AppEnv { env, app_user, unit_dir, sudoers_dir, env_dir }
     }
 
     /// Returns `init --app` with the essentials and `extra`.
@@ -50,6 +53,8 @@ impl AppEnv {
             .arg(&self.unit_dir)
             .arg("--sudoers-dir")
             .arg(&self.sudoers_dir)
+            .arg("--env-dir")
+            .arg(&self.env_dir)
             .args(extra)
     }
 
@@ -87,13 +92,13 @@ fn init_app_writes_a_unit_systemd_verifies_and_its_environment_files() {
 
     let unit = read(&app.unit_path());
     let target = app.env.target.to_string_lossy();
-    let state = app.app_state();
-    let state = state.to_string_lossy();
+    let env_dir = app.env_dir.to_string_lossy();
     for line in [
         format!("User={}", app.app_user.name),
         format!("WorkingDirectory={target}/%i"),
-        format!("EnvironmentFile={state}/env"),
-        format!("EnvironmentFile={state}/%i.env"),
+        format!("EnvironmentFile={env_dir}/env"),
+        format!("EnvironmentFile=-{env_dir}/secrets.env"),
+        format!("EnvironmentFile={env_dir}/%i.env"),
         // `$` and `%` doubled, `"` escaped: systemd hands the shell the command as written.
         r#"ExecStart=/bin/sh -c "gunicorn -b 127.0.0.1:$$PORT \"app:make(100%%)\"""#.to_owned(),
         "KillSignal=SIGTERM".to_owned(),
@@ -110,12 +115,17 @@ fn init_app_writes_a_unit_systemd_verifies_and_its_environment_files() {
     assert!(output.stderr.contains("systemd-analyze verify: pushdeploy-www@.service passed"));
 
     assert_eq!(
-        read(&app.app_state().join("blue.env")),
+        read(&app.env_dir.join("blue.env")),
         "# Written by pushdeploy for the blue instance.\nPORT=8001\nPUSHDEPLOY_SLOT=blue\nPUSHDEPLOY_COMMIT=\"\"\n"
     );
-    assert!(read(&app.app_state().join("green.env")).contains("\nPORT=8002\n"));
-    let env_mode = fs::metadata(app.app_state().join("env")).expect("stat env").permissions();
-    assert_eq!(env_mode.mode() & 0o777, 0o600, "the environment may hold secrets");
+    assert!(read(&app.env_dir.join("green.env")).contains("\nPORT=8002\n"));
+    // [app.env] and the secrets: root's, the app's group may read them, nobody else.
+    for name in ["env", "secrets.env"] {
+        let meta = fs::symlink_metadata(app.env_dir.join(name)).expect("stat");
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, app.app_user.gid, 0o640));
+    }
+    let dir = fs::symlink_metadata(&app.env_dir).expect("stat the env dir");
+    assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o755));
     let shared = fs::symlink_metadata(app.env.target.join("shared")).expect("stat shared");
     assert!(shared.is_dir());
     // The app's, with the target owner's group (setgid) so the git user's deploys can check
@@ -139,7 +149,7 @@ fn init_app_writes_a_unit_systemd_verifies_and_its_environment_files() {
 fn init_app_twice_changes_nothing() {
     let app = AppEnv::new("pdapp2-");
     let _ = app.init_app(&[]).success();
-    let files = [app.unit_path(), app.app_state().join("env"), app.app_state().join("blue.env")];
+    let files = [app.unit_path(), app.env_dir.join("env"), app.env_dir.join("secrets.env")];
     let before: Vec<_> =
         files.iter().map(|f| (read(f), fs::metadata(f).expect("stat").ino())).collect();
 
@@ -210,7 +220,7 @@ fn the_release_unit_is_written_with_release_and_removed_without_it() {
 fn changed_ports_rewrite_the_slot_files_and_keep_their_commit() {
     let app = AppEnv::new("pdapp3-");
     let _ = app.init_app(&[]).success();
-    let blue = app.app_state().join("blue.env");
+    let blue = app.env_dir.join("blue.env");
     // As a deploy would leave it, having started blue at a commit.
     let commit = "0123456789abcdef0123456789abcdef01234567";
     fs::write(&blue, read(&blue).replace("COMMIT=\"\"", &format!("COMMIT=\"{commit}\"")))
@@ -331,8 +341,10 @@ fn state_files_go_to_the_targets_owner_and_a_planted_symlink_is_not_followed() {
 
     let _ = app.init_app(&[]).success();
 
-    // The git user's deploys refuse state files owned by anyone else.
-    for path in [app.env.target.join(".pushdeploy"), app.app_state(), app.app_state().join("env")] {
+    // The git user's deploys refuse state files owned by anyone else; they rewrite the slots'
+    // environment files, in root's directory, where they cannot put a symlink instead.
+    let slot_env = app.env_dir.join("blue.env");
+    for path in [app.env.target.join(".pushdeploy"), app.app_state(), slot_env] {
         let owner = fs::symlink_metadata(&path).expect("stat").uid();
         assert_eq!(owner, uid, "{} is not the target owner's", path.display());
     }
@@ -347,4 +359,31 @@ fn state_files_go_to_the_targets_owner_and_a_planted_symlink_is_not_followed() {
 
     assert!(refused.stderr.contains("pushdeploy does not follow a symlink there"), "{refused}");
     assert_eq!(fs::read_dir(&elsewhere).expect("read elsewhere").count(), 0, "written through");
+}
+
+/// The unit's environment files used to be in the target, the git user's: a build could swap
+/// one for a symlink and systemd, reading it as root, would hand the app any root-readable
+/// `KEY=value` file. They are in `--env-dir` now, whose every directory must be root's and
+/// writable by root only (a sticky one such as /tmp above it is fine).
+#[test]
+fn an_env_dir_others_may_change_is_refused() {
+    let mut app = AppEnv::new("pdapp7-");
+    let open = app.env.root.join("open");
+    fs::create_dir(&open).expect("mkdir open");
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod 777");
+    app.env_dir = open.join("pushdeploy");
+    let refused = app.init_app(&[]).failure();
+    let line = "pushdeploy: error: $TMP/open (uid 0, mode 777) may be changed by others than root, who could then choose what systemd reads as root for $TMP/open/pushdeploy";
+    let stderr = refused.normalized_stderr();
+    assert!(stderr.lines().any(|l| l == line), "{refused}");
+    // Refused before anything was written.
+    assert!(!app.env_dir.exists() && !app.env.target.exists(), "init wrote {refused}");
+
+    // A relative one is refused with the config's line.
+    app.env_dir = "etc/pushdeploy".into();
+    let relative = app.init_app(&[]).failure();
+    assert!(
+        relative.stderr.contains("`app.env_dir`: \"etc/pushdeploy\" is not an absolute path"),
+        "{relative}"
+    );
 }

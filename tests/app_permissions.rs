@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::app::{AppSite, SUDOERS_DIR};
+use crate::support::app::{AppSite, ENV_DIR, SUDOERS_DIR};
 use crate::support::user::TestUser;
 use crate::support::{BIN, TestEnv};
 
@@ -161,8 +161,28 @@ fn assert_app_user_cannot_write(site: &AppSite) {
         let output = as_app_user(": >\"$1/pdtest-new\"", &dir).failure();
         assert!(output.stderr.contains("Permission denied"), "{}: {output}", dir.display());
     }
-    let secrets = env.target.join(".pushdeploy/app/env");
-    let output = as_app_user("cat \"$1\"", &secrets).failure();
+    // The environment files: the app's group may read [app.env] and the secrets, not write
+    // them; the git user (whose builds run pushed code) may not even read them. Inside the
+    // namespace, where they are.
+    let as_user = |user: &TestUser, script: &str, name: &str| {
+        let path = Path::new(ENV_DIR).join(name);
+        site.systemd
+            .run_as_root(env, "setpriv")
+            .args([format!("--reuid={}", user.uid), format!("--regid={}", user.gid)])
+            .args(["--init-groups", "sh", "-c", script, "sh"])
+            .arg(path)
+    };
+    let _ = as_user(user, "cat \"$1\" >/dev/null", "secrets.env").success();
+    for name in ["env", "secrets.env", "blue.env"] {
+        let output = as_user(user, "printf x >>\"$1\"", name).failure();
+        assert!(output.stderr.contains("Permission denied"), "{name}: {output}");
+    }
+    let git_user = site.git_user.as_ref().expect("the git user");
+    for name in ["env", "secrets.env"] {
+        let output = as_user(git_user, "cat \"$1\"", name).failure();
+        assert!(output.stderr.contains("Permission denied"), "{name}: {output}");
+    }
+    let output = as_user(git_user, "ln -sf /etc/shadow \"$1\"", "blue.env").failure();
     assert!(output.stderr.contains("Permission denied"), "{output}");
     let _ = as_app_user(": >\"$1/written-by-the-app\"", &env.target.join("shared")).success();
 }
@@ -174,6 +194,8 @@ struct Operator {
     app_user: TestUser,
     git_user: TestUser,
     sudoers: std::path::PathBuf,
+    /// Root's, for `--env-dir` (the test's directory is the git user's).
+    etc: tempfile::TempDir,
 }
 
 impl Operator {
@@ -188,7 +210,8 @@ impl Operator {
         let sudoers = env.root.join("sudoers.d");
         fs::create_dir(&sudoers).expect("create the sudoers directory");
         fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o755)).expect("chmod");
-        Operator { env, app_user, git_user, sudoers }
+        let etc = tempfile::TempDir::new().expect("a directory of root's");
+        Operator { env, app_user, git_user, sudoers, etc }
     }
 
     /// Returns `init --app` run as root with the test's unit and sudoers directories.
@@ -205,6 +228,8 @@ impl Operator {
             .arg(self.env.root.join("units"))
             .arg("--sudoers-dir")
             .arg(&self.sudoers)
+            .arg("--env-dir")
+            .arg(self.etc.path().join("pushdeploy/www"))
     }
 }
 

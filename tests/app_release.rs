@@ -34,7 +34,7 @@ fn make_shared_dir(site: &AppSite, name: &str) {
 
 /// Sets `[app.env]` as init writes it into the app's environment file.
 fn set_app_env(site: &AppSite, line: &str) {
-    let path = site.env.target.join(".pushdeploy/app/env");
+    let path = site.env_file("env");
     let text = fs::read_to_string(&path).expect("read the env file");
     fs::write(&path, format!("{text}{line}\n")).expect("write the env file");
 }

@@ -5,6 +5,7 @@ mod support;
 mod app_caddy;
 mod app_crashes;
 mod app_deploy;
+mod app_env;
 mod app_haproxy;
 mod app_init;
 mod app_nginx;

@@ -1,14 +1,17 @@
-//! The environment files the unit reads: `env` (the `[app.env]` table) and one `SLOT.env` per
-//! slot (`PORT`, `PUSHDEPLOY_SLOT`, `PUSHDEPLOY_COMMIT`), in systemd's `EnvironmentFile=`
-//! syntax, with every value double-quoted and escaped so none is expanded.
+//! The environment files the unit reads from `[app] env_dir`: `env` (the `[app.env]` table),
+//! `secrets.env` (what `pushdeploy env set` keeps outside git) and one `SLOT.env` per slot
+//! (`PORT`, `PUSHDEPLOY_SLOT`, `PUSHDEPLOY_COMMIT`), in systemd's `EnvironmentFile=` syntax,
+//! with every value double-quoted and escaped so none is expanded.
 
 use std::collections::BTreeMap;
 
 use crate::config::App;
 use crate::target_dir::layout::Slot;
 
-/// The file name of the `[app.env]` file in the app's state directory.
+/// The file name of the `[app.env]` file in the app's environment directory.
 pub const ENV_FILE: &str = "env";
+/// The file name of the secrets `pushdeploy env` edits, in the same directory.
+pub const SECRETS_FILE: &str = "secrets.env";
 
 /// Returns the file name of a slot's environment file (`blue.env`).
 pub fn slot_file(slot: Slot) -> String {
@@ -24,6 +27,54 @@ pub fn render_env(env: &BTreeMap<String, String>) -> String {
         text.push_str(&format!("{key}={}\n", quoted(value)));
     }
     text
+}
+
+/// Returns the text of the secrets file.
+pub fn render_secrets(secrets: &BTreeMap<String, String>) -> String {
+    let mut text = String::from(
+        "# The app's secrets, kept by `pushdeploy env set|unset` (run as root); not in git.\n",
+    );
+    for (key, value) in secrets {
+        text.push_str(&format!("{key}={}\n", quoted(value)));
+    }
+    text
+}
+
+/// Reads back a file [`render_secrets`] wrote: each `KEY="value"` line, unescaped. Lines it
+/// did not write (comments, a hand edit that is not quoted) are skipped; `Err` names one.
+pub fn parse_secrets(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut secrets = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line.split_once('=').and_then(|(key, value)| {
+            let inner = value.strip_prefix('"')?.strip_suffix('"')?;
+            Some((key.to_owned(), unquoted(inner)?))
+        });
+        let Some((key, value)) = parsed else {
+            return Err(format!("line {} is not KEY=\"value\"", number + 1));
+        };
+        secrets.insert(key, value);
+    }
+    Ok(secrets)
+}
+
+/// Undoes [`quoted`]'s escapes; `None` for a `\` that escapes nothing it would have.
+fn unquoted(inner: &str) -> Option<String> {
+    let mut value = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                escaped @ ('"' | '\\' | '$' | '`') => value.push(escaped),
+                _ => return None,
+            },
+            '"' => return None,
+            c => value.push(c),
+        }
+    }
+    Some(value)
 }
 
 /// Returns the text of `slot`'s environment file; `commit` is empty before a deploy started it.
@@ -67,7 +118,17 @@ fn quoted(value: &str) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{commit_in, render_env};
+    use super::{commit_in, parse_secrets, render_env, render_secrets};
+
+    #[test]
+    fn secrets_are_read_back_as_written() {
+        let secrets = BTreeMap::from([
+            ("TOKEN".to_owned(), r#"a "b" $c \d `e` = f"#.to_owned()),
+            ("EMPTY".to_owned(), String::new()),
+        ]);
+        assert_eq!(parse_secrets(&render_secrets(&secrets)), Ok(secrets));
+        assert_eq!(parse_secrets("# x\nA=plain\n"), Err("line 2 is not KEY=\"value\"".into()));
+    }
 
     #[test]
     fn values_are_quoted_and_escaped() {

@@ -1,5 +1,6 @@
-//! The app's files in the target, written by `init --app` as root: the environment files in
-//! `TARGET/.pushdeploy/app/` and the `TARGET/shared/` directory the app may write.
+//! The app's files, written by `init --app` as root: the environment files in `[app] env_dir`
+//! (root's, outside the target), the app's state directory `TARGET/.pushdeploy/app/` and the
+//! `TARGET/shared/` directory the app may write.
 //!
 //! The target belongs to the git user, who could swap a directory in it for a symlink to
 //! `/etc` while root writes there; so every step goes through directory handles opened with
@@ -68,8 +69,9 @@ pub fn target_owner(target: &Path) -> Owner {
     }
 }
 
-/// Writes the app's environment files and creates `shared/`; each file that is already as it
-/// should be is left alone.
+/// Writes the app's environment files into `[app] env_dir` (made when missing), creates the
+/// app's state directory and `shared/`; each file that is already as it should be is left
+/// alone, and the secrets file, once made, is `pushdeploy env`'s alone.
 pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
     let target = &config.target;
     let fail = |path: &Path| {
@@ -88,29 +90,200 @@ pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
     let state = ensure_dir(&root, &state_path, 0o755, owner, true)?;
     let app_path = state_path.join("app");
     let app_dir = ensure_dir(&state, &app_path, 0o700, owner, true)?;
+    let env_dir = walk_env_dir(app, Missing::Create)?;
+    let env_dir = env_dir.ok_or_else(|| Error::new(Kind::Internal, "env_dir: not made"))?;
+    // Root's, readable by the app's group (systemd reads them as root; the app and its
+    // `release` may read them too); never by the git user, whose builds run pushed code.
+    let secret = Owner { uid: 0, gid: app_user.gid };
     for slot in [None, Some(Slot::Blue), Some(Slot::Green)] {
         let name = slot.map_or(ENV_FILE.to_owned(), env::slot_file);
-        let path = app_path.join(&name);
-        let old = read_at(&app_dir, &name).map_err(fail(&path))?;
-        let content = match slot {
-            None => env::render_env(&app.env),
+        let path = app.env_dir.join(&name);
+        let old = read_at(&env_dir, &name).map_err(fail(&path))?;
+        let (content, file_owner, mode) = match slot {
+            None => (env::render_env(&app.env), secret, 0o640),
             Some(slot) => {
-                env::render_slot(app, slot, &env::commit_in(old.as_deref().unwrap_or_default()))
+                let commit = env::commit_in(old.as_deref().unwrap_or_default());
+                // The deploys rewrite it in place (they may not rename in root's directory).
+                (env::render_slot(app, slot, &commit), owner, 0o644)
             }
         };
         if old.as_deref() == Some(content.as_str()) {
             report::line(&format!("unchanged {}", escape_path(&path)));
             continue;
         }
-        write_at(&app_dir, &name, &content, owner).map_err(fail(&path))?;
+        write_file_at(&env_dir, &name, &content, file_owner, mode).map_err(fail(&path))?;
         report::line(&format!("wrote {}", escape_path(&path)));
     }
+    let secrets = app.env_dir.join(env::SECRETS_FILE);
+    if read_at(&env_dir, env::SECRETS_FILE).map_err(fail(&secrets))?.is_none() {
+        let empty = env::render_secrets(&Default::default());
+        write_file_at(&env_dir, env::SECRETS_FILE, &empty, secret, 0o640)
+            .map_err(fail(&secrets))?;
+        report::line(&format!("wrote {} (empty: `pushdeploy env set`)", escape_path(&secrets)));
+    }
+    remove_old_env_files(&app_dir, &app_path, &app.env_dir);
     // The app's user owns shared/; the target owner's group (setgid, so entries made in it
     // keep that group) lets the git user's deploys check that each `shared` entry exists. The
     // git user deploys the code the app runs, so reading its data is no new power.
     let shared = Owner { uid: app_user.uid, gid: owner.gid };
     ensure_dir(&root, &target.join("shared"), 0o2750, shared, false)?;
     Ok(())
+}
+
+/// Removes the environment files earlier versions kept in the target's state directory (the
+/// `[app.env]` values among them), which the unit no longer reads.
+fn remove_old_env_files(app_dir: &OwnedFd, app_path: &Path, env_dir: &Path) {
+    for name in [ENV_FILE.to_owned(), env::slot_file(Slot::Blue), env::slot_file(Slot::Green)] {
+        if unlinkat(app_dir, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
+            report::line(&format!(
+                "removed {} (the unit reads its environment from {} now)",
+                escape_path(&app_path.join(&name)),
+                escape_path(env_dir)
+            ));
+        }
+    }
+}
+
+/// How [`walk_env_dir`] treats a missing directory of `[app] env_dir`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Makes it, root's, mode 0755 (init, as root).
+    Create,
+    /// Stops there: what exists is fine, the rest will be made (init, before it writes).
+    Stop,
+    /// Fails (a deploy, `pushdeploy env`).
+    Fail,
+}
+
+/// Checks `[app] env_dir` before init writes anything: each of its directories that exists
+/// must pass [`open_env_dir`]'s rules.
+pub fn check_env_dir(app: &App) -> Result<(), Error> {
+    walk_env_dir(app, Missing::Stop).map(drop)
+}
+
+/// Opens `[app] env_dir` (see [`walk_env_dir`]); a missing directory fails.
+pub fn open_env_dir(app: &App) -> Result<OwnedFd, Error> {
+    let dir = walk_env_dir(app, Missing::Fail)?;
+    dir.ok_or_else(|| Error::new(Kind::Internal, "env_dir: a missing directory did not fail"))
+}
+
+/// Opens `[app] env_dir` from `/`, one component at a time without following a symlink: each
+/// must be a directory of root's that nobody else may write (a sticky one such as /tmp, whose
+/// other users cannot rename root's entries, is allowed above the last). Whoever could write
+/// one of them could point the unit's environment files, which systemd reads as root, at any
+/// file. `None` when `missing` is [`Missing::Stop`] and a directory does not exist yet.
+fn walk_env_dir(app: &App, missing: Missing) -> Result<Option<OwnedFd>, Error> {
+    let path = &app.env_dir;
+    let shown = escape_path(path);
+    let fail = |errno: Errno| {
+        let hint = if missing == Missing::Fail {
+            "run `pushdeploy init --app` again (as root) to create the app's files"
+        } else {
+            "run `pushdeploy init --app` as root, or choose another [app] env_dir"
+        };
+        Error::new(Kind::Io, format!("cannot open {shown}: {errno}")).hint(hint)
+    };
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let mut dir = nix::fcntl::open("/", flags, Mode::empty()).map_err(fail)?;
+    let names: Vec<_> = path.components().skip(1).collect();
+    for (index, name) in names.iter().enumerate() {
+        let here: PathBuf = path.iter().take(index + 2).collect();
+        let created = missing == Missing::Create
+            && match mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EEXIST) => false,
+                Err(errno) => return Err(fail(errno)),
+            };
+        let next = match openat(&dir, name.as_os_str(), flags, Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::ENOENT) if missing == Missing::Stop => return Ok(None),
+            Err(errno) => return Err(fail(errno)),
+        };
+        if created {
+            fchmod(&next, Mode::from_bits_truncate(0o755)).map_err(fail)?;
+            report::line(&format!("created {}", escape_path(&here)));
+        }
+        let stat = fstat(&next).map_err(fail)?;
+        let sticky = stat.st_mode & 0o1000 != 0 && index + 1 < names.len();
+        if stat.st_uid != 0 || (stat.st_mode & 0o022 != 0 && !sticky) {
+            let here = escape_path(&here);
+            return Err(Error::user(
+                format!(
+                    "{here} (uid {}, mode {:o}) may be changed by others than root, who could then choose what systemd reads as root for {shown}",
+                    stat.st_uid,
+                    stat.st_mode & 0o7777
+                ),
+                format!(
+                    "`chown root: {here} && chmod go-w {here}`, or choose another [app] env_dir"
+                ),
+            ));
+        }
+        dir = next;
+    }
+    Ok(Some(dir))
+}
+
+/// Rewrites `slot`'s environment file for a deploy of `commit`, in place (the directory is
+/// root's): opened without following a symlink, it must be a file of this user's, which init
+/// gave the target's owner. Its instance is stopped while it is written.
+pub fn write_slot_env(app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
+    let name = env::slot_file(slot);
+    let path = app.env_dir.join(&name);
+    let fail = |errno: Errno| {
+        Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path)))
+            .hint("run `pushdeploy init --app` again (as root) to recreate the app's files")
+    };
+    let dir = open_env_dir(app)?;
+    let flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(&dir, name.as_str(), flags, Mode::empty()).map_err(fail)?;
+    let stat = fstat(&fd).map_err(fail)?;
+    let is_file = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
+        .contains(nix::sys::stat::SFlag::S_IFREG);
+    if !is_file || stat.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(fail(Errno::EPERM));
+    }
+    let content = env::render_slot(app, slot, commit);
+    let mut file = File::from(fd);
+    let io = |err: std::io::Error| fail(Errno::from_raw(err.raw_os_error().unwrap_or(0)));
+    file.write_all(content.as_bytes()).map_err(io)?;
+    file.set_len(content.len() as u64).map_err(io)?;
+    Ok(())
+}
+
+/// Writes the secrets file (`pushdeploy env`, as root): root's, readable by the app's group.
+pub fn write_secrets(app: &App, text: &str, app_gid: u32) -> Result<(), Error> {
+    let path = app.env_dir.join(env::SECRETS_FILE);
+    let dir = open_env_dir(app)?;
+    write_file_at(&dir, env::SECRETS_FILE, text, Owner { uid: 0, gid: app_gid }, 0o640).map_err(
+        |errno| Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path))),
+    )
+}
+
+/// Reads the secrets file; `None` when there is none yet.
+pub fn read_secrets(app: &App) -> Result<Option<String>, Error> {
+    let path = app.env_dir.join(env::SECRETS_FILE);
+    let dir = open_env_dir(app)?;
+    read_at(&dir, env::SECRETS_FILE).map_err(|errno| {
+        let hint = if errno == Errno::EACCES {
+            "only root and the app's group may read the app's secrets: run it with sudo"
+        } else {
+            "run `pushdeploy init --app` again (as root) to recreate the app's files"
+        };
+        Error::new(Kind::Io, format!("cannot read {}: {errno}", escape_path(&path))).hint(hint)
+    })
+}
+
+/// Opens a directory without following a symlink in its last component (`at` the handle of
+/// its parent, or `path` as given when `None`).
+pub(crate) fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    match at {
+        None => nix::fcntl::open(path, flags, Mode::empty()),
+        Some(parent) => {
+            let name = path.file_name().unwrap_or_default();
+            openat(parent, name, flags | OFlag::O_NOFOLLOW, Mode::empty())
+        }
+    }
 }
 
 /// Writes the file `name` in `TARGET/.pushdeploy/SUBDIR/` (made, mode 0755, when missing),
@@ -141,37 +314,6 @@ pub fn write_proxy_file(
     // A proxy running as its own user reads it (the env files stay 0600).
     write_file_at(&dir, name, content, owner, 0o644).map_err(fail)?;
     Ok(true)
-}
-
-/// Writes `slot`'s environment file for a deploy of `commit` (temporary name, then rename),
-/// through the same `O_NOFOLLOW` handles as init; the file stays its directory owner's.
-pub fn write_slot_env(target: &Path, app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
-    let app_path = target.join(".pushdeploy").join("app");
-    let name = env::slot_file(slot);
-    let path = app_path.join(&name);
-    let fail = |errno: Errno| {
-        Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path)))
-            .hint("run `pushdeploy init --app` again (as root) to recreate the app's files")
-    };
-    let root = open_dir(None, target).map_err(fail)?;
-    let state = open_dir(Some(&root), &target.join(".pushdeploy")).map_err(fail)?;
-    let app_dir = open_dir(Some(&state), &app_path).map_err(fail)?;
-    let stat = fstat(&app_dir).map_err(fail)?;
-    let owner = Owner { uid: stat.st_uid, gid: stat.st_gid };
-    write_at(&app_dir, &name, &env::render_slot(app, slot, commit), owner).map_err(fail)
-}
-
-/// Opens a directory without following a symlink in its last component (`at` the handle of
-/// its parent, or `path` as given when `None`).
-pub(crate) fn open_dir(at: Option<&OwnedFd>, path: &Path) -> nix::Result<OwnedFd> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    match at {
-        None => nix::fcntl::open(path, flags, Mode::empty()),
-        Some(parent) => {
-            let name = path.file_name().unwrap_or_default();
-            openat(parent, name, flags | OFlag::O_NOFOLLOW, Mode::empty())
-        }
-    }
 }
 
 /// Opens the directory `path` in `parent`, made (and given to `owner`) when missing. An
@@ -253,13 +395,8 @@ pub(crate) fn read_at(dir: &OwnedFd, name: &str) -> nix::Result<Option<String>> 
     Ok(Some(text))
 }
 
-/// Writes `name` in `dir` by a temporary name and a rename, so the unit never reads half a
-/// file; mode 0600 (systemd reads it as root), given to `owner`.
-fn write_at(dir: &OwnedFd, name: &str, content: &str, owner: Owner) -> nix::Result<()> {
-    write_file_at(dir, name, content, owner, 0o600)
-}
-
-/// Writes `name` in `dir` as [`write_at`] does, with `mode` (set whatever the umask).
+/// Writes `name` in `dir` by a temporary name and a rename, so no reader sees half a file,
+/// with `mode` (set whatever the umask), given to `owner`.
 pub(crate) fn write_file_at(
     dir: &OwnedFd,
     name: &str,

@@ -2,7 +2,7 @@
 //! (`@blue`, `@green`), each running `[app] command` in its slot on its own port.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::config::{App, Config};
@@ -19,12 +19,6 @@ pub fn file_name(app: &App) -> String {
 /// Tells whether a unit file's text was written by pushdeploy.
 pub fn is_ours(text: &str) -> bool {
     text.lines().next().is_some_and(|first| first.contains(MARKER))
-}
-
-/// Returns the directory of the app's files in the target's state: the environment files the
-/// unit reads.
-pub fn app_state_dir(target: &Path) -> PathBuf {
-    target.join(".pushdeploy").join("app")
 }
 
 /// Returns the text of the template unit for `config`'s app.
@@ -100,15 +94,18 @@ pub fn render_release(config: &Config, app: &App) -> Option<String> {
 /// Returns the `User=`, `WorkingDirectory=` and `EnvironmentFile=` lines both units share.
 fn run_as(config: &Config, app: &App) -> String {
     let target = config.target.to_string_lossy();
-    let state = app_state_dir(&config.target);
-    let state = state.to_string_lossy();
+    let dir = app.env_dir.to_string_lossy();
     format!(
         "User={user}\n\
          WorkingDirectory={target}/%i\n\
-         # [app.env], then this slot's PORT, PUSHDEPLOY_SLOT and PUSHDEPLOY_COMMIT.\n\
-         EnvironmentFile={state}/env\n\
-         EnvironmentFile={state}/%i.env\n",
+         # [app.env], the secrets of `pushdeploy env`, then this slot's PORT, PUSHDEPLOY_SLOT\n\
+         # and PUSHDEPLOY_COMMIT; in a directory of root's, outside the target.\n\
+         EnvironmentFile={dir}/{env}\n\
+         EnvironmentFile=-{dir}/{secrets}\n\
+         EnvironmentFile={dir}/%i.env\n",
         user = app.user,
+        env = super::env::ENV_FILE,
+        secrets = super::env::SECRETS_FILE,
     )
 }
 

@@ -60,6 +60,10 @@ pub struct AppArgs {
     /// Where the unit file is written
     #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
     pub unit_dir: PathBuf,
+    /// Where the unit's environment files go ([app.env], the secrets of `pushdeploy env`,
+    /// each slot's PORT): root's, outside the target [default: /etc/pushdeploy/NAME]
+    #[arg(long, value_name = "DIR", requires = "app")]
+    pub env_dir: Option<PathBuf>,
     /// The unit's NAME in pushdeploy-NAME@.service [default: the target's last component,
     /// with what systemd does not allow replaced by `-`]
     #[arg(long, value_name = "NAME", requires = "app")]
@@ -113,16 +117,18 @@ pub fn config_text(args: &AppArgs, target: &Path) -> String {
             proxy.push_str(&format!("{key} = {}\n", toml_string(&path.to_string_lossy())));
         }
     }
+    let env_dir = args.env_dir.clone().unwrap_or_else(|| config::default_env_dir(&name));
     format!(
         "\n[app]\nname = {}\ncommand = {}\nports = {{ blue = {}, green = {} }}\nuser = {}\n\
-         {release}stop_timeout = \"30s\"\nshared = [{}]\n\n[app.env]\n\n[app.health]\n\
-         path = \"/health\"\ndeadline = \"60s\"\n\n[app.proxy]\n{proxy}",
+         {release}stop_timeout = \"30s\"\nshared = [{}]\nenv_dir = {}\n\n[app.env]\n\n\
+         [app.health]\npath = \"/health\"\ndeadline = \"60s\"\n\n[app.proxy]\n{proxy}",
         toml_string(&name),
         toml_string(command),
         ports.blue,
         ports.green,
         toml_string(user),
         shared.join(", "),
+        toml_string(&env_dir.to_string_lossy()),
     )
 }
 
@@ -143,6 +149,7 @@ pub struct Prepared {
 pub fn prepare(args: &AppArgs, repo: &Path, config: &Config) -> Result<Option<Prepared>, Error> {
     let Some(app) = &config.app else { return Ok(None) };
     let app_user = state::app_owner(app, &config.target)?;
+    state::check_env_dir(app)?;
     let git_user = sudoers::git_user(&config.target, args.git_user.as_deref())?;
     if git_user.uid.as_raw() == app_user.uid {
         return Err(Error::user(

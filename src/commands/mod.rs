@@ -2,6 +2,7 @@
 
 pub mod deploy;
 pub mod doctor;
+pub mod env;
 pub mod hook;
 pub mod init;
 pub mod init_app;

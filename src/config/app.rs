@@ -25,6 +25,8 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a new instance may take to answer its health path.
 pub const DEFAULT_HEALTH_DEADLINE: Duration = Duration::from_secs(60);
+/// The directory that holds each app's environment directory by default.
+pub const DEFAULT_ENV_PARENT: &str = "/etc/pushdeploy";
 /// The health path when the file names none.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";
 
@@ -47,6 +49,10 @@ pub struct App {
     pub shared: Vec<PathBuf>,
     /// The environment of the instance and of `release`.
     pub env: BTreeMap<String, String>,
+    /// Where the unit's environment files are (`[app.env]`, the secrets `pushdeploy env`
+    /// edits, each slot's `PORT`): a directory of root's, never in the target, whose owner
+    /// could otherwise point them, by a symlink, at any file root can read.
+    pub env_dir: PathBuf,
     pub health: Health,
     pub proxy: Proxy,
     pub check: Option<Check>,
@@ -108,6 +114,10 @@ pub fn app(
     };
     let shared = shared(source, raw.shared)?;
     let env = env(source, raw.env)?;
+    let env_dir = match raw.env_dir {
+        Some(dir) => env_dir(source, dir)?,
+        None => default_env_dir(&name),
+    };
     let health = health(source, raw.health)?;
     let proxy = super::app_proxy::proxy(source, raw.proxy, target, &name)?;
     let check = raw.check.map(|check| check_url(source, check.url)).transpose()?;
@@ -121,6 +131,7 @@ pub fn app(
         stop_timeout,
         shared,
         env,
+        env_dir,
         health,
         proxy,
         check,
@@ -134,6 +145,28 @@ pub fn default_unit_name(target: &Path) -> String {
     let name: String =
         last.chars().map(|c| if is_unit_name_char(c) { c } else { '-' }).take(200).collect();
     if name.is_empty() || name.starts_with('.') { format!("app{name}") } else { name }
+}
+
+/// Returns where the environment files of the app `name` go by default.
+pub fn default_env_dir(name: &str) -> PathBuf {
+    Path::new(DEFAULT_ENV_PARENT).join(name)
+}
+
+/// Returns `[app] env_dir`: an absolute path the unit can name unquoted.
+fn env_dir(source: Source, dir: Spanned<PathBuf>) -> Result<PathBuf, Error> {
+    let path = dir.get_ref();
+    let text = path.to_string_lossy();
+    let plain = path.components().skip(1).all(|c| matches!(c, Component::Normal(_)));
+    if !path.is_absolute() || !plain || !text.chars().all(is_unit_path_char) {
+        return Err(source.invalid_at(
+            &dir,
+            format!(
+                "`app.env_dir`: {text:?} is not an absolute path of letters, digits and \
+                 `/._-+@:,` (without `..`)"
+            ),
+        ));
+    }
+    Ok(dir.into_inner())
 }
 
 /// Tells whether systemd allows `c` in a unit name (besides the `@` of a template).
@@ -286,23 +319,28 @@ fn env(
 ) -> Result<BTreeMap<String, String>, Error> {
     let mut valid = BTreeMap::new();
     for (key, value) in env {
-        let is_name = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        let problem = if !is_name {
-            Some("is not an environment variable name".to_owned())
-        } else if key == "PORT" || key.starts_with("PUSHDEPLOY_") {
-            Some("is set by pushdeploy for each slot; choose another name".to_owned())
-        } else if value.get_ref().chars().any(|c| c.is_control() && c != '\t') {
-            Some("has a value that is not one line".to_owned())
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = env_problem(&key, value.get_ref()) {
             return Err(source.invalid_at(&value, format!("`app.env`: {key:?} {problem}")));
         }
         valid.insert(key, value.into_inner());
     }
     Ok(valid)
+}
+
+/// Explains why `key=value` cannot be in the app's environment (`[app.env]`, `pushdeploy env
+/// set`), or accepts it.
+pub fn env_problem(key: &str, value: &str) -> Option<&'static str> {
+    let is_name = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !is_name {
+        Some("is not an environment variable name")
+    } else if key == "PORT" || key.starts_with("PUSHDEPLOY_") {
+        Some("is set by pushdeploy for each slot; choose another name")
+    } else if value.chars().any(|c| c.is_control() && c != '\t') {
+        Some("has a value that is not one line")
+    } else {
+        None
+    }
 }
 
 fn health(source: Source, health: Option<RawHealth>) -> Result<Health, Error> {

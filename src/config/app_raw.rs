@@ -46,6 +46,7 @@ pub struct RawApp {
     pub(super) shared: Vec<Spanned<PathBuf>>,
     #[serde(default)]
     pub(super) env: BTreeMap<String, Spanned<String>>,
+    pub(super) env_dir: Option<Spanned<PathBuf>>,
     pub(super) health: Option<RawHealth>,
     pub(super) proxy: Option<RawProxy>,
     pub(super) check: Option<RawCheck>,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use app::{App, Proxy, ProxyKind, default_unit_name};
+pub use app::{App, Proxy, ProxyKind, default_env_dir, default_unit_name, env_problem};
 use raw::Source;
 pub use raw::toml_string;
 

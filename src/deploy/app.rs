@@ -61,7 +61,7 @@ pub(super) fn start<'a>(
     let unit = systemd::instance(app, slot);
     let target = &run.layout.target;
     progress::record(target, commit, slot, Step::Start);
-    state::write_slot_env(target, app, slot, &commit.to_string())
+    state::write_slot_env(app, slot, &commit.to_string())
         .map_err(|err| Failure::new(Stage::Activate, err, RETRY))?;
     let running = kept && systemd::state(&unit).is_ok_and(|state| state.is_running());
     if running {

@@ -17,7 +17,7 @@ use super::{BIN, Output, TestEnv};
 /// (the same after 1.5 s), `/hold` (the same once the file `release-hold` is in the target,
 /// after it printed `pushdeploy-test: holding` to the journal; at most 30 s: see
 /// support::app_load::push_with_request_held); every answer names the commit in
-/// `X-Pushdeploy-Commit`. The file
+/// `X-Pushdeploy-Commit`; `/env/NAME` answers the value of the environment variable NAME. The file
 /// `mode` chooses a failure (`unhealthy`: `/health` answers 500; `crash`: import fails;
 /// `slow-boot`: import takes 1.5 s; `not-ready`: `/ready` answers 503, the rest is healthy).
 pub const APP_PY: &str = r#"import os
@@ -40,6 +40,8 @@ def app(environ, start_response):
     elif path == "/ready":
         status = "503 Service Unavailable" if MODE == "not-ready" else "200 OK"
         body = MODE.encode()
+    elif path.startswith("/env/"):
+        status, body = "200 OK", os.environ.get(path[len("/env/"):], "").encode()
     else:
         if path == "/slow":
             time.sleep(1.5)
@@ -64,6 +66,10 @@ def app(environ, start_response):
 /// heartbeat files go to /dev/shm: the unit's `ProtectSystem=strict` leaves no other writable
 /// temporary directory for a target under /tmp (no `PrivateTmp=` there).
 pub const COMMAND: &str = "/usr/bin/gunicorn --threads 8 --graceful-timeout 5 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
+
+/// The app's environment directory (`--env-dir`), on the namespace's private /run: root's, and
+/// never the machine's /etc/pushdeploy.
+pub const ENV_DIR: &str = "/run/pushdeploy/www";
 
 /// The namespace's private sudoers include directory (support::systemd), where `init --app`
 /// writes the git user's rules.
@@ -169,6 +175,8 @@ impl AppSite {
             .arg(format!("{blue},{green}"))
             .arg("--unit-dir")
             .arg(systemd.unit_dir())
+            .arg("--env-dir")
+            .arg(ENV_DIR)
             .args(&init_args);
         let init =
             if git_user.is_some() { init.args(["--sudoers-dir", SUDOERS_DIR]) } else { init };
@@ -202,6 +210,11 @@ impl AppSite {
             .run_in(&self.env, &self.env.work, "git")
             .args(["push", "origin", "main"])
             .success()
+    }
+
+    /// Returns where the test reaches the file `name` of the app's environment directory.
+    pub fn env_file(&self, name: &str) -> std::path::PathBuf {
+        self.systemd.host_path(Path::new(ENV_DIR).join(name))
     }
 
     pub fn unit(&self, slot: &str) -> String {
