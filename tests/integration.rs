@@ -2,6 +2,7 @@
 
 mod support;
 
+mod app_bench;
 mod app_caddy;
 mod app_crashes;
 mod app_deploy;
