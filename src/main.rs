@@ -11,6 +11,7 @@ mod release;
 mod report;
 mod target_dir;
 mod templates;
+mod webhook;
 
 use std::process::ExitCode;
 

@@ -43,6 +43,7 @@ mod status;
 mod submodules;
 mod systemd;
 mod templates;
+mod webhook;
 mod zero_downtime;
 
 use std::fs;

@@ -12,6 +12,7 @@ mod app_raw;
 mod check;
 mod keys;
 mod raw;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub use app::{App, Proxy, ProxyKind, default_unit_name};
 use raw::Source;
 pub use raw::toml_string;
+pub use webhook::{MIN_SECRET_LEN, Provider, Secret, Webhook};
 
 /// The configuration file's name inside the bare repository.
 pub const FILE_NAME: &str = "pushdeploy.toml";
@@ -55,6 +57,8 @@ pub struct Config {
     pub retire: Retire,
     /// The `[app]` table: an app run by systemd behind a proxy, rather than a site alone.
     pub app: Option<App>,
+    /// The `[webhook]` table: deploys of pushes to a hosted repository, via `pushdeploy serve`.
+    pub webhook: Option<Webhook>,
 }
 
 /// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
@@ -187,6 +191,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let build = keys::build(source, file.build)?;
     let retire = keys::retire(source, file.retire)?;
     let app = app::app(source, file.app, &target, target_span)?;
+    let webhook = webhook::webhook(source, file.webhook)?;
     Ok(Config {
         path: path.to_owned(),
         branch,
@@ -199,6 +204,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         build,
         retire,
         app,
+        webhook,
     })
 }
 

@@ -24,6 +24,7 @@ pub struct File {
     pub build: Option<Build>,
     pub retire: Option<Retire>,
     pub app: Option<super::app_raw::RawApp>,
+    pub webhook: Option<super::webhook::RawWebhook>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,220 @@
+//! `pushdeploy serve`: deliveries from a hosted repository deploy its pushes; anything not
+//! signed with the secret, too large, or naming a ref with shell characters deploys nothing.
+
+use std::fs;
+
+use crate::support::webhook::{
+    Receiver, SECRET, gitea_headers, github_headers, host, push_hosted, push_payload, sign,
+    wait_for_history,
+};
+use crate::support::{TestEnv, history::history, short};
+
+/// The name `serve` gives the site: its repository's directory without `.git`.
+const SITE: &str = "site";
+
+/// Commits `index.html` with `contents` in the work clone; returns the commit.
+fn commit_index(env: &TestEnv, contents: &str) -> String {
+    env.write("index.html", contents);
+    env.commit_all(contents.trim())
+}
+
+#[test]
+fn github_delivery_fetches_and_deploys_the_pushed_commit() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "github", "");
+    let commit = commit_index(&env, "from github\n");
+    push_hosted(&env, "main");
+    let receiver = Receiver::start(&env, &[&env.bare], &[]);
+
+    let body = push_payload("refs/heads/main", &commit);
+    let (status, text) =
+        receiver.post(SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes());
+    assert_eq!((status, text.as_str()), (202, "accepted: fetching and deploying\n"));
+
+    let entries = wait_for_history(&env, &receiver, 1);
+    let entry = &entries[0];
+    assert_eq!(entry["commit"], commit.as_str(), "{entry}");
+    assert_eq!(entry["result"], "live", "{entry}\n{}", receiver.log());
+    assert_eq!(entry["trigger"], "webhook", "{entry}");
+    assert_eq!(entry["ref"], "refs/heads/main", "{entry}");
+    assert_eq!(entry["pusher"], "github webhook", "{entry}");
+    env.assert_live_equals_archive(&commit);
+    assert_eq!(env.rev_parse("main"), commit);
+    let log = receiver.log();
+    assert!(
+        log.contains(&format!("deploying {} (refs/heads/main) into blue", short(&commit))),
+        "{log}"
+    );
+}
+
+#[test]
+fn gitea_deliveries_deploy_each_push_in_turn() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "gitea", "");
+    let receiver = Receiver::start(&env, &[&env.bare], &[]);
+    for (round, contents) in ["gitea one\n", "gitea two\n"].into_iter().enumerate() {
+        let commit = commit_index(&env, contents);
+        push_hosted(&env, "main");
+        let body = push_payload("refs/heads/main", &commit);
+        let (status, _) =
+            receiver.post(SITE, &gitea_headers(SECRET, body.as_bytes()), body.as_bytes());
+        assert_eq!(status, 202);
+        let entries = wait_for_history(&env, &receiver, round + 1);
+        assert_eq!(entries[0]["commit"], commit.as_str());
+        assert_eq!(entries[0]["result"], "live", "{}", receiver.log());
+        assert_eq!(entries[0]["trigger"], "webhook");
+        env.assert_live_equals_archive(&commit);
+    }
+}
+
+/// What a refused delivery is: what is wrong, its headers, its body, the status expected.
+type Case<'a> = (&'a str, Vec<(String, String)>, &'a str, u16);
+
+#[test]
+fn refused_deliveries_deploy_nothing() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "github", "");
+    let receiver = Receiver::start(&env, &[&env.bare], &["--max-body", "4096"]);
+    let first = commit_index(&env, "first\n");
+    push_hosted(&env, "main");
+    let body = push_payload("refs/heads/main", &first);
+    assert_eq!(
+        receiver.post(SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes()).0,
+        202
+    );
+    wait_for_history(&env, &receiver, 1);
+    let live = env.live_site();
+
+    // A newer commit is on the hosted repository: any delivery that got through would fetch
+    // and deploy it.
+    let second = commit_index(&env, "second\n");
+    push_hosted(&env, "main");
+    let body = push_payload("refs/heads/main", &second);
+    let marker = env.root.join("pwned");
+    let hostile_ref = format!("refs/heads/x$(touch${{IFS}}{})", marker.display());
+    let hostile = push_payload(&hostile_ref, &second);
+    let replayed = body.replace("refs/heads/main", "refs/heads/other");
+    let oversized = format!("{},\"pad\":\"{}\"}}", &body[..body.len() - 1], "x".repeat(8192));
+
+    let with_signature = |signature: &str| {
+        let mut headers = github_headers(SECRET, b"");
+        headers.retain(|(name, _)| name != "X-Hub-Signature-256");
+        headers.push(("X-Hub-Signature-256".into(), signature.to_owned()));
+        headers
+    };
+    let mut unsigned = github_headers(SECRET, b"");
+    unsigned.retain(|(name, _)| name != "X-Hub-Signature-256");
+    let cases: Vec<Case> = vec![
+        (
+            "another secret",
+            github_headers("not-the-secret-at-all", body.as_bytes()),
+            body.as_str(),
+            401,
+        ),
+        ("no signature", unsigned, body.as_str(), 401),
+        ("garbage signature", with_signature("sha256=zz"), body.as_str(), 401),
+        // The signature of the real delivery, on a body whose ref was changed.
+        (
+            "replayed with another ref",
+            with_signature(&sign(SECRET, body.as_bytes())),
+            replayed.as_str(),
+            401,
+        ),
+        ("oversized", github_headers(SECRET, oversized.as_bytes()), oversized.as_str(), 413),
+        (
+            "shell characters in the ref",
+            github_headers(SECRET, hostile.as_bytes()),
+            hostile.as_str(),
+            422,
+        ),
+    ];
+    for (what, headers, body, expected) in cases {
+        let (status, text) = receiver.post(SITE, &headers, body.as_bytes());
+        assert_eq!(status, expected, "{what}: {text}\n{}", receiver.log());
+    }
+    // Nothing was fetched, nothing deployed.
+    assert_eq!(
+        env.git_in(&env.root)
+            .args(["--git-dir"])
+            .arg(&env.bare)
+            .args(["rev-parse", "main"])
+            .success()
+            .stdout
+            .trim(),
+        first
+    );
+    assert_eq!(history(&env).len(), 1);
+    env.assert_live_unchanged(&live);
+    assert!(!marker.exists(), "the ref's command ran");
+    let log = receiver.log();
+    assert!(!log.contains(&format!("accepted a push of main ({}", &second[..12])), "{log}");
+    assert!(log.contains("refused: a signature that does not match"), "{log}");
+    assert!(log.contains("refused: no signature header"), "{log}");
+
+    // The genuine delivery still deploys afterwards: the refusals above left nothing queued
+    // that could have deployed instead of it.
+    let (status, _) =
+        receiver.post(SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes());
+    assert_eq!(status, 202);
+    let entries = wait_for_history(&env, &receiver, 2);
+    assert_eq!(entries[0]["commit"], second.as_str());
+    assert_eq!(history(&env).len(), 2);
+}
+
+#[test]
+fn gitlab_token_pings_and_other_branches() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "gitlab", "");
+    let receiver = Receiver::start(&env, &[&env.bare], &[]);
+    let commit = commit_index(&env, "from gitlab\n");
+    push_hosted(&env, "main");
+    let body = push_payload("refs/heads/main", &commit);
+    let gitlab = |token: &str| {
+        vec![
+            ("X-Gitlab-Event".to_owned(), "Push Hook".to_owned()),
+            ("X-Gitlab-Token".to_owned(), token.to_owned()),
+        ]
+    };
+    assert_eq!(receiver.post(SITE, &gitlab("wrong-token-0123456789"), body.as_bytes()).0, 401);
+    // A GitHub signature is no GitLab token.
+    assert_eq!(
+        receiver.post(SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes()).0,
+        401
+    );
+    let other = push_payload("refs/heads/feature", &commit);
+    assert_eq!(
+        receiver.post(SITE, &gitlab(SECRET), other.as_bytes()),
+        (200, "ignored: only pushes to the branch \"main\" deploy, not \"feature\"\n".into())
+    );
+    assert_eq!(receiver.post("nosuch", &gitlab(SECRET), body.as_bytes()).0, 404);
+    assert!(history(&env).is_empty());
+    assert!(!env.target.join("public_html").exists());
+
+    assert_eq!(receiver.post(SITE, &gitlab(SECRET), body.as_bytes()).0, 202);
+    let entries = wait_for_history(&env, &receiver, 1);
+    assert_eq!(entries[0]["commit"], commit.as_str());
+    assert_eq!(entries[0]["trigger"], "webhook");
+    env.assert_live_equals_archive(&commit);
+}
+
+#[test]
+fn serve_refuses_a_secret_file_every_user_can_read() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "github", "");
+    let secret = env.root.join("webhook.secret");
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let output = env
+        .pushdeploy()
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(&env.bare)
+        .failure();
+    assert!(
+        output.stderr.contains("is readable by every user") && output.stderr.contains("chmod o-r"),
+        "{output}"
+    );
+}
