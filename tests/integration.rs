@@ -32,6 +32,7 @@ mod names;
 mod operators;
 mod permissions;
 mod pre_receive;
+mod previews;
 mod publish_safety;
 mod push_options;
 mod recipes;

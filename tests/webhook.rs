@@ -218,3 +218,65 @@ fn serve_refuses_a_secret_file_every_user_can_read() {
         "{output}"
     );
 }
+
+/// Waits until `done` holds, or fails with serve's log.
+#[track_caller]
+fn wait_until(receiver: &Receiver, what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 60 s\n{}",
+            receiver.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn webhook_pushes_and_deletions_of_a_feature_branch_make_and_remove_its_preview() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "github", "\n[previews]\nbranches = [\"feature/*\"]\n");
+    let receiver = Receiver::start(&env, &[&env.bare], &[]);
+    let _ = env.git().args(["checkout", "--quiet", "-b", "feature/x"]).success();
+    let commit = commit_index(&env, "preview from github\n");
+    push_hosted(&env, "feature/x");
+    let history = env.target.join("previews/feature-x/.pushdeploy/history.jsonl");
+    let deploys = || fs::read_to_string(&history).map_or(0, |text| text.lines().count());
+
+    let body = push_payload("refs/heads/feature/x", &commit);
+    let (status, text) =
+        receiver.post(SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes());
+    assert_eq!((status, text.as_str()), (202, "accepted: fetching and deploying the preview\n"));
+    wait_until(&receiver, "the preview's first deploy", || deploys() == 1);
+    let line = fs::read_to_string(&history).unwrap();
+    assert!(line.contains(r#""trigger":"webhook""#) && line.contains(&commit), "{line}");
+    let served = env.target.join("previews/feature-x/public_html/index.html");
+    assert_eq!(fs::read_to_string(&served).unwrap(), "preview from github\n");
+    // Production was not deployed: no link, no history.
+    assert!(!env.target.join("public_html").exists());
+    assert!(history_of_production_is_empty(&env));
+
+    // A signed deletion while the hosted repository still has the branch (a replay, say):
+    // the hosted repository is asked, and the preview is redeployed, not removed.
+    let deleted = push_payload("refs/heads/feature/x", &"0".repeat(40));
+    let signed = github_headers(SECRET, deleted.as_bytes());
+    assert_eq!(receiver.post(SITE, &signed, deleted.as_bytes()).0, 202);
+    wait_until(&receiver, "the preview's redeploy", || deploys() == 2);
+    assert_eq!(fs::read_to_string(&served).unwrap(), "preview from github\n");
+
+    // The branch really deleted there: the same delivery removes the preview and the branch.
+    let _ = env.git().args(["push", "--quiet", "hosted", ":feature/x"]).success();
+    assert_eq!(receiver.post(SITE, &signed, deleted.as_bytes()).0, 202);
+    wait_until(&receiver, "the preview's removal", || {
+        !env.target.join("previews/feature-x").exists()
+    });
+    let branches =
+        env.git_in(&env.root).arg("--git-dir").arg(&env.bare).args(["branch", "--list"]).success();
+    assert!(!branches.stdout.contains("feature/x"), "{}", branches.stdout);
+}
+
+fn history_of_production_is_empty(env: &TestEnv) -> bool {
+    history(env).is_empty()
+}

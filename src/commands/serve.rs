@@ -145,11 +145,12 @@ fn load_site(repo: &Path) -> Result<Option<Site>, Error> {
     Ok(Some(Site {
         name,
         repo: path,
-        branch: site.config.branch,
+        branch: site.config.branch.clone(),
         provider: webhook.provider,
         url: webhook.url,
         secret,
         fetch_timeout: webhook.fetch_timeout,
+        previews: site.config.previews,
     }))
 }
 

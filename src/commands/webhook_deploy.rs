@@ -6,6 +6,7 @@ use clap::Args;
 
 use crate::deploy::{self, Options, Request};
 use crate::error::{Error, ExitCode};
+use crate::previews;
 use crate::report::{self, escape};
 use crate::target_dir::history::Trigger;
 
@@ -25,10 +26,27 @@ pub struct WebhookDeployArgs {
 pub fn run(args: WebhookDeployArgs) -> Result<ExitCode, Error> {
     let super::Site { repo, config, .. } = super::open_site(Some(args.repo))?;
     if args.branch != config.branch {
-        return Err(Error::user(
-            format!("{} is not the deploy branch {:?}", escape(&args.branch), config.branch),
-            "only the deploy branch deploys from a webhook",
-        ));
+        if previews::previewed(&config, &args.branch).is_none() {
+            return Err(Error::user(
+                format!(
+                    "{} is neither the deploy branch {:?} nor a preview's",
+                    escape(&args.branch),
+                    config.branch
+                ),
+                "only the deploy branch and `[previews] branches` deploy from a webhook",
+            ));
+        }
+        return match repo.ref_target(&format!("refs/heads/{}", args.branch))? {
+            Some(commit) => previews::deploy(
+                &config,
+                &repo,
+                &args.branch,
+                commit,
+                Options::default(),
+                Trigger::Webhook,
+            ),
+            None => previews::remove(&config, &args.branch),
+        };
     }
     let ref_name = config.branch_ref();
     let Some(commit) = repo.ref_target(&ref_name)? else {

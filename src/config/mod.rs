@@ -11,6 +11,7 @@ mod app_proxy;
 mod app_raw;
 mod check;
 mod keys;
+mod previews;
 mod raw;
 mod webhook;
 
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use app::{App, Proxy, ProxyKind, default_unit_name};
+pub use previews::Previews;
 use raw::Source;
 pub use raw::toml_string;
 pub use webhook::{MIN_SECRET_LEN, Provider, Secret, Webhook};
@@ -59,6 +61,11 @@ pub struct Config {
     pub app: Option<App>,
     /// The `[webhook]` table: deploys of pushes to a hosted repository, via `pushdeploy serve`.
     pub webhook: Option<Webhook>,
+    /// The `[previews]` table: branches deployed each into `TARGET/previews/<slug>/`.
+    pub previews: Option<Previews>,
+    /// Set on the configuration of a preview (derived from production's): the preview's slug.
+    /// A preview leaves the repository's deploy refs to production.
+    pub preview_of: Option<String>,
 }
 
 /// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
@@ -192,6 +199,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let retire = keys::retire(source, file.retire)?;
     let app = app::app(source, file.app, &target, target_span)?;
     let webhook = webhook::webhook(source, file.webhook)?;
+    let previews = previews::previews(source, file.previews, app.is_some())?;
     Ok(Config {
         path: path.to_owned(),
         branch,
@@ -205,6 +213,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         retire,
         app,
         webhook,
+        previews,
+        preview_of: None,
     })
 }
 

@@ -25,6 +25,7 @@ pub struct File {
     pub retire: Option<Retire>,
     pub app: Option<super::app_raw::RawApp>,
     pub webhook: Option<super::webhook::RawWebhook>,
+    pub previews: Option<super::previews::RawPreviews>,
 }
 
 #[derive(Debug, Deserialize)]

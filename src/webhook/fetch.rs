@@ -34,6 +34,31 @@ pub async fn fetch_branch(
     run(command, timeout).await
 }
 
+/// Tells whether `branch` exists in the hosted repository (`git ls-remote`): a delivery that
+/// says a branch was deleted is believed only once the hosted repository agrees.
+pub async fn remote_has_branch(
+    repo: &Path,
+    url: &str,
+    branch: &str,
+    timeout: Duration,
+) -> Result<bool, String> {
+    let mut command = git_command(repo);
+    command
+        .args(["ls-remote", "--heads", "--end-of-options"])
+        .arg(url)
+        .arg(format!("refs/heads/{branch}"));
+    command.stdout(Stdio::piped());
+    let output = spawn_and_wait(command, timeout).await?;
+    Ok(!output.stdout.is_empty())
+}
+
+/// Deletes `refs/heads/<branch>` from the bare repository, as a push deleting it would.
+pub async fn delete_branch(repo: &Path, branch: &str, timeout: Duration) -> Result<(), String> {
+    let mut command = git_command(repo);
+    command.args(["update-ref", "-d", "--end-of-options"]).arg(format!("refs/heads/{branch}"));
+    run(command, timeout).await
+}
+
 /// Returns `git --git-dir REPO` with a clean environment and no way to prompt.
 fn git_command(repo: &Path) -> Command {
     let mut command = Command::new("git");

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 use super::delivery::{self, Event, Invalid};
 use super::{fetch, signature};
-use crate::config::Provider;
+use crate::config::{Previews, Provider};
 use crate::report::{self, escape};
 
 /// How long a client may take to send a request's head, and then its body.
@@ -48,6 +48,16 @@ pub struct Site {
     pub url: String,
     pub secret: Vec<u8>,
     pub fetch_timeout: Duration,
+    /// The `[previews]` table: which other branches deploy, each into its preview.
+    pub previews: Option<Previews>,
+}
+
+impl Site {
+    /// Tells whether a push of `branch` deploys (or, deleted, removes) a preview.
+    fn previews(&self, branch: &str) -> bool {
+        branch != self.branch
+            && self.previews.as_ref().is_some_and(|previews| previews.matches(branch))
+    }
 }
 
 /// How `serve` runs.
@@ -257,6 +267,15 @@ fn deliver(
             enqueue(state, site, branch);
             answer(StatusCode::ACCEPTED, "accepted: fetching and deploying")
         }
+        Event::Push { branch, after } if site.previews(&branch) => {
+            let what = match after {
+                Some(after) => format!("a push of {branch} ({}), a preview", &after[..12]),
+                None => format!("the deletion of {branch}, a preview"),
+            };
+            log(site, peer, &format!("accepted {what}"));
+            enqueue(state, site, branch);
+            answer(StatusCode::ACCEPTED, "accepted: fetching and deploying the preview")
+        }
         Event::Push { branch, .. } => {
             ignored(format!("only pushes to the branch {:?} deploy, not {:?}", site.branch, branch))
         }
@@ -311,10 +330,33 @@ async fn work(state: Arc<State>, site: Site) {
 
 async fn fetch_and_deploy(settings: &Settings, site: &Site, branch: &str) {
     let say = |message: String| report::line(&format!("{}: {message}", site.name));
-    say(format!("fetching {branch} from {}", escape(&site.url)));
-    if let Err(why) = fetch::fetch_branch(&site.repo, &site.url, branch, site.fetch_timeout).await {
-        say(format!("fetch of {branch} failed, nothing deployed: {why}"));
-        return;
+    let timeout = site.fetch_timeout;
+    // A preview's branch may have been deleted: only the hosted repository says so for sure
+    // (a delivery can be replayed), and then the bare repository's branch goes too.
+    let gone = match branch != site.branch {
+        true => match fetch::remote_has_branch(&site.repo, &site.url, branch, timeout).await {
+            Ok(exists) => !exists,
+            Err(why) => {
+                say(format!(
+                    "cannot ask {} about {branch}, nothing done: {why}",
+                    escape(&site.url)
+                ));
+                return;
+            }
+        },
+        false => false,
+    };
+    if gone {
+        if let Err(why) = fetch::delete_branch(&site.repo, branch, timeout).await {
+            say(format!("cannot delete {branch} from the repository: {why}"));
+            return;
+        }
+    } else {
+        say(format!("fetching {branch} from {}", escape(&site.url)));
+        if let Err(why) = fetch::fetch_branch(&site.repo, &site.url, branch, timeout).await {
+            say(format!("fetch of {branch} failed, nothing deployed: {why}"));
+            return;
+        }
     }
     let mut command = tokio::process::Command::new(&settings.program);
     for (key, _) in std::env::vars_os() {
