@@ -192,7 +192,8 @@ fn serves_previews_by_host_name(kind: ServerKind) {
     let _ = push_branch(&env, "feature/y", "preview of y\n");
     let template = Path::new("previews").join(match kind {
         ServerKind::Caddy => "Caddyfile.standalone",
-        _ => "nginx-standalone.conf",
+        ServerKind::Nginx => "nginx-standalone.conf",
+        ServerKind::Apache => "apache-standalone.conf",
     });
     let server = WebServer::start_template(kind, &template, &env.target, &env.root.join("server"));
     assert_eq!(get_by_host(&server, "feature-x.preview.test"), (200, "preview of x\n".into()));
@@ -216,6 +217,11 @@ fn nginx_serves_previews_by_host_name() {
 }
 
 #[test]
+fn apache_serves_previews_by_host_name() {
+    serves_previews_by_host_name(ServerKind::Apache);
+}
+
+#[test]
 fn previews_of_apps_are_refused_for_now() {
     let env = TestEnv::new();
     env.init(&[]);
@@ -225,4 +231,86 @@ fn previews_of_apps_are_refused_for_now() {
     ));
     let output = env.pushdeploy().args(["status", "--repo"]).arg(&env.bare).failure();
     assert!(output.stderr.contains("previews of an app"), "{output}");
+}
+
+/// Renders `site-templates/previews/NAME` for `preview.example.com` into `dir`.
+#[track_caller]
+fn render_preview_config(env: &TestEnv, name: &str, dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("site-templates/previews").join(name);
+    let text = fs::read_to_string(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    let text = text
+        .replace("@TARGET@", &env.target.to_string_lossy())
+        .replace("@PORT@", "8080")
+        .replace("@PREVIEW_DOMAIN_REGEX@", r"preview\.example\.com")
+        .replace("@PREVIEW_DOMAIN@", "preview.example.com");
+    assert!(
+        !text.contains("@PREVIEW") && !text.contains("@TARGET@"),
+        "{name}: a placeholder is left"
+    );
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+/// The site configs an operator installs (not the standalone ones the tests serve with) pass
+/// the servers' own checks.
+#[test]
+fn preview_site_configs_pass_the_servers_own_checks() {
+    let env = TestEnv::new();
+    let dir = env.root.join("configs");
+    fs::create_dir(&dir).expect("create configs/");
+    let run = dir.to_string_lossy().into_owned();
+    if ServerKind::Caddy.require() {
+        let caddyfile = render_preview_config(&env, "Caddyfile", &dir);
+        let caddy = ServerKind::Caddy.binary().expect("caddy");
+        let _ = env
+            .command(caddy)
+            .args(["adapt", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            .success();
+    }
+    if ServerKind::Nginx.require() {
+        let server = render_preview_config(&env, "nginx.conf", &dir);
+        let main = dir.join("nginx-main.conf");
+        fs::write(
+            &main,
+            format!(
+                "pid {run}/nginx.pid;\nerror_log {run}/error.log;\nevents {{}}\nhttp {{\n    include {};\n}}\n",
+                server.display()
+            ),
+        )
+        .expect("write nginx-main.conf");
+        let nginx = ServerKind::Nginx.binary().expect("nginx");
+        let _ = env
+            .command(nginx)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-t")
+            .arg("-c")
+            .arg(&main)
+            .success();
+    }
+    if ServerKind::Apache.require() {
+        let vhost = render_preview_config(&env, "apache-vhost.conf", &dir);
+        let modules = "/usr/lib/apache2/modules";
+        let main = dir.join("apache-main.conf");
+        fs::write(
+            &main,
+            format!(
+                "ServerRoot {run}\nServerName localhost\nListen 127.0.0.1:8080\nPidFile {run}/apache.pid\n\
+                 DefaultRuntimeDir {run}\nMutex file:{run} default\nErrorLog {run}/error.log\n\
+                 LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+                 LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+                 LoadModule alias_module {modules}/mod_alias.so\n\
+                 LoadModule dir_module {modules}/mod_dir.so\n\
+                 LoadModule vhost_alias_module {modules}/mod_vhost_alias.so\n\
+                 Include {}\n",
+                vhost.display()
+            ),
+        )
+        .expect("write apache-main.conf");
+        let apache = ServerKind::Apache.binary().expect("apache2");
+        let check = env.command(apache).arg("-t").arg("-f").arg(&main).success();
+        assert!(check.stderr.contains("Syntax OK"), "{check}");
+    }
 }
