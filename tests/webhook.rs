@@ -280,3 +280,37 @@ fn webhook_pushes_and_deletions_of_a_feature_branch_make_and_remove_its_preview(
 fn history_of_production_is_empty(env: &TestEnv) -> bool {
     history(env).is_empty()
 }
+
+#[test]
+fn deliveries_during_a_deploy_coalesce_and_the_newest_commit_wins() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    // A slow build, so that the later deliveries all arrive while the first one deploys.
+    host(&env, "github", "\n[build]\ncommand = \"sleep 5\"\n");
+    let receiver = Receiver::start(&env, &[&env.bare], &[]);
+    let deliver = |commit: &str| {
+        let body = push_payload("refs/heads/main", commit);
+        let (status, _) =
+            receiver.post(SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes());
+        assert_eq!(status, 202);
+    };
+    let first = commit_index(&env, "one\n");
+    push_hosted(&env, "main");
+    deliver(&first);
+    let building = format!("deploying {} (refs/heads/main)", short(&first));
+    wait_until(&receiver, "the first deploy", || receiver.log().contains(&building));
+    let mut newest = String::new();
+    for contents in ["two\n", "three\n", "four\n"] {
+        newest = commit_index(&env, contents);
+        push_hosted(&env, "main");
+        deliver(&newest);
+    }
+    let entries = wait_for_history(&env, &receiver, 2);
+    // The three waiting deliveries were one fetch of the branch's tip, one deploy.
+    let commits: Vec<&str> = entries.iter().rev().filter_map(|e| e["commit"].as_str()).collect();
+    assert_eq!(commits, [first.as_str(), newest.as_str()], "{}", receiver.log());
+    assert!(entries.iter().all(|e| e["result"] == "live" && e["trigger"] == "webhook"));
+    env.assert_live_equals_archive(&newest);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(history(&env).len(), 2, "{}", receiver.log());
+}
