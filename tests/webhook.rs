@@ -3,9 +3,10 @@
 
 use std::fs;
 
+use crate::support::systemd::Systemd;
 use crate::support::webhook::{
-    Receiver, SECRET, gitea_headers, github_headers, host, push_hosted, push_payload, sign,
-    wait_for_history,
+    Receiver, SECRET, free_port, gitea_headers, github_headers, host, post, push_hosted,
+    push_payload, sign, wait_for_history, wait_for_history_logged,
 };
 use crate::support::{TestEnv, history::history, short};
 
@@ -313,4 +314,64 @@ fn deliveries_during_a_deploy_coalesce_and_the_newest_commit_wins() {
     env.assert_live_equals_archive(&newest);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(history(&env).len(), 2, "{}", receiver.log());
+}
+
+/// The unit of `site-templates/webhook/` under real systemd: `--sites` finds the site among
+/// the other directories, a delivery deploys, and `systemctl stop` ends serve cleanly.
+#[test]
+fn the_systemd_unit_serves_deliveries_and_stops_cleanly() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "github", "");
+    let Some(systemd) = Systemd::boot(&env) else { return };
+    let port = free_port();
+    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("site-templates/webhook/pushdeploy-serve.service");
+    let unit = fs::read_to_string(&template)
+        .expect("read the unit")
+        .replace("/usr/local/bin/pushdeploy", crate::support::BIN)
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{port}"))
+        .replace("--sites /srv/git", &format!("--sites {}", env.root.display()))
+        // The test runs as root, and its repositories live under /tmp, which PrivateTmp hides.
+        .replace("User=git", "User=root")
+        .replace("Group=git", "Group=root")
+        .replace("PrivateTmp=true\n", "");
+    assert!(unit.contains(&format!("--listen 127.0.0.1:{port} --sites")), "{unit}");
+    systemd.write_unit("pushdeploy-serve.service", &unit);
+    let journal = || systemd.journal("pushdeploy-serve.service");
+    assert!(systemd.systemctl(&["daemon-reload"]).status.success());
+    let started = systemd.systemctl(&["start", "pushdeploy-serve.service"]);
+    assert!(started.status.success(), "{started}\n{}", journal());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until_logged("serve listening", &journal, || {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_ok()
+    });
+
+    let commit = commit_index(&env, "under systemd\n");
+    push_hosted(&env, "main");
+    let body = push_payload("refs/heads/main", &commit);
+    let answer = post(addr, SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes());
+    assert_eq!(answer.as_ref().map(|(status, _)| *status), Ok(202), "{}", journal());
+    let entries = wait_for_history_logged(&env, 1, journal);
+    assert_eq!(entries[0]["commit"], commit.as_str());
+    assert_eq!(entries[0]["result"], "live", "{}", journal());
+    env.assert_live_equals_archive(&commit);
+
+    let stopped = systemd.systemctl(&["stop", "pushdeploy-serve.service"]);
+    assert!(stopped.status.success(), "{stopped}");
+    let state = systemd.systemctl(&["is-active", "pushdeploy-serve.service"]);
+    assert_eq!(state.stdout.trim(), "inactive", "{}", journal());
+    let log = journal();
+    assert!(log.contains("POST http://127.0.0.1:") && log.contains("/hooks/site deploys"), "{log}");
+    assert!(log.contains("stopping: no more deliveries are accepted"), "{log}");
+}
+
+/// Waits until `done` holds, or fails with `log`.
+#[track_caller]
+fn wait_until_logged(what: &str, log: &dyn Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 30 s\n{}", log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

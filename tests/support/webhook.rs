@@ -151,23 +151,33 @@ impl Receiver {
     /// POSTs `body` with `headers` to `/hooks/<site>`; returns the status and the body.
     #[track_caller]
     pub fn post(&self, site: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .into();
-        let mut request = agent.post(format!("http://{}/hooks/{site}", self.addr));
-        for (name, value) in headers {
-            request = request.header(name, value);
+        post(self.addr, site, headers, body).unwrap_or_else(|err| panic!("{err}\n{}", self.log()))
+    }
+}
+
+/// POSTs `body` with `headers` to `http://ADDR/hooks/<site>`; returns the status and the body.
+pub fn post(
+    addr: SocketAddr,
+    site: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut request = agent.post(format!("http://{addr}/hooks/{site}"));
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    match request.send(body) {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            Ok((status, text))
         }
-        match request.send(body) {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let text = response.body_mut().read_to_string().unwrap_or_default();
-                (status, text)
-            }
-            Err(err) => panic!("POST to serve failed: {err}\n{}", self.log()),
-        }
+        Err(err) => Err(format!("POST to serve failed: {err}")),
     }
 }
 
@@ -191,7 +201,7 @@ impl Drop for Receiver {
 }
 
 /// Returns a loopback port that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     listener.local_addr().expect("local address").port()
 }
@@ -199,6 +209,16 @@ fn free_port() -> u16 {
 /// Waits until the history has `count` entries; returns them, newest first.
 #[track_caller]
 pub fn wait_for_history(env: &TestEnv, receiver: &Receiver, count: usize) -> Vec<Value> {
+    wait_for_history_logged(env, count, || receiver.log())
+}
+
+/// Waits as [`wait_for_history`] does, with `log` telling what serve printed on failure.
+#[track_caller]
+pub fn wait_for_history_logged(
+    env: &TestEnv,
+    count: usize,
+    log: impl Fn() -> String,
+) -> Vec<Value> {
     let deadline = Instant::now() + DEPLOY_TIMEOUT;
     loop {
         let entries = history(env);
@@ -209,7 +229,7 @@ pub fn wait_for_history(env: &TestEnv, receiver: &Receiver, count: usize) -> Vec
             Instant::now() < deadline,
             "the history has {} entries, not {count}, after {DEPLOY_TIMEOUT:?}; serve's log:\n{}",
             entries.len(),
-            receiver.log()
+            log()
         );
         thread::sleep(Duration::from_millis(100));
     }
