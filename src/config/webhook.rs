@@ -40,12 +40,22 @@ impl Provider {
 }
 
 /// Where the shared secret is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
     /// `secret_file = "/etc/pushdeploy/site.secret"`: read by `serve` when it starts.
     File(PathBuf),
     /// `secret = "..."`: in the file itself.
     Inline(String),
+}
+
+impl std::fmt::Debug for Secret {
+    /// Names the file, never the secret itself: a configuration may be traced.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::File(path) => f.debug_tuple("File").field(path).finish(),
+            Secret::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
 }
 
 /// The validated `[webhook]` table.

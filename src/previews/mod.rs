@@ -106,12 +106,22 @@ impl Registry {
         Ok(entries)
     }
 
-    /// Writes a preview's record by a temporary name and a rename.
+    /// Writes a preview's record by a temporary name (created new, through no symlink) and a
+    /// rename.
     fn write(&self, slug: &str, entry: &Entry) -> Result<(), Error> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.record_path(slug);
         let temp = self.records.join(format!(".{slug}.json.new"));
         let text = serde_json::to_vec(entry).map_err(|err| io_error(&path, err.into()))?;
-        let written = fs::File::create(&temp)
+        match fs::remove_file(&temp) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(io_error(&temp, err)),
+            _ => {}
+        }
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&temp)
             .and_then(|mut file| file.write_all(&text).and_then(|()| file.sync_all()))
             .and_then(|()| fs::rename(&temp, &path));
         written.map_err(|err| io_error(&path, err))
@@ -124,7 +134,7 @@ impl Registry {
         if fs::symlink_metadata(&preview).is_ok_and(|meta| meta.is_dir()) {
             let state = preview.join(".pushdeploy");
             let _lock = match fs::symlink_metadata(&state).is_ok_and(|meta| meta.is_dir()) {
-                true => Some(lock::acquire(&state.join("lock"), |_| {
+                true => Some(acquire(&state.join("lock"), |_| {
                     report::line(&format!(
                         "waiting for the deploy of the preview {slug} to finish"
                     ));
@@ -143,6 +153,17 @@ impl Registry {
             _ => Ok(()),
         }
     }
+}
+
+/// Takes the lock at `path`, refusing a symlink there: taking a lock truncates the file.
+fn acquire(path: &Path, on_wait: impl FnOnce(Option<u32>)) -> Result<lock::DeployLock, Error> {
+    if fs::symlink_metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        return Err(Error::user(
+            format!("{} is not a regular file; pushdeploy does not follow it", escape_path(path)),
+            format!("move {} away; pushdeploy makes its lock file there", escape_path(path)),
+        ));
+    }
+    Ok(lock::acquire(path, on_wait)?)
 }
 
 fn io_error(path: &Path, err: io::Error) -> Error {
@@ -223,7 +244,7 @@ fn make(
         .cause(err)
     })?;
     make_state_dir(&registry.records)?;
-    let _lock = lock::acquire(&registry.lock, |_| {})?;
+    let _lock = acquire(&registry.lock, |_| {})?;
     let mut entries = registry.entries()?;
     if let Some((slug, _)) = entries.iter().find(|(_, entry)| entry.branch == branch) {
         make_state_dir(&registry.dir)?;
@@ -261,7 +282,7 @@ pub fn remove(config: &Config, branch: &str) -> Result<ExitCode, Error> {
         report::line(&format!("{} was deleted; it had no preview", escape(branch)));
         return Ok(ExitCode::Success);
     }
-    let _lock = lock::acquire(&registry.lock, |_| {})?;
+    let _lock = acquire(&registry.lock, |_| {})?;
     let entries = registry.entries()?;
     let Some((slug, _)) = entries.iter().find(|(_, entry)| entry.branch == branch) else {
         report::line(&format!("{} was deleted; it had no preview", escape(branch)));

@@ -35,8 +35,9 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// The path prefix of the sites' endpoints.
 pub const PATH_PREFIX: &str = "/hooks/";
 
-/// One site `serve` deploys, as read from its configuration when `serve` started.
-#[derive(Debug, Clone)]
+/// One site `serve` deploys, as read from its configuration when `serve` started. (No
+/// `Debug`: it holds the secret.)
+#[derive(Clone)]
 pub struct Site {
     /// The name in its endpoint's path: `/hooks/<name>`.
     pub name: String,
@@ -371,6 +372,8 @@ async fn fetch_and_deploy(settings: &Settings, site: &Site, branch: &str) {
         .arg("--branch")
         .arg(branch)
         .env("GIT_PUSHER", format!("{} webhook", site.provider.name()))
+        // The history would add the address of whoever started serve over SSH.
+        .env_remove("SSH_CLIENT")
         .stdin(std::process::Stdio::null());
     match command.status().await {
         Ok(status) if status.success() => {}
