@@ -375,3 +375,35 @@ fn wait_until_logged(what: &str, log: &dyn Fn() -> String, done: impl Fn() -> bo
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A client that connects and sends nothing holds one of `--max-connections` until the 10 s
+/// bound on reading a request's head ends it: a delivery waits for that, then is answered.
+#[test]
+fn stalled_clients_hold_a_connection_slot_for_a_bounded_time() {
+    use std::io::Read as _;
+    let env = TestEnv::new();
+    env.init(&[]);
+    host(&env, "github", "");
+    let receiver = Receiver::start(&env, &[&env.bare], &["--max-connections", "1"]);
+    // Receiver::start's readiness probe may still hold the slot for a moment: wait until a
+    // request is answered before stalling it.
+    let ping = [("X-GitHub-Event".to_owned(), "ping".to_owned())];
+    let mut headers = ping.to_vec();
+    headers.push(("X-Hub-Signature-256".into(), sign(SECRET, b"{}")));
+    assert_eq!(receiver.post(SITE, &headers, b"{}"), (200, "pong\n".into()));
+
+    let mut stalled = std::net::TcpStream::connect(receiver.addr).expect("connect");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert_eq!(receiver.post(SITE, &headers, b"{}"), (200, "pong\n".into()));
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(5) && waited < std::time::Duration::from_secs(20),
+        "the second client waited {waited:?}"
+    );
+    // The stalled connection was closed by serve.
+    stalled.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+    let mut rest = Vec::new();
+    let closed = stalled.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "serve did not close the stalled connection: {closed:?}");
+}

@@ -20,6 +20,9 @@ use crate::target_dir::{Layout, record};
 /// `mode = "pre-receive"` the pre-receive hook deploys, so a failed deploy rejects the push
 /// and the branch does not move; the post-receive hook then only records the deploy refs.
 ///
+/// A push of a branch that `[previews] branches` matches deploys it into its preview
+/// (TARGET/previews/SLUG), from the post-receive hook; deleting the branch removes it.
+///
 /// Push options (`git push -o OPTION`): no-cache, skip-build, dry-run, rollback.
 #[derive(Debug, Args)]
 pub struct HookArgs {

@@ -21,6 +21,9 @@ use crate::webhook::server::{self, Settings, Site};
 /// then the branch is fetched from `url` into the bare repository and deployed under the
 /// site's lock (newest wins); `pushdeploy log` shows it with the trigger `webhook`.
 ///
+/// A push or deletion of a branch that `[previews] branches` matches deploys or removes its
+/// preview; a deletion is believed once the hosted repository no longer has the branch.
+///
 /// The secrets are read when serve starts: restart it after changing one.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
