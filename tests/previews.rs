@@ -314,3 +314,34 @@ fn preview_site_configs_pass_the_servers_own_checks() {
         assert!(check.stderr.contains("Syntax OK"), "{check}");
     }
 }
+
+/// A preview and production deploying at the same time: each under its own lock, neither
+/// waits for the other, and each ends with its own commit live.
+#[test]
+fn a_preview_and_production_deploy_at_once_each_right() {
+    let (env, _, _) = TestEnv::with_live_site();
+    env.write_config(&format!("{}\n[build]\ncommand = \"sleep 3\"\n", previews_config(&env, "")));
+    let _ = env.git().args(["checkout", "--quiet", "-b", "feature/x", "main"]).success();
+    env.write("index.html", "preview\n");
+    let preview = env.commit_all("preview");
+    let _ = env.git().args(["checkout", "--quiet", "main"]).success();
+    env.write("index.html", "production v2\n");
+    let production_commit = env.commit_all("v2");
+
+    let started = std::time::Instant::now();
+    let (main_push, feature_push) = std::thread::scope(|scope| {
+        let main = scope.spawn(|| env.push_ref("main"));
+        let feature = scope.spawn(|| env.push_ref("feature/x"));
+        (main.join().expect("push main"), feature.join().expect("push feature/x"))
+    });
+    let took = started.elapsed();
+    main_push.assert_live(&production_commit, "refs/heads/main", "green");
+    assert!(!main_push.normalized_stderr().contains("waiting for the deploy"), "{main_push}");
+    assert!(!feature_push.normalized_stderr().contains("waiting for the deploy"), "{feature_push}");
+    assert!(took < Duration::from_millis(5500), "the two 3 s builds ran one after the other: {took:?}");
+    env.assert_live_equals_archive(&production_commit);
+    assert_trees_equal(&env.archive_tree(&preview), &preview_tree(&env, "feature-x"));
+    let history = crate::support::history::history(&env);
+    assert_eq!(history.len(), 2, "production's history has the first deploy and v2 only");
+    assert_eq!(history[0]["commit"], production_commit.as_str());
+}
