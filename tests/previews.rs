@@ -338,7 +338,10 @@ fn a_preview_and_production_deploy_at_once_each_right() {
     main_push.assert_live(&production_commit, "refs/heads/main", "green");
     assert!(!main_push.normalized_stderr().contains("waiting for the deploy"), "{main_push}");
     assert!(!feature_push.normalized_stderr().contains("waiting for the deploy"), "{feature_push}");
-    assert!(took < Duration::from_millis(5500), "the two 3 s builds ran one after the other: {took:?}");
+    assert!(
+        took < Duration::from_millis(5500),
+        "the two 3 s builds ran one after the other: {took:?}"
+    );
     env.assert_live_equals_archive(&production_commit);
     assert_trees_equal(&env.archive_tree(&preview), &preview_tree(&env, "feature-x"));
     let history = crate::support::history::history(&env);

@@ -56,6 +56,11 @@ pub fn parse<'a>(
         "ping" => return Ok(Event::Ping),
         _ => return Ok(Event::Other(event)),
     }
+    if body.starts_with(b"payload=") {
+        return Err(Invalid::Malformed(
+            "a form-encoded body: set the webhook's content type to application/json".into(),
+        ));
+    }
     let payload: PushPayload = serde_json::from_slice(body)
         .map_err(|err| Invalid::Malformed(format!("not a push event's JSON: {err}")))?;
     let after = match payload.after.bytes().all(|b| b == b'0') {
