@@ -39,7 +39,15 @@ fn github_delivery_fetches_and_deploys_the_pushed_commit() {
     assert_eq!(entry["result"], "live", "{entry}\n{}", receiver.log());
     assert_eq!(entry["trigger"], "webhook", "{entry}");
     assert_eq!(entry["ref"], "refs/heads/main", "{entry}");
-    assert_eq!(entry["pusher"], "github webhook", "{entry}");
+    assert_eq!(entry["pusher"], "github", "{entry}");
+    let log = env.pushdeploy().args(["log", "--repo"]).arg(&env.bare).success();
+    assert!(
+        log.stdout.contains(&format!(
+            "{}  live    blue   refs/heads/main  (webhook by github; ",
+            short(&commit)
+        )),
+        "{log}"
+    );
     env.assert_live_equals_archive(&commit);
     assert_eq!(env.rev_parse("main"), commit);
     let log = receiver.log();

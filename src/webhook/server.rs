@@ -371,7 +371,7 @@ async fn fetch_and_deploy(settings: &Settings, site: &Site, branch: &str) {
         .arg(&site.repo)
         .arg("--branch")
         .arg(branch)
-        .env("GIT_PUSHER", format!("{} webhook", site.provider.name()))
+        .env("GIT_PUSHER", site.provider.name())
         // The history would add the address of whoever started serve over SSH.
         .env_remove("SSH_CLIENT")
         .stdin(std::process::Stdio::null());
