@@ -104,7 +104,7 @@ pub fn serve(settings: Settings, sites: Vec<Site>) -> std::io::Result<()> {
                 site.name,
                 report::escape_path(&site.repo),
                 site.provider.name(),
-                escape(&site.url)
+                shown_url(&site.url)
             ));
         }
         report::line(&format!("listening on {address}"));
@@ -283,6 +283,24 @@ fn deliver(
     }
 }
 
+/// Returns a repository URL fit for the log: a password or token in it (`https://user:TOKEN@…`)
+/// is replaced by `***`.
+fn shown_url(url: &str) -> String {
+    let redacted = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) if rest[..at].contains(':') || scheme.starts_with("http") => {
+                    format!("{scheme}://***{}", &rest[at..])
+                }
+                _ => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    escape(&redacted)
+}
+
 fn log(site: &Site, peer: SocketAddr, message: &str) {
     report::line(&format!("{} (from {peer}): {message}", site.name));
 }
@@ -340,7 +358,7 @@ async fn fetch_and_deploy(settings: &Settings, site: &Site, branch: &str) {
             Err(why) => {
                 say(format!(
                     "cannot ask {} about {branch}, nothing done: {why}",
-                    escape(&site.url)
+                    shown_url(&site.url)
                 ));
                 return;
             }
@@ -353,7 +371,7 @@ async fn fetch_and_deploy(settings: &Settings, site: &Site, branch: &str) {
             return;
         }
     } else {
-        say(format!("fetching {branch} from {}", escape(&site.url)));
+        say(format!("fetching {branch} from {}", shown_url(&site.url)));
         if let Err(why) = fetch::fetch_branch(&site.repo, &site.url, branch, timeout).await {
             say(format!("fetch of {branch} failed, nothing deployed: {why}"));
             return;
@@ -379,5 +397,25 @@ async fn fetch_and_deploy(settings: &Settings, site: &Site, branch: &str) {
         Ok(status) if status.success() => {}
         Ok(status) => say(format!("the deploy of {branch} ended with {status}")),
         Err(err) => say(format!("cannot run the deploy of {branch}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn urls_in_the_log_hide_credentials() {
+        assert_eq!(
+            shown_url("https://x-access-token:ghp_abc@github.com/a/b.git"),
+            "https://***@github.com/a/b.git"
+        );
+        assert_eq!(
+            shown_url("https://ghp_abc@github.com/a/b.git"),
+            "https://***@github.com/a/b.git"
+        );
+        assert_eq!(shown_url("ssh://git@example.com/a/b.git"), "ssh://git@example.com/a/b.git");
+        assert_eq!(shown_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
+        assert_eq!(shown_url("/srv/hosted/b.git"), "/srv/hosted/b.git");
     }
 }
