@@ -415,3 +415,32 @@ fn stalled_clients_hold_a_connection_slot_for_a_bounded_time() {
     let closed = stalled.read_to_end(&mut rest);
     assert!(closed.is_ok(), "serve did not close the stalled connection: {closed:?}");
 }
+
+#[test]
+fn serve_warns_when_a_secret_in_the_config_is_readable_by_every_user() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let hosted = host(&env, "github", "");
+    env.write_config(&format!(
+        "{}\n[webhook]\nprovider = \"github\"\nurl = {}\nsecret = \"{SECRET}\"\n",
+        env.base_config(),
+        crate::support::toml_str(&hosted.to_string_lossy())
+    ));
+    let config = env.bare.join("pushdeploy.toml");
+    fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let receiver = Receiver::start(&env, &[&env.bare], &[]);
+    let log = receiver.log();
+    assert!(
+        log.contains("holds the webhook secret and every user can read it; use `secret_file`"),
+        "{log}"
+    );
+    // It still serves, with that secret.
+    let commit = commit_index(&env, "inline\n");
+    push_hosted(&env, "main");
+    let body = push_payload("refs/heads/main", &commit);
+    assert_eq!(
+        receiver.post(SITE, &github_headers(SECRET, body.as_bytes()), body.as_bytes()).0,
+        202
+    );
+    assert_eq!(wait_for_history(&env, &receiver, 1)[0]["commit"], commit.as_str());
+}

@@ -142,7 +142,16 @@ fn load_site(repo: &Path) -> Result<Option<Site>, Error> {
         )
     })?;
     let secret = match webhook.secret {
-        Secret::Inline(secret) => secret.into_bytes(),
+        Secret::Inline(secret) => {
+            let config = &site.config.path;
+            if std::fs::metadata(config).is_ok_and(|meta| meta.permissions().mode() & 0o004 != 0) {
+                report::line(&format!(
+                    "warning: {} holds the webhook secret and every user can read it; use `secret_file`, or `chmod o-r` it",
+                    escape_path(config)
+                ));
+            }
+            secret.into_bytes()
+        }
         Secret::File(file) => read_secret_file(&file)?,
     };
     Ok(Some(Site {
