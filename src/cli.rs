@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use crate::commands::{
     deploy, deploy::DeployArgs, doctor, doctor::DoctorArgs, env, env::EnvArgs, hook,
     hook::HookArgs, init, init::InitArgs, log, log::LogArgs, new_site, new_site::NewSiteArgs, reap,
-    reap::ReapArgs, rollback, rollback::RollbackArgs, status, status::StatusArgs,
+    reap::ReapArgs, rollback, rollback::RollbackArgs, serve, serve::ServeArgs, status,
+    status::StatusArgs, webhook_deploy, webhook_deploy::WebhookDeployArgs,
 };
 use crate::error::{Error, ExitCode};
 
@@ -38,6 +39,9 @@ pub enum Command {
     Env(EnvArgs),
     NewSite(NewSiteArgs),
     Reap(ReapArgs),
+    Serve(ServeArgs),
+    #[command(hide = true)]
+    WebhookDeploy(WebhookDeployArgs),
 }
 
 /// Parses the command line, exiting with clap's message and code 2 on a usage error.
@@ -58,5 +62,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Rollback(args) => rollback::run(args),
         Command::NewSite(args) => new_site::run(args),
         Command::Reap(args) => reap::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::WebhookDeploy(args) => webhook_deploy::run(args),
     }
 }

@@ -7,10 +7,12 @@ mod config;
 mod deploy;
 mod error;
 mod git;
+mod previews;
 mod release;
 mod report;
 mod target_dir;
 mod templates;
+mod webhook;
 
 use std::process::ExitCode;
 

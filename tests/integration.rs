@@ -34,6 +34,7 @@ mod names;
 mod operators;
 mod permissions;
 mod pre_receive;
+mod previews;
 mod publish_safety;
 mod push_options;
 mod recipes;
@@ -45,6 +46,7 @@ mod status;
 mod submodules;
 mod systemd;
 mod templates;
+mod webhook;
 mod zero_downtime;
 
 use std::fs;

@@ -8,6 +8,7 @@ use crate::config::{Config, Mode};
 use crate::deploy::{self, Options, Request, rollback};
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
+use crate::previews;
 use crate::report::{self, escape};
 use crate::target_dir::history::Trigger;
 use crate::target_dir::{Layout, record};
@@ -18,6 +19,9 @@ use crate::target_dir::{Layout, record};
 /// In the default mode the post-receive hook deploys, after git has accepted the push. With
 /// `mode = "pre-receive"` the pre-receive hook deploys, so a failed deploy rejects the push
 /// and the branch does not move; the post-receive hook then only records the deploy refs.
+///
+/// A push of a branch that `[previews] branches` matches deploys it into its preview
+/// (TARGET/previews/SLUG), from the post-receive hook; deleting the branch removes it.
 ///
 /// Push options (`git push -o OPTION`): no-cache, skip-build, dry-run, rollback.
 #[derive(Debug, Args)]
@@ -38,15 +42,76 @@ struct RefUpdate {
 pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     let updates = read_updates()?;
     let super::Site { repo, config, layout } = super::open_site(None)?;
-    if args.hook != config.mode {
-        return follow_up(&config, &repo, &layout, args.hook);
+    let (previewed, updates): (Vec<RefUpdate>, Vec<RefUpdate>) =
+        updates.into_iter().partition(|update| {
+            update
+                .name
+                .strip_prefix("refs/heads/")
+                .is_some_and(|branch| previews::previewed(&config, branch).is_some())
+        });
+    let production = match args.hook == config.mode {
+        true => deploy_production(&args, &config, &repo, updates),
+        false => follow_up(&config, &repo, &layout, args.hook),
+    };
+    // Previews deploy once git has accepted the push, whichever hook deploys production.
+    if args.hook == Mode::PostReceive && !previewed.is_empty() {
+        let previews = deploy_previews(&config, &repo, previewed);
+        return match (production, previews) {
+            (Ok(ExitCode::Success), previews) => previews,
+            (production, _) => production,
+        };
     }
+    production
+}
+
+/// Deploys the branch previews of a push: each pushed branch into its preview, each deleted
+/// one's preview removed. Every one is tried; the first failure decides the exit code.
+fn deploy_previews(
+    config: &Config,
+    repo: &Repo,
+    updates: Vec<RefUpdate>,
+) -> Result<ExitCode, Error> {
+    let push = PushOptions::from_env()?;
+    let mut result = Ok(ExitCode::Success);
+    for update in updates {
+        let Some(branch) = update.name.strip_prefix("refs/heads/") else { continue };
+        let outcome = match update.new.is_zero() {
+            true => previews::remove(config, branch),
+            false => {
+                previews::deploy(config, repo, branch, update.new, push.options, Trigger::Push)
+            }
+        };
+        match outcome {
+            Ok(ExitCode::Success) => {}
+            Err(err) => {
+                report::line(&format!("preview of {}: {err}", escape(branch)));
+                if matches!(result, Ok(ExitCode::Success)) {
+                    result = Ok(ExitCode::DeployFailed);
+                }
+            }
+            Ok(code) => {
+                if matches!(result, Ok(ExitCode::Success)) {
+                    result = Ok(code);
+                }
+            }
+        }
+    }
+    result
+}
+
+/// Deploys the push of the deploy branch, from the hook that `mode` names.
+fn deploy_production(
+    args: &HookArgs,
+    config: &Config,
+    repo: &Repo,
+    updates: Vec<RefUpdate>,
+) -> Result<ExitCode, Error> {
     let mut deploy = None;
     let mut ignored = Vec::new();
     let mut other_branches = Vec::new();
     for update in updates {
         tracing::debug!(old = %update.old.hex(), new = %update.new.hex(), name = %update.name, "ref update");
-        match classify(&config, &update) {
+        match classify(config, &update) {
             Ok(()) => deploy = Some(update),
             Err(why) => {
                 if let Some(branch) = update.name.strip_prefix("refs/heads/")
@@ -61,7 +126,7 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     }
     report_ignored(&ignored);
     let Some(update) = deploy else {
-        if let Some(hint) = wrong_branch_hint(&config, &repo, &other_branches) {
+        if let Some(hint) = wrong_branch_hint(config, repo, &other_branches) {
             report::line(&format!("hint: {hint}"));
         }
         return Ok(ExitCode::Success);
@@ -69,7 +134,7 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
     let push = PushOptions::from_env()?;
     if push.rollback {
         report::line("rollback asked for with `-o rollback`: the pushed commit is not deployed");
-        return rollback::rollback(&config, &repo, None, push.options);
+        return rollback::rollback(config, repo, None, push.options);
     }
     if args.hook == Mode::PreReceive {
         // git moves the branch only if it still points where the pusher saw it; a deploy of a
@@ -91,7 +156,7 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
         options: push.options,
         trigger: Trigger::Push,
     };
-    deploy::deploy(&config, &repo, &request)
+    deploy::deploy(config, repo, &request)
 }
 
 /// Up to this many ignored refs get a line each; more get one summary line, so a push of

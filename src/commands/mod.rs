@@ -10,8 +10,10 @@ pub mod log;
 pub mod new_site;
 pub mod reap;
 pub mod rollback;
+pub mod serve;
 pub mod status;
 mod status_app;
+pub mod webhook_deploy;
 
 use std::path::PathBuf;
 

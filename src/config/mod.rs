@@ -11,15 +11,19 @@ mod app_proxy;
 mod app_raw;
 mod check;
 mod keys;
+mod previews;
 mod raw;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use app::{App, Proxy, ProxyKind, default_env_dir, default_unit_name, env_problem};
+pub use previews::Previews;
 use raw::Source;
 pub use raw::toml_string;
+pub use webhook::{MIN_SECRET_LEN, Provider, Secret, Webhook};
 
 /// The configuration file's name inside the bare repository.
 pub const FILE_NAME: &str = "pushdeploy.toml";
@@ -55,6 +59,13 @@ pub struct Config {
     pub retire: Retire,
     /// The `[app]` table: an app run by systemd behind a proxy, rather than a site alone.
     pub app: Option<App>,
+    /// The `[webhook]` table: deploys of pushes to a hosted repository, via `pushdeploy serve`.
+    pub webhook: Option<Webhook>,
+    /// The `[previews]` table: branches deployed each into `TARGET/previews/<slug>/`.
+    pub previews: Option<Previews>,
+    /// Set on the configuration of a preview (derived from production's): the preview's slug.
+    /// A preview leaves the repository's deploy refs to production.
+    pub preview_of: Option<String>,
 }
 
 /// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
@@ -187,6 +198,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let build = keys::build(source, file.build)?;
     let retire = keys::retire(source, file.retire)?;
     let app = app::app(source, file.app, &target, target_span)?;
+    let webhook = webhook::webhook(source, file.webhook)?;
+    let previews = previews::previews(source, file.previews, app.is_some())?;
     Ok(Config {
         path: path.to_owned(),
         branch,
@@ -199,6 +212,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         build,
         retire,
         app,
+        webhook,
+        previews,
+        preview_of: None,
     })
 }
 

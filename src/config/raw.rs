@@ -24,6 +24,8 @@ pub struct File {
     pub build: Option<Build>,
     pub retire: Option<Retire>,
     pub app: Option<super::app_raw::RawApp>,
+    pub webhook: Option<super::webhook::RawWebhook>,
+    pub previews: Option<super::previews::RawPreviews>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -121,6 +121,10 @@ fn record(run: &Run<'_>, record: &ReleaseRecord, index: Option<Index>, time_to_l
 /// pre-receive mode the pushed objects are still in quarantine, so the post-receive hook does
 /// it once git has accepted them.
 pub fn record_deploy_refs(config: &Config, repo: &Repo, commit: CommitId, when: SystemTime) {
+    // A preview's deploys would move production's `refs/deploys/live`.
+    if config.preview_of.is_some() {
+        return;
+    }
     if config.mode == Mode::PreReceive && std::env::var_os("GIT_QUARANTINE_PATH").is_some() {
         return;
     }

@@ -81,6 +81,8 @@ pub enum Trigger {
     Push,
     Deploy,
     Rollback,
+    /// A delivery from a hosted repository, received by `pushdeploy serve`.
+    Webhook,
 }
 
 impl Trigger {
@@ -90,6 +92,7 @@ impl Trigger {
             Trigger::Push => "push",
             Trigger::Deploy => "deploy",
             Trigger::Rollback => "rollback",
+            Trigger::Webhook => "webhook",
         }
     }
 }

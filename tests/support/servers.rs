@@ -108,6 +108,14 @@ impl WebServer {
     /// pid file and logs in `rundir`, and waits until it answers HTTP.
     #[track_caller]
     pub fn start(kind: ServerKind, target: &Path, rundir: &Path) -> Self {
+        let template = Path::new("servers").join(kind.template());
+        Self::start_template(kind, &template, target, rundir)
+    }
+
+    /// Starts `kind` as [`WebServer::start`] does, from `site-templates/TEMPLATE` (e.g.
+    /// `previews/Caddyfile.standalone`), `@PREVIEW_DOMAIN@` being `preview.test`.
+    #[track_caller]
+    pub fn start_template(kind: ServerKind, template: &Path, target: &Path, rundir: &Path) -> Self {
         let binary = kind
             .binary()
             .unwrap_or_else(|| panic!("{kind} is not installed (`{}`)", kind.program()));
@@ -115,16 +123,15 @@ impl WebServer {
         fs::create_dir_all(rundir).unwrap_or_else(|e| panic!("create {}: {e}", rundir.display()));
         fs::set_permissions(rundir, fs::Permissions::from_mode(0o755))
             .unwrap_or_else(|e| panic!("chmod {}: {e}", rundir.display()));
-        let template_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("site-templates/servers")
-            .join(kind.template());
-        let template = fs::read_to_string(&template_path)
+        let template_path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("site-templates").join(template);
+        let text = fs::read_to_string(&template_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", template_path.display()));
 
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port();
-            let config = render(&template, target, port, rundir);
-            let config_path = rundir.join(kind.template());
+            let config = render(&text, target, port, rundir);
+            let config_path = rundir.join(template.file_name().expect("a template file"));
             fs::write(&config_path, config)
                 .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
             let child = spawn(kind, &binary, &config_path, rundir);
@@ -271,6 +278,8 @@ fn render(template: &str, target: &Path, port: u16, rundir: &Path) -> String {
         .replace("@PORT@", &port.to_string())
         .replace("@SERVER_NAME@", "127.0.0.1")
         .replace("@RUNDIR@", &rundir.to_string_lossy())
+        .replace("@PREVIEW_DOMAIN_REGEX@", r"preview\.test")
+        .replace("@PREVIEW_DOMAIN@", "preview.test")
 }
 
 /// Starts the server in the foreground, in a process group of its own so that stopping it
