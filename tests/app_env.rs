@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::support::BIN;
+use crate::support::app::AppSite;
 use crate::support::caddy::CaddySite;
 use crate::support::load::{Connection, LoadChecker, LoadOptions, Mode, Versions};
 
@@ -86,4 +87,33 @@ fn env_set_reaches_the_app_through_a_gated_cycle_and_its_value_is_never_printed(
         let text = format!("{}{}", output.stdout, output.stderr);
         assert!(!text.contains(SECRET) && !text.contains("read from stdin"), "{output}");
     }
+}
+
+/// In production the repository and the target are the git user's: root's `env set` opens
+/// that repository, and the redeploy runs as the git user (through its sudo rules).
+#[test]
+fn env_set_by_root_redeploys_as_the_git_user() {
+    let Some(site) = AppSite::with_git_user("pdenv2a-", "pdenv2g-", &[]) else { return };
+    let a = site.commit("ok", "a");
+    site.push().assert_live(&a, "refs/heads/main", "blue");
+    let set = site
+        .systemd
+        .run_as_root(&site.env, BIN)
+        .args(["env", "set", &format!("SECRET_TOKEN={SECRET}"), "--repo"])
+        .arg(&site.env.bare)
+        .success();
+    set.assert_live(&a, &a, "green");
+    let answer = Connection::new(([127, 0, 0, 1], site.green).into(), Duration::from_secs(5))
+        .get("/env/SECRET_TOKEN")
+        .expect("GET /env/SECRET_TOKEN on green");
+    assert_eq!(String::from_utf8_lossy(&answer.body), SECRET);
+    assert_eq!(site.state("blue"), "inactive", "{set}");
+    // The deploy ran as the git user: the records it wrote are theirs.
+    let git_uid = site.git_user.as_ref().expect("git user").uid;
+    let history = site.env.target.join(".pushdeploy/history.jsonl");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&history).expect("history")),
+        git_uid
+    );
+    assert!(!set.stderr.contains(SECRET) && !set.stdout.contains(SECRET), "{set}");
 }

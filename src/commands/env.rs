@@ -57,6 +57,10 @@ enum Action {
 }
 
 pub fn run(args: EnvArgs) -> Result<ExitCode, Error> {
+    if nix::unistd::geteuid().is_root() {
+        // Root edits the secrets of the git user's repository (as `init` writes into it).
+        crate::git::trust_repository_owners();
+    }
     let site = open_site(args.repo)?;
     let Some(app) = site.config.app.clone() else {
         return Err(Error::user(
