@@ -1,8 +1,9 @@
 //! `pushdeploy logs`: the app's journal under real systemd (support::systemd) and Debian's
 //! gunicorn, both slots' instances merged in time order, each line marked with its slot, the
 //! app's control characters escaped; `-f` prints what the app writes after it started and ends
-//! quietly when its reader goes away; as the git user it reads the journal through the sudo
-//! rules `init --app` writes; a site without `[app]` gets one line of error.
+//! quietly when its reader goes away; as the git user it reads the journal (the `release`
+//! runs' too) through the sudo rules `init --app` writes, and without them is told to run init
+//! again; a site without `[app]` gets one line of error.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -37,13 +38,14 @@ def app(environ, start_response):
 /// How the line above reads in `logs`: every control character escaped.
 const ESCAPED: &str = r"logs-test: \u{1b}[31mred\u{1b}[0m and a bell \u{7}";
 
-/// Deploys the logging app twice (blue, then green) on `site`.
-fn deploy_twice(site: &AppSite) {
+/// Deploys the logging app twice (blue, then green) on `site`; returns the second commit.
+fn deploy_twice(site: &AppSite) -> String {
     site.env.write("app.py", format!("{APP_PY}{LOGGING_APP}"));
     let a = site.commit("ok", "a");
     site.push().assert_live(&a, "refs/heads/main", "blue");
     let b = site.commit("ok", "b");
     site.push().assert_live(&b, "refs/heads/main", "green");
+    b
 }
 
 /// Returns `pushdeploy logs ARGS --repo REPO`, run inside the namespace as the site's git user
@@ -209,7 +211,7 @@ fn journalctl_in(site: &AppSite) -> Option<String> {
 #[test]
 fn logs_shows_both_slots_in_time_order_escaped_and_follows_new_lines() {
     let Some(site) = AppSite::new("pdlogs1-") else { return };
-    deploy_twice(&site);
+    let _ = deploy_twice(&site);
     let lines = assert_both_slots_in_time_order(&site);
     assert!(lines.iter().any(|line| line.ends_with(ESCAPED)), "{ESCAPED:?} not in {lines:#?}");
 
@@ -221,10 +223,17 @@ fn logs_shows_both_slots_in_time_order_escaped_and_follows_new_lines() {
 
 #[test]
 fn the_git_user_reads_the_logs_through_sudo_and_is_told_to_rerun_init_without_the_rules() {
-    let Some(site) = AppSite::with_git_user("pdlogs2-", "pdlgit2-", &[]) else { return };
-    deploy_twice(&site);
+    let release = ["--app-release", "echo \"migrated $PUSHDEPLOY_COMMIT\""];
+    let Some(site) = AppSite::with_git_user("pdlogs2-", "pdlgit2-", &release) else { return };
+    let b = deploy_twice(&site);
     let lines = assert_both_slots_in_time_order(&site);
     assert!(lines.iter().any(|line| line.ends_with(ESCAPED)), "{ESCAPED:?} not in {lines:#?}");
+    // The release unit's run for green, marked as the release's.
+    let migrated = format!(" release: migrated {b}");
+    assert!(
+        lines.iter().any(|line| line.starts_with("green | ") && line.ends_with(&migrated)),
+        "{migrated:?} not in {lines:#?}"
+    );
     assert_follows(&site);
 
     // The rules allow `logs`' command lines and no other unit.

@@ -203,3 +203,29 @@ fn stop(mut child: Child) {
         let _ = child.wait();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::format_line;
+    use std::path::Path;
+
+    #[test]
+    fn a_line_is_its_slot_its_time_and_its_message_escaped_coloured_only_when_asked() {
+        let toml = "target = \"/srv/www\"\n[app]\nname = \"www\"\ncommand = \"run\"\n\
+                    ports = { blue = 8001, green = 8002 }\nuser = \"nobody\"\n";
+        let config = crate::config::parse(Path::new("pushdeploy.toml"), toml).expect("config");
+        let app = config.app.expect("[app]");
+        let line = br#"{"__REALTIME_TIMESTAMP":"1765149246500000","_SYSTEMD_UNIT":"pushdeploy-www@blue.service","MESSAGE":[27,91,50,74,9,92,110]}"#;
+        assert_eq!(format_line(&app, line, false), "blue  | 2025-12-07T23:14:06Z \\u{1b}[2J\t\\n");
+        assert_eq!(
+            format_line(&app, line, true),
+            "\x1b[34mblue \x1b[0m | 2025-12-07T23:14:06Z \\u{1b}[2J\t\\n"
+        );
+        let line = br#"{"__REALTIME_TIMESTAMP":"1765149246500000","_SYSTEMD_UNIT":"pushdeploy-www-release@green.service","MESSAGE":"migrated"}"#;
+        assert_eq!(
+            format_line(&app, line, false),
+            "green | 2025-12-07T23:14:06Z release: migrated"
+        );
+        assert_eq!(format_line(&app, b"\x1b[2Jnot JSON", false), "\\u{1b}[2Jnot JSON");
+    }
+}
