@@ -15,7 +15,7 @@ use crate::target_dir::Slot;
 
 /// The arguments of `journalctl` before the number of lines: no pager, every field whole
 /// (`-o json` turns a field of 4096 bytes or more into `null` without `--all`), one JSON
-/// object per entry with only the fields [`Entry::parse`] reads.
+/// object per entry with only the fields [`Units::parse`] reads.
 pub const ARGS: [&str; 6] = [
     "--no-pager",
     "--all",
@@ -45,59 +45,47 @@ struct Unit {
     release: bool,
 }
 
-/// Returns the units `logs` reads, each slot's instance then its `release` unit. The release
-/// units are always named: a unit without entries adds nothing, and the command line (which
-/// the sudoers rules hold) then depends on the app's name alone.
-fn units(app: &App) -> Vec<Unit> {
-    Slot::ALL
-        .into_iter()
-        .flat_map(|slot| {
+/// The units `logs` reads, each slot's instance then its `release` unit. The release units are
+/// always named: a unit without entries adds nothing, and the command line (which the sudoers
+/// rules hold) then depends on the app's name alone.
+pub struct Units(Vec<Unit>);
+
+impl Units {
+    /// Returns `app`'s units.
+    pub fn of(app: &App) -> Units {
+        let units = Slot::ALL.into_iter().flat_map(|slot| {
             [
                 Unit { name: systemd::instance(app, slot), slot, release: false },
                 Unit { name: systemd::release_instance(app, slot), slot, release: true },
             ]
-        })
-        .collect()
-}
-
-/// Returns the arguments after the number of lines (and [`FOLLOW`]): `-u UNIT` for each unit,
-/// which matches what the unit's processes wrote and what systemd wrote about it.
-pub fn unit_args(app: &App) -> Vec<String> {
-    units(app).into_iter().flat_map(|unit| ["-u".to_owned(), unit.name]).collect()
-}
-
-/// Returns the `journalctl` that prints the last `lines` entries of the app's units (and,
-/// with `follow`, every new one until it is stopped), run as root as [`sudo::command`] does.
-pub fn command(app: &App, lines: u32, follow: bool) -> Command {
-    let mut command = sudo::command("journalctl");
-    command.args(ARGS).arg(lines.to_string());
-    if follow {
-        command.arg(FOLLOW);
+        });
+        Units(units.collect())
     }
-    command.args(unit_args(app));
-    command
-}
 
-/// One journal entry of the app's units.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// When journald received it.
-    pub time: SystemTime,
-    pub slot: Slot,
-    pub source: Source,
-    /// The message as written: any bytes (a newline too, from a program that writes to
-    /// journald directly).
-    pub message: Vec<u8>,
-}
+    /// Returns the arguments after the number of lines (and [`FOLLOW`]): `-u UNIT` for each
+    /// unit, which matches what the unit's processes wrote and what systemd wrote about it.
+    pub fn args(&self) -> Vec<String> {
+        self.0.iter().flat_map(|unit| ["-u".to_owned(), unit.name.clone()]).collect()
+    }
 
-impl Entry {
-    /// Parses one line of `journalctl -o json` for `app`; `None` for a line that is not an
-    /// entry of one of its units.
-    pub fn parse(app: &App, line: &[u8]) -> Option<Entry> {
+    /// Returns the `journalctl` that prints the last `lines` entries of the units (and, with
+    /// `follow`, every new one until it is stopped), run as root as [`sudo::command`] does.
+    pub fn command(&self, lines: u32, follow: bool) -> Command {
+        let mut command = sudo::command("journalctl");
+        command.args(ARGS).arg(lines.to_string());
+        if follow {
+            command.arg(FOLLOW);
+        }
+        command.args(self.args());
+        command
+    }
+
+    /// Parses one line of `journalctl -o json`; `None` for a line that is not an entry of one
+    /// of the units.
+    pub fn parse(&self, line: &[u8]) -> Option<Entry> {
         let object: Value = serde_json::from_slice(line).ok()?;
         let field = |name: &str| object.get(name).and_then(Value::as_str);
-        let units = units(app);
-        let find = |name: Option<&str>| units.iter().find(|unit| Some(unit.name.as_str()) == name);
+        let find = |name: Option<&str>| self.0.iter().find(|unit| Some(unit.name.as_str()) == name);
         // What the unit's own processes wrote carries it in `_SYSTEMD_UNIT` (a field journald
         // sets, which they cannot fake); what systemd wrote about it names it in `UNIT`,
         // `OBJECT_SYSTEMD_UNIT` or `COREDUMP_UNIT` (`journalctl -u` matches only those that PID
@@ -120,6 +108,18 @@ impl Entry {
     }
 }
 
+/// One journal entry of the app's units.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// When journald received it.
+    pub time: SystemTime,
+    pub slot: Slot,
+    pub source: Source,
+    /// The message as written: any bytes (a newline too, from a program that writes to
+    /// journald directly).
+    pub message: Vec<u8>,
+}
+
 /// Returns a `MESSAGE` field's bytes: `-o json` writes a string when the message is printable
 /// UTF-8, else an array of its bytes (a line with an escape sequence, say), and an array of
 /// those when an entry has the field more than once (joined here by newlines).
@@ -140,7 +140,7 @@ fn message(value: Option<&Value>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Entry, Source, unit_args};
+    use super::{Source, Units};
     use crate::config::App;
     use crate::target_dir::Slot;
     use std::path::Path;
@@ -154,32 +154,32 @@ mod tests {
 
     #[test]
     fn entries_are_tagged_with_their_slot_and_who_wrote_them() {
-        let app = app();
+        let units = Units::of(&app());
         let line = br#"{"__CURSOR":"s=1","__REALTIME_TIMESTAMP":"1765149246000001","_SYSTEMD_UNIT":"pushdeploy-www@green.service","MESSAGE":"Listening"}"#;
-        let entry = Entry::parse(&app, line).expect("an entry");
+        let entry = units.parse(line).expect("an entry");
         assert_eq!(entry.slot, Slot::Green);
         assert_eq!(entry.source, Source::Instance);
         assert_eq!(entry.time, UNIX_EPOCH + Duration::from_micros(1_765_149_246_000_001));
         assert_eq!(entry.message, b"Listening");
 
         let line = br#"{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"init.scope","UNIT":"pushdeploy-www-release@blue.service","MESSAGE":"Finished"}"#;
-        let entry = Entry::parse(&app, line).expect("an entry");
+        let entry = units.parse(line).expect("an entry");
         assert_eq!((entry.slot, entry.source), (Slot::Blue, Source::Systemd));
 
         let line = br#"{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"pushdeploy-www-release@blue.service","MESSAGE":[27,91,51,49,109,255]}"#;
-        let entry = Entry::parse(&app, line).expect("an entry");
+        let entry = units.parse(line).expect("an entry");
         assert_eq!((entry.slot, entry.source), (Slot::Blue, Source::Release));
         assert_eq!(entry.message, b"\x1b[31m\xff");
 
         let other = br#"{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"pushdeploy-wwww@blue.service","MESSAGE":"x"}"#;
-        assert_eq!(Entry::parse(&app, other), None);
-        assert_eq!(Entry::parse(&app, b"not JSON"), None);
+        assert_eq!(units.parse(other), None);
+        assert_eq!(units.parse(b"not JSON"), None);
     }
 
     #[test]
     fn the_units_are_both_instances_and_both_release_runs() {
         assert_eq!(
-            unit_args(&app()).join(" "),
+            Units::of(&app()).args().join(" "),
             "-u pushdeploy-www@blue.service -u pushdeploy-www-release@blue.service \
              -u pushdeploy-www@green.service -u pushdeploy-www-release@green.service"
         );

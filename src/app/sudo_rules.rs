@@ -62,7 +62,7 @@ fn lines(app: &App) -> Vec<Line> {
     // An invocation id is 128 bits in lowercase hex (`InvocationID` in systemctl show).
     lines.push(journal(JOURNAL_LINES, format!("{INVOCATION_FIELD}[0-9a-f]{{32}}")));
     // `pushdeploy logs [-f] [-n N]`: the journal of both slots' units, any number of lines.
-    let units = regex_literal(&journal::unit_args(app).join(" "));
+    let units = regex_literal(&journal::Units::of(app).args().join(" "));
     let fixed = regex_literal(&journal::ARGS.join(" "));
     for follow in [String::new(), format!(" {}", regex_literal(journal::FOLLOW))] {
         let regex = format!("^{fixed} [0-9]+{follow} {units}$");

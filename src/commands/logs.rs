@@ -12,9 +12,8 @@ use clap::Args;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::open_site;
-use crate::app::journal::{self, Entry, Source};
+use crate::app::journal::{Source, Units};
 use crate::app::sudo;
-use crate::config::App;
 use crate::error::{Error, ExitCode, Kind};
 use crate::report::{escape, escape_bytes, escape_path};
 use crate::target_dir::Slot;
@@ -51,7 +50,10 @@ pub fn run(args: LogsArgs) -> Result<ExitCode, Error> {
             ),
         ));
     };
-    let mut child = journal::command(app, args.lines, args.follow)
+    let units = Units::of(app);
+    let mut command = units.command(args.lines, args.follow);
+    tracing::debug!(?command, "reading the app's journal");
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -68,7 +70,7 @@ pub fn run(args: LogsArgs) -> Result<ExitCode, Error> {
         return Err(Error::new(Kind::Internal, "journalctl's output was not captured"));
     };
     let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let shown = match copy(app, journal, colour) {
+    let shown = match copy(&units, journal, colour) {
         Ok(shown) => shown,
         Err(err) => {
             // The journal's pipe is closed: journalctl ends at its next write, or at once when
@@ -105,7 +107,7 @@ pub fn run(args: LogsArgs) -> Result<ExitCode, Error> {
 
 /// Copies journalctl's entries to stdout as lines, each as soon as it is read, until
 /// journalctl ends or stdout has no reader left; returns how many lines it wrote.
-fn copy(app: &App, mut journal: ChildStdout, colour: bool) -> io::Result<u64> {
+fn copy(units: &Units, mut journal: ChildStdout, colour: bool) -> io::Result<u64> {
     let mut stdout = io::stdout().lock();
     let (mut pending, mut chunk, mut shown) = (Vec::new(), vec![0; 64 * 1024], 0);
     loop {
@@ -125,7 +127,7 @@ fn copy(app: &App, mut journal: ChildStdout, colour: bool) -> io::Result<u64> {
             if line.is_empty() {
                 continue;
             }
-            text.extend_from_slice(format_line(app, line, colour).as_bytes());
+            text.extend_from_slice(format_line(units, line, colour).as_bytes());
             text.push(b'\n');
             shown += 1;
         }
@@ -134,7 +136,7 @@ fn copy(app: &App, mut journal: ChildStdout, colour: bool) -> io::Result<u64> {
         stdout.flush()?;
     }
     if !pending.is_empty() {
-        writeln!(stdout, "{}", format_line(app, &pending, colour))?;
+        writeln!(stdout, "{}", format_line(units, &pending, colour))?;
         shown += 1;
     }
     stdout.flush()?;
@@ -168,8 +170,8 @@ fn wait_readable(journal: &ChildStdout, stdout: &impl AsFd) -> io::Result<bool> 
 
 /// Returns one line of output for one line of `journalctl -o json`:
 /// `blue  | 2026-12-07T23:14:06Z [the app's line, control characters escaped]`.
-fn format_line(app: &App, line: &[u8], colour: bool) -> String {
-    let Some(entry) = Entry::parse(app, line) else {
+fn format_line(units: &Units, line: &[u8], colour: bool) -> String {
+    let Some(entry) = units.parse(line) else {
         // Not an entry of the app's units: shown as it is, for what it may tell.
         return escape_bytes(line, true);
     };
@@ -214,18 +216,21 @@ mod tests {
         let toml = "target = \"/srv/www\"\n[app]\nname = \"www\"\ncommand = \"run\"\n\
                     ports = { blue = 8001, green = 8002 }\nuser = \"nobody\"\n";
         let config = crate::config::parse(Path::new("pushdeploy.toml"), toml).expect("config");
-        let app = config.app.expect("[app]");
+        let units = super::Units::of(&config.app.expect("[app]"));
         let line = br#"{"__REALTIME_TIMESTAMP":"1765149246500000","_SYSTEMD_UNIT":"pushdeploy-www@blue.service","MESSAGE":[27,91,50,74,9,92,110]}"#;
-        assert_eq!(format_line(&app, line, false), "blue  | 2025-12-07T23:14:06Z \\u{1b}[2J\t\\n");
         assert_eq!(
-            format_line(&app, line, true),
+            format_line(&units, line, false),
+            "blue  | 2025-12-07T23:14:06Z \\u{1b}[2J\t\\n"
+        );
+        assert_eq!(
+            format_line(&units, line, true),
             "\x1b[34mblue \x1b[0m | 2025-12-07T23:14:06Z \\u{1b}[2J\t\\n"
         );
         let line = br#"{"__REALTIME_TIMESTAMP":"1765149246500000","_SYSTEMD_UNIT":"pushdeploy-www-release@green.service","MESSAGE":"migrated"}"#;
         assert_eq!(
-            format_line(&app, line, false),
+            format_line(&units, line, false),
             "green | 2025-12-07T23:14:06Z release: migrated"
         );
-        assert_eq!(format_line(&app, b"\x1b[2Jnot JSON", false), "\\u{1b}[2Jnot JSON");
+        assert_eq!(format_line(&units, b"\x1b[2Jnot JSON", false), "\\u{1b}[2Jnot JSON");
     }
 }
