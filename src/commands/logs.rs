@@ -79,7 +79,10 @@ pub fn run(args: LogsArgs) -> Result<ExitCode, Error> {
             return match err.kind() {
                 // `pushdeploy logs | head`, or a reader of `-f` that went away: a quiet end.
                 io::ErrorKind::BrokenPipe => Ok(ExitCode::Success),
-                _ => Err(Error::new(Kind::Io, format!("cannot write the journal's lines: {err}"))),
+                _ => Err(Error::new(
+                    Kind::Io,
+                    format!("cannot copy the journal's lines to the output: {err}"),
+                )),
             };
         }
     };
@@ -96,7 +99,7 @@ pub fn run(args: LogsArgs) -> Result<ExitCode, Error> {
             .cause(format!("journalctl failed ({status})"))
             .cause(why));
     }
-    if shown == 0 {
+    if shown == 0 && args.lines > 0 {
         crate::report::line(&format!(
             "no journal lines of pushdeploy-{}@blue.service or @green.service yet",
             app.name
