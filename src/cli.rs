@@ -4,9 +4,10 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     deploy, deploy::DeployArgs, doctor, doctor::DoctorArgs, env, env::EnvArgs, hook,
-    hook::HookArgs, init, init::InitArgs, log, log::LogArgs, new_site, new_site::NewSiteArgs, reap,
-    reap::ReapArgs, rollback, rollback::RollbackArgs, serve, serve::ServeArgs, status,
-    status::StatusArgs, webhook_deploy, webhook_deploy::WebhookDeployArgs,
+    hook::HookArgs, init, init::InitArgs, log, log::LogArgs, logs, logs::LogsArgs, new_site,
+    new_site::NewSiteArgs, reap, reap::ReapArgs, rollback, rollback::RollbackArgs, serve,
+    serve::ServeArgs, status, status::StatusArgs, webhook_deploy,
+    webhook_deploy::WebhookDeployArgs,
 };
 use crate::error::{Error, ExitCode};
 
@@ -34,6 +35,7 @@ pub enum Command {
     Deploy(DeployArgs),
     Status(StatusArgs),
     Log(LogArgs),
+    Logs(LogsArgs),
     Rollback(RollbackArgs),
     Doctor(DoctorArgs),
     Env(EnvArgs),
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
         Command::Log(args) => log::run(args),
+        Command::Logs(args) => logs::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Env(args) => env::run(args),
         Command::Rollback(args) => rollback::run(args),

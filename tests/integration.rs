@@ -9,6 +9,7 @@ mod app_deploy;
 mod app_env;
 mod app_haproxy;
 mod app_init;
+mod app_logs;
 mod app_nginx;
 mod app_permissions;
 mod app_release;

@@ -4,10 +4,11 @@
 //! ([`systemd`]), the `release` command before an instance starts ([`release`]), the links to
 //! `shared/` in each release ([`shared`]) and the GETs of the health gate and the check
 //! ([`http`]); how the git user may drive the units as root ([`sudo`], and the sudoers drop-in
-//! [`sudoers`] writes).
+//! [`sudoers`] writes); what `pushdeploy logs` reads of them ([`journal`]).
 
 pub mod env;
 pub mod http;
+pub mod journal;
 pub mod progress;
 pub mod proxy;
 pub mod release;

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::journal;
 use super::proxy::nginx;
 use super::release::OUTPUT_LINES;
 use super::sudo::program_path;
@@ -19,7 +20,8 @@ enum Args {
     /// Exactly these, in this order, and no other.
     Exact(Vec<String>),
     /// All of them joined by spaces must match this regular expression, `^...$` (sudo 1.9.10
-    /// and later), for the one argument that is not known in advance: an invocation id.
+    /// and later), for what is not known in advance: an invocation id, a time, a number of
+    /// lines.
     Regex(String),
 }
 
@@ -59,6 +61,13 @@ fn lines(app: &App) -> Vec<Line> {
     }
     // An invocation id is 128 bits in lowercase hex (`InvocationID` in systemctl show).
     lines.push(journal(JOURNAL_LINES, format!("{INVOCATION_FIELD}[0-9a-f]{{32}}")));
+    // `pushdeploy logs [-f] [-n N]`: the journal of both slots' units, any number of lines.
+    let units = regex_literal(&journal::Units::of(app).args().join(" "));
+    let fixed = regex_literal(&journal::ARGS.join(" "));
+    for follow in [String::new(), format!(" {}", regex_literal(journal::FOLLOW))] {
+        let regex = format!("^{fixed} [0-9]+{follow} {units}$");
+        lines.push(Line { program: "journalctl", args: Args::Regex(regex) });
+    }
     if let Proxy::Nginx { upstream, config } = &app.proxy {
         lines.extend(nginx_lines(upstream, config));
     }
@@ -222,7 +231,9 @@ Cmnd_Alias PUSHDEPLOY_WWW = \
     /usr/bin/systemctl start pushdeploy-www-release@green.service, \
     /usr/bin/systemctl show -p LoadState\,Result\,ExecMainCode\,ExecMainStatus\,ExecMainStartTimestampMonotonic pushdeploy-www-release@green.service, \
     /usr/bin/journalctl ^--no-pager -o cat -n 200 _SYSTEMD_UNIT\=pushdeploy-www-release@green\.service --since\=@[0-9]+\.[0-9]{6}$, \
-    /usr/bin/journalctl ^--no-pager -o cat -n 20 _SYSTEMD_INVOCATION_ID\=[0-9a-f]{32}$
+    /usr/bin/journalctl ^--no-pager -o cat -n 20 _SYSTEMD_INVOCATION_ID\=[0-9a-f]{32}$, \
+    /usr/bin/journalctl ^--no-pager --all -o json --output-fields\=MESSAGE\,_SYSTEMD_UNIT\,UNIT\,OBJECT_SYSTEMD_UNIT\,COREDUMP_UNIT -n [0-9]+ -u pushdeploy-www@blue\.service -u pushdeploy-www-release@blue\.service -u pushdeploy-www@green\.service -u pushdeploy-www-release@green\.service$, \
+    /usr/bin/journalctl ^--no-pager --all -o json --output-fields\=MESSAGE\,_SYSTEMD_UNIT\,UNIT\,OBJECT_SYSTEMD_UNIT\,COREDUMP_UNIT -n [0-9]+ --follow -u pushdeploy-www@blue\.service -u pushdeploy-www-release@blue\.service -u pushdeploy-www@green\.service -u pushdeploy-www-release@green\.service$
 Defaults!PUSHDEPLOY_WWW !requiretty
 git ALL=(root) NOPASSWD: PUSHDEPLOY_WWW
 "#;

@@ -7,6 +7,7 @@ pub mod hook;
 pub mod init;
 pub mod init_app;
 pub mod log;
+pub mod logs;
 pub mod new_site;
 pub mod reap;
 pub mod rollback;

@@ -259,6 +259,24 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// Starts the command in a process group of its own (the group's id is its pid), stdin on
+    /// `/dev/null`, stdout and stderr piped, and returns at once: for a test that reads its
+    /// output while it runs (`logs -f`). The caller must stop the group and wait for it.
+    #[track_caller]
+    pub fn spawn_piped(mut self) -> Child {
+        use std::os::unix::process::CommandExt as _;
+        let command = self.describe();
+        self.command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"))
+    }
+}
+
 /// Spawns a command, retrying for a moment while its executable is busy (ETXTBSY): a binary a
 /// test just copied can still be open for writing in a child that another test thread forked
 /// before the copy was closed, until that child execs.
