@@ -1,13 +1,16 @@
 //! Command-line interface: the subcommands and their flags.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::{
     deploy, deploy::DeployArgs, doctor, doctor::DoctorArgs, hook, hook::HookArgs, init,
     init::InitArgs, log, log::LogArgs, new_site, new_site::NewSiteArgs, reap, reap::ReapArgs,
-    rollback, rollback::RollbackArgs, status, status::StatusArgs,
+    recorded, rollback, rollback::RollbackArgs, show, show::ShowArgs, status, status::StatusArgs,
 };
 use crate::error::{Error, ExitCode};
+use crate::notify::{self, NotifySendArgs};
+use crate::report;
+use crate::target_dir::history::Trigger;
 
 /// Zero-downtime deploys of a site on `git push`.
 ///
@@ -37,6 +40,20 @@ pub enum Command {
     Doctor(DoctorArgs),
     NewSite(NewSiteArgs),
     Reap(ReapArgs),
+    Show(ShowArgs),
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For example: `pushdeploy completions bash > /etc/bash_completion.d/pushdeploy`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page, pushdeploy(1), in roff.
+    ///
+    /// For example: `pushdeploy man > /usr/local/share/man/man1/pushdeploy.1`.
+    Man,
+    #[command(hide = true)]
+    NotifySend(NotifySendArgs),
 }
 
 /// Parses the command line, exiting with clap's message and code 2 on a usage error.
@@ -48,13 +65,33 @@ pub fn parse() -> Cli {
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Init(args) => init::run(*args),
-        Command::Hook(args) => hook::run(args),
-        Command::Deploy(args) => deploy::run(args),
+        Command::Hook(args) => recorded::run(None, Trigger::Push, || hook::run(args)),
+        Command::Deploy(args) => {
+            recorded::run(args.repo.clone(), Trigger::Deploy, || deploy::run(args))
+        }
         Command::Status(args) => status::run(args),
         Command::Log(args) => log::run(args),
         Command::Doctor(args) => doctor::run(args),
-        Command::Rollback(args) => rollback::run(args),
+        Command::Rollback(args) => {
+            recorded::run(args.repo.clone(), Trigger::Rollback, || rollback::run(args))
+        }
         Command::NewSite(args) => new_site::run(args),
         Command::Reap(args) => reap::run(args),
+        Command::Show(args) => show::run(args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pushdeploy", &mut out);
+            report::stdout(&String::from_utf8_lossy(&out));
+            Ok(ExitCode::Success)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out).map_err(|err| {
+                Error::user("cannot render the man page", "report this as a bug").cause(err)
+            })?;
+            report::stdout(&String::from_utf8_lossy(&out));
+            Ok(ExitCode::Success)
+        }
+        Command::NotifySend(args) => notify::run(args),
     }
 }

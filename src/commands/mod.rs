@@ -8,7 +8,9 @@ pub mod init_app;
 pub mod log;
 pub mod new_site;
 pub mod reap;
+pub mod recorded;
 pub mod rollback;
+pub mod show;
 pub mod status;
 mod status_app;
 

@@ -12,6 +12,7 @@ mod app_raw;
 mod check;
 mod keys;
 mod raw;
+mod reporting;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub use app::{App, Proxy, ProxyKind, default_unit_name};
 use raw::Source;
 pub use raw::toml_string;
+pub use reporting::Notify;
 
 /// The configuration file's name inside the bare repository.
 pub const FILE_NAME: &str = "pushdeploy.toml";
@@ -55,6 +57,10 @@ pub struct Config {
     pub retire: Retire,
     /// The `[app]` table: an app run by systemd behind a proxy, rather than a site alone.
     pub app: Option<App>,
+    /// `[logs]`: how many runs' output is kept in `TARGET/.pushdeploy/logs/`.
+    pub logs: crate::target_dir::logs::Bounds,
+    /// `[notify]`: who is told how a deploy ended.
+    pub notify: Notify,
 }
 
 /// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
@@ -187,6 +193,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let build = keys::build(source, file.build)?;
     let retire = keys::retire(source, file.retire)?;
     let app = app::app(source, file.app, &target, target_span)?;
+    let logs = reporting::logs(source, file.logs)?;
+    let notify = reporting::notify(source, file.notify)?;
     Ok(Config {
         path: path.to_owned(),
         branch,
@@ -199,6 +207,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         build,
         retire,
         app,
+        logs,
+        notify,
     })
 }
 

@@ -24,6 +24,8 @@ pub struct File {
     pub build: Option<Build>,
     pub retire: Option<Retire>,
     pub app: Option<super::app_raw::RawApp>,
+    pub logs: Option<super::reporting::RawLogs>,
+    pub notify: Option<super::reporting::RawNotify>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -102,11 +102,16 @@ pub struct Live {
 
 impl Layout {
     pub fn new(config: &Config) -> Layout {
+        Layout::at(&config.target, &config.link)
+    }
+
+    /// Returns the layout of the target `target` whose link is named `link`.
+    pub fn at(target: &Path, link: &str) -> Layout {
         Layout {
-            target: config.target.clone(),
-            link: config.link_path(),
-            state: config.target.join(".pushdeploy"),
-            link_name: config.link.clone(),
+            target: target.to_owned(),
+            link: target.join(link),
+            state: target.join(".pushdeploy"),
+            link_name: link.to_owned(),
         }
     }
 
@@ -211,6 +216,7 @@ impl Layout {
             self.tool_caches(),
             self.build_git_dir(),
             self.submodules_dir(),
+            self.logs_dir(),
         ];
         let tools = TOOL_CACHES.map(|(tool, _)| self.tool_caches().join(tool));
         for dir in dirs.iter().chain(&tools) {
@@ -220,6 +226,11 @@ impl Layout {
             check_state_entry(&file, false)?;
         }
         Ok(())
+    }
+
+    /// Returns where the output of each run is kept (see `logs`).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state.join("logs")
     }
 
     /// Returns where the caches of submodules' repositories are kept (bare repositories).

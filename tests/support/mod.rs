@@ -25,6 +25,7 @@ pub mod systemd;
 pub mod target;
 pub mod templates;
 pub mod user;
+pub mod webhook;
 
 pub use cmd::{Cmd, Output};
 pub use env::TestEnv;
