@@ -58,18 +58,14 @@ impl Findings {
 }
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
-    let repo = Repo::open(&super::repo_path(args.repo))?;
+    let repo = super::open_repo(args.repo)?;
     let mut findings = Findings::default();
-    match config::load(repo.path()) {
-        Ok(config) => {
-            findings.ok(format!("configuration {} loads", escape_path(&config.path)));
-            check_hooks(&repo, &config, &mut findings);
-            check_branch(&repo, &config, &mut findings);
-            check_build_program(&config, &mut findings);
-            check_umask(&config, &mut findings);
-            check_target(&config, &mut findings);
-        }
-        Err(err) => findings.problem(err.to_string(), err.hint()),
+    if let Some(config) = load_config(repo.path(), &mut findings) {
+        check_hooks(&repo, &config, &mut findings);
+        check_branch(&repo, &config, &mut findings);
+        check_build_program(&config, &mut findings);
+        check_umask(&config, &mut findings);
+        check_target(&config, &mut findings);
     }
     let summary = match findings.problems {
         0 => "no problems found\n".to_owned(),
@@ -79,8 +75,59 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
     Ok(if findings.problems == 0 { ExitCode::Success } else { ExitCode::ProblemsFound })
 }
 
+/// How many errors of the configuration doctor reports before it gives up on the file.
+const CONFIG_ERRORS: usize = 20;
+
+/// Loads the configuration, reporting every error in it, not only the first: each line an
+/// error names is left out and the file read again, and the checks that follow read what
+/// remains. A table header or a file that names no target ends it.
+fn load_config(repo: &Path, findings: &mut Findings) -> Option<Config> {
+    let path = repo.join(config::FILE_NAME);
+    let mut text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(_) => {
+            if let Err(err) = config::load(repo) {
+                findings.problem(err.to_string(), err.hint());
+            }
+            return None;
+        }
+    };
+    for left_out in 0..CONFIG_ERRORS {
+        let err = match config::parse(&path, &text) {
+            Ok(config) if left_out == 0 => {
+                findings.ok(format!("configuration {} loads", escape_path(&config.path)));
+                return Some(config);
+            }
+            Ok(config) => {
+                findings.warn(
+                    format!("the checks below read {} without the lines above", escape_path(&path)),
+                    "fix them, and run doctor again",
+                );
+                return Some(config);
+            }
+            Err(err) => err,
+        };
+        findings.problem(err.to_string(), err.hint());
+        let config::Error::Invalid { line, .. } = err else { return None };
+        let mut lines: Vec<&str> = text.lines().collect();
+        let bad = lines.get(line.wrapping_sub(1))?.trim_start();
+        if bad.is_empty() || bad.starts_with('[') || bad.starts_with('#') {
+            return None;
+        }
+        lines[line - 1] = "";
+        text = lines.join("\n");
+    }
+    None
+}
+
 fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {
-    let rerun = "run `pushdeploy init` again to reinstall it";
+    // init without --target keeps the configuration and rewrites the hooks for the binary
+    // that runs it; a configuration whose comments differ never stops it.
+    let rerun = format!(
+        "run `pushdeploy init {}` with the pushdeploy the hook should run (it keeps pushdeploy.toml as it is and rewrites the hooks)",
+        escape_path(repo.path().components().collect::<PathBuf>().as_path())
+    );
+    let rerun = rerun.as_str();
     let hook = repo.path().join("hooks").join(config.mode.name());
     let shown = escape_path(&hook);
     match fs::read_to_string(&hook) {

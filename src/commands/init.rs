@@ -43,37 +43,51 @@ pub struct InitArgs {
     /// The bare repository to push to (created if missing)
     #[arg(value_name = "REPO")]
     repo: PathBuf,
-    /// The directory that holds the releases and the served link (created if missing)
+    /// The directory that holds the releases and the served link (created if missing).
+    /// Without it, on a repository already set up, its pushdeploy.toml is kept as it is and
+    /// only the hooks are rewritten for this binary (after moving the binary, say)
     #[arg(long, value_name = "DIR")]
-    target: PathBuf,
+    target: Option<PathBuf>,
     /// The branch whose pushes deploy
-    #[arg(long, value_name = "BRANCH", default_value = config::DEFAULT_BRANCH)]
+    #[arg(long, value_name = "BRANCH", default_value = config::DEFAULT_BRANCH, requires = "target")]
     branch: String,
     /// The name of the symlink, inside DIR, that the web server serves
-    #[arg(long, value_name = "NAME", default_value = config::DEFAULT_LINK)]
+    #[arg(long, value_name = "NAME", default_value = config::DEFAULT_LINK, requires = "target")]
     link: String,
     /// Takes the build settings from a site template (see `pushdeploy new-site`)
-    #[arg(long, value_enum, value_name = "NAME", conflicts_with_all = ["build", "publish"])]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "NAME",
+        conflicts_with_all = ["build", "publish"],
+        requires = "target"
+    )]
     template: Option<Template>,
     /// The build command, run by `sh -c` in the new release (e.g. "hugo --minify")
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", requires = "target")]
     build: Option<String>,
     /// The subdirectory of the release to serve (e.g. "public" for Hugo); required with
     /// --build, which otherwise serves the sources with the site
-    #[arg(long, value_name = "SUBDIR")]
+    #[arg(long, value_name = "SUBDIR", requires = "target")]
     publish: Option<PathBuf>,
     /// With --build: serve the whole release (a build that writes the site in place)
     #[arg(long, conflicts_with = "publish", requires = "build")]
     no_publish: bool,
     /// Which hook deploys: post-receive (the default) accepts the push first; pre-receive
     /// deploys before accepting it, so a failed deploy rejects the push
-    #[arg(long, value_enum, value_name = "MODE", default_value = "post-receive")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "post-receive",
+        requires = "target"
+    )]
     mode: Mode,
     /// The umask releases are written with and the build runs with [default: 022]
-    #[arg(long, value_name = "OCTAL")]
+    #[arg(long, value_name = "OCTAL", requires = "target")]
     umask: Option<String>,
     /// Allow a umask that lets every user write into the releases (`world_writable = true`)
-    #[arg(long)]
+    #[arg(long, requires = "target")]
     world_writable: bool,
     /// Replace a differing configuration, a foreign hook or unit, keeping a backup
     #[arg(long)]
@@ -101,9 +115,15 @@ enum FileState {
 
 pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
     check_publish(&args)?;
-    let target = absolute_target(&args.target)?;
-    let config_text = config_text(&args, &target);
-    let config = validate(&args.repo, &config_text)?;
+    let (target, config_text, config) = match &args.target {
+        Some(target) => {
+            let target = absolute_target(target)?;
+            let config_text = config_text(&args, &target);
+            let config = validate(&args.repo, &config_text)?;
+            (target, config_text, config)
+        }
+        None => existing_config(&args)?,
+    };
     let exe = binary_path()?;
     let app = init_app::prepare(&args.app, &args.repo, &config)?;
     // Decide about every file before touching anything, so a refusal changes nothing.
@@ -130,6 +150,38 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
         escape_path(&config.link_path())
     ));
     Ok(ExitCode::Success)
+}
+
+/// Returns the configuration already in REPO, kept as it is, for `init REPO` without
+/// `--target`: what it needs to rewrite the hooks.
+fn existing_config(args: &InitArgs) -> Result<(PathBuf, String, Config), Error> {
+    let path = args.repo.join(config::FILE_NAME);
+    if args.app.app {
+        return Err(Error::user(
+            "--app needs --target DIR",
+            "pass --target with the site's target",
+        ));
+    }
+    let text = fs::read_to_string(&path).map_err(|err| {
+        Error::user(
+            format!("{} cannot be read ({err}), and no --target was given", escape_path(&path)),
+            "pass --target DIR to set the repository up",
+        )
+    })?;
+    let config = config::parse(&path, &text).map_err(|err| {
+        Error::user(
+            format!("{err}"),
+            format!("fix {} first; init without --target keeps it as it is", escape_path(&path)),
+        )
+    })?;
+    Ok((config.target.clone(), text, config))
+}
+
+/// Tells whether two configuration texts say the same: equal as TOML tables, whatever their
+/// comments, blank lines and formatting.
+fn same_toml(old: &[u8], new: &str) -> bool {
+    let table = |text: &str| text.parse::<toml::Table>().ok();
+    std::str::from_utf8(old).ok().and_then(table).is_some_and(|old| Some(old) == table(new))
 }
 
 /// Tells whether a hook's text was written by pushdeploy (so init may replace it, and doctor
@@ -197,7 +249,17 @@ fn plan_files(
     let hooks = args.repo.join("hooks");
     let config_path = args.repo.join(config::FILE_NAME);
     let mut planned = vec![
-        plan(&config_path, config_text, 0o644, args.force, |_| false)?,
+        // A configuration that says the same with other comments is kept as it is: init run
+        // again after the binary moved must rewrite the hooks, not refuse.
+        match fs::read(&config_path) {
+            Ok(old) if same_toml(&old, &config_text) => Planned {
+                path: config_path,
+                content: String::from_utf8_lossy(&old).into_owned(),
+                state: FileState::Same,
+                mode: 0o644,
+            },
+            _ => plan(&config_path, config_text, 0o644, args.force, |_| false)?,
+        },
         plan(
             &hooks.join("post-receive"),
             hook(POST_RECEIVE),

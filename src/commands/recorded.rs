@@ -109,7 +109,7 @@ fn record_error(
 /// validates: a broken configuration is itself in the history, so it must not hide it. The
 /// error is then a warning, and the target is read from the file leniently.
 pub fn open_history(flag: Option<PathBuf>) -> Result<(Layout, Option<Config>), Error> {
-    let repo = crate::git::Repo::open(&super::repo_path(flag))?;
+    let repo = super::open_repo(flag)?;
     match config::load(repo.path()) {
         Ok(config) => Ok((Layout::new(&config), Some(config))),
         Err(err) => match lenient_layout(repo.path()) {

@@ -131,6 +131,9 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
         ));
     }
     layout.ensure_state_dir().map_err(|err| {
+        if let Some(error) = target_not_writable(&layout) {
+            return error;
+        }
         let hint = match &err {
             target_dir::Error::StateDir { hint, .. } => hint.clone(),
             _ => format!(
@@ -157,6 +160,36 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
     umask(Mode::from_bits_truncate(config.umask as nix::libc::mode_t));
     converge::converge(config, &layout)?;
     Ok((layout, lock))
+}
+
+/// Says who owns the target when this user cannot create the state directory in it (nothing
+/// is there to move away): a target made by root for the git user, say.
+fn target_not_writable(layout: &Layout) -> Option<Error> {
+    use nix::unistd::{AccessFlags, Uid, User, access, geteuid};
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(&layout.state).is_ok()
+        || access(&layout.target, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+    {
+        return None;
+    }
+    let owner = std::fs::metadata(&layout.target).ok()?.uid();
+    let name = |uid: u32| {
+        User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name)
+    };
+    let me = geteuid().as_raw();
+    let target = escape_path(&layout.target);
+    Some(Error::user(
+        format!(
+            "target {target} is owned by {} (uid {owner}) and this user ({}, uid {me}) cannot write in it, so pushdeploy cannot create {}",
+            name(owner),
+            name(me),
+            escape_path(&layout.state)
+        ),
+        format!("give it to the user that deploys: as root, `chown {}: {target}`", name(me)),
+    ))
 }
 
 /// Runs one deploy under the target's lock and tells the pusher how it ended.
