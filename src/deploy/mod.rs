@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::report::{self, escape, escape_path};
-use crate::target_dir::history::{Stage, Trigger};
+use crate::target_dir::history::{self, Stage, Trigger};
 use crate::target_dir::lock::{self, DeployLock};
 use crate::target_dir::{self, Layout, Live, Slot};
 
@@ -207,7 +207,7 @@ pub fn deploy_locked(
     layout: &Layout,
     request: &Request,
 ) -> Result<ExitCode, Error> {
-    if superseded(config, repo, request)? {
+    if superseded(config, repo, layout, request)? {
         return Ok(ExitCode::Success);
     }
     let live = layout.live()?;
@@ -234,7 +234,12 @@ pub fn deploy_locked(
 
 /// Tells, under the lock, whether a push is superseded: its branch has moved on since, and
 /// the newer push deploys its own commit. Says so in one line.
-fn superseded(config: &Config, repo: &Repo, request: &Request) -> Result<bool, Error> {
+fn superseded(
+    config: &Config,
+    repo: &Repo,
+    layout: &Layout,
+    request: &Request,
+) -> Result<bool, Error> {
     if !request.skip_if_superseded {
         return Ok(false);
     }
@@ -249,5 +254,24 @@ fn superseded(config: &Config, repo: &Repo, request: &Request) -> Result<bool, E
         None => format!("{} was deleted meanwhile", config.branch),
     };
     report::line(&format!("skipped {}: {why}", request.commit.short()));
+    // In the history too, as a push that deployed nothing: its pusher may look for it there.
+    let entry = history::HistoryEntry {
+        id: None,
+        started_at: history::timestamp(std::time::SystemTime::now()),
+        commit: Some(request.commit),
+        ref_name: request.ref_name.clone(),
+        slot: None,
+        result: history::Outcome::Ignored,
+        trigger: request.trigger,
+        pusher: history::pusher(),
+        failed_stage: None,
+        error: Some(format!("skipped: {why}")),
+        stages: Vec::new(),
+        time_to_live: None,
+        total: 0.0,
+    };
+    if let Err(err) = target_dir::logs::record(layout, entry) {
+        report::line(&format!("warning: {err}"));
+    }
     Ok(true)
 }
