@@ -190,3 +190,31 @@ fn a_planted_logs_symlink_is_refused_and_never_written_through() {
         "written through the link"
     );
 }
+
+#[test]
+fn a_failure_of_the_target_before_the_deploy_is_recorded_with_its_output() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let a = commit_version(&env, "a");
+    push(&env, &[]).assert_live(&a, "refs/heads/main", "blue");
+    // Someone replaced the served link with a directory: no deploy may begin.
+    fs::remove_file(env.link_path()).expect("remove the link");
+    fs::create_dir(env.link_path()).expect("make a directory there");
+    let b = commit_version(&env, "b");
+
+    let failed = push(&env, &[]);
+
+    let log = pushdeploy(&env, &["log", "-n", "1"]);
+    let root = env.root.to_string_lossy();
+    assert_eq!(
+        mask_log(&log.stdout.replace(&*root, "$TMP")),
+        format!(
+            "TIME  #2    {}  error   -      refs/heads/main  (push by {PUSHER}; total N s): \
+             $TMP/www/public_html is a directory, not a symlink; move it away (pushdeploy \
+             replaces it with a link to the live release)\n",
+            short(&b)
+        ),
+        "{failed}"
+    );
+    assert_eq!(pushdeploy(&env, &["show", "2"]).stdout, remote_lines(&failed));
+}

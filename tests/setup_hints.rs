@@ -34,6 +34,20 @@ fn root_reads_the_git_users_site_and_is_told_how_to_deploy_it() {
     let show = env.root_command(BIN).args(["show", "1", "--repo"]).arg(&env.bare).success();
     assert!(show.stdout.starts_with("pushdeploy: deploying "), "{show}");
 
+    let doctor = env.root_command(BIN).args(["doctor", "--repo"]).arg(&env.bare).output();
+    let report =
+        doctor.stdout.replace(&*env.root.to_string_lossy(), "$TMP").replace(&user.name, "USER");
+    assert!(
+        report.contains(
+            "ok       target $TMP/www is owned by USER, who owns the repository and runs the hook\n"
+        ),
+        "{doctor}"
+    );
+    assert!(
+        !report.contains("not by this user"),
+        "root's doctor judged the state as root's: {doctor}"
+    );
+
     let deploy = env.root_command(BIN).args(["deploy", "--repo"]).arg(&env.bare).failure();
 
     assert_eq!(
@@ -76,6 +90,16 @@ fn a_target_root_made_names_its_owner_and_the_chown() {
         "pushdeploy: error: target $TMP/www is owned by root (uid 0) and this user (USER, uid UID) cannot write in it, so pushdeploy cannot create $TMP/www/.pushdeploy\n\
          pushdeploy: hint: give it to the user that deploys: as root, `chown USER: $TMP/www`",
         "{push}"
+    );
+    let doctor = env.root_command(BIN).args(["doctor", "--repo"]).arg(&env.bare).output();
+    let report =
+        doctor.stdout.replace(&*env.root.to_string_lossy(), "$TMP").replace(&user.name, "USER");
+    assert!(
+        report.contains(
+            "problem  target $TMP/www is owned by root, but the hook runs as USER (the repository's owner); \
+             run `chown -R USER: $TMP/www` as root\n"
+        ),
+        "{doctor}"
     );
 }
 

@@ -65,7 +65,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
         check_branch(&repo, &config, &mut findings);
         check_build_program(&config, &mut findings);
         check_umask(&config, &mut findings);
-        check_target(&config, &mut findings);
+        check_target(&repo, &config, &mut findings);
     }
     let summary = match findings.problems {
         0 => "no problems found\n".to_owned(),
@@ -251,17 +251,37 @@ fn hook_binary(text: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-fn check_target(config: &Config, findings: &mut Findings) {
+fn check_target(repo: &Repo, config: &Config, findings: &mut Findings) {
     let layout = Layout::new(config);
     let target = escape_path(&layout.target);
-    if fs::metadata(&layout.target).is_err() {
+    let Ok(meta) = fs::metadata(&layout.target) else {
         findings.problem(
             format!("target {target} does not exist"),
             "create it (owned by the user that pushes) or fix `target` in the configuration",
         );
         return;
-    }
-    if access(&layout.target, AccessFlags::W_OK).is_ok() {
+    };
+    // The hook runs as whoever pushes, the repository's owner: judge the target as that user,
+    // also when root runs doctor.
+    let deployer = fs::metadata(repo.path()).map_or(nix::unistd::geteuid().as_raw(), |m| m.uid());
+    let me = nix::unistd::geteuid().as_raw();
+    if deployer != me {
+        if meta.uid() == deployer {
+            findings.ok(format!(
+                "target {target} is owned by {}, who owns the repository and runs the hook",
+                user_name(deployer)
+            ));
+        } else {
+            findings.problem(
+                format!(
+                    "target {target} is owned by {}, but the hook runs as {} (the repository's owner)",
+                    user_name(meta.uid()),
+                    user_name(deployer)
+                ),
+                format!("run `chown -R {}: {target}` as root", user_name(deployer)),
+            );
+        }
+    } else if access(&layout.target, AccessFlags::W_OK).is_ok() {
         findings.ok(format!("target {target} is writable by this user"));
     } else {
         findings.problem(
@@ -272,7 +292,7 @@ fn check_target(config: &Config, findings: &mut Findings) {
     if let Some((problem, fix)) = layout.world_writable_target() {
         findings.warn(problem, fix);
     }
-    match layout.check_state() {
+    match layout.check_state_owned_by(deployer) {
         Ok(()) => {}
         Err(target_dir::Error::StateDir { path, problem, hint }) => {
             findings.problem(format!("{} {problem}", escape_path(&path)), hint);
@@ -394,6 +414,14 @@ fn check_space(target: &Path, served: &Path, findings: &mut Findings) {
     } else {
         findings.ok(line);
     }
+}
+
+/// Returns the name of user `uid`, or the number when it has none.
+fn user_name(uid: u32) -> String {
+    User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |user| user.name)
 }
 
 fn current_user() -> String {
