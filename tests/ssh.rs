@@ -131,19 +131,24 @@ impl Sshd {
     /// `dir/authorized_keys/<user>`, with its host key, config, pid file and log in `dir`.
     #[track_caller]
     fn start(env: &TestEnv, dir: &Path, user: &str) -> Sshd {
-        Sshd::start_with(env, dir, user, false)
+        Sshd::start_with(env, dir, user, None)
     }
 
     /// Starts sshd as [`Sshd::start`] does, but with Debian's own key rules: the user's
-    /// `~/.ssh/authorized_keys`, `StrictModes yes` (owners and modes of the home, `.ssh` and
-    /// the file are checked), and still `UsePAM no`.
+    /// `~/.ssh/authorized_keys` and `StrictModes yes` (owners and modes of the home, `.ssh`
+    /// and the file are checked); with `use_pam`, Debian's default `UsePAM yes`.
     #[track_caller]
-    pub(crate) fn start_with_home_keys(env: &TestEnv, dir: &Path, user: &str) -> Sshd {
-        Sshd::start_with(env, dir, user, true)
+    pub(crate) fn start_with_home_keys(
+        env: &TestEnv,
+        dir: &Path,
+        user: &str,
+        use_pam: bool,
+    ) -> Sshd {
+        Sshd::start_with(env, dir, user, Some(use_pam))
     }
 
     #[track_caller]
-    fn start_with(env: &TestEnv, dir: &Path, user: &str, home_keys: bool) -> Sshd {
+    fn start_with(env: &TestEnv, dir: &Path, user: &str, home_keys: Option<bool>) -> Sshd {
         let host_key = dir.join("host_key");
         let _ = env
             .command("ssh-keygen")
@@ -156,11 +161,16 @@ impl Sshd {
             let port = free_port();
             let config = dir.join("sshd_config");
             let mut text = sshd_config(dir, &host_key, port, user);
-            if home_keys {
+            if let Some(use_pam) = home_keys {
+                let pam = if use_pam { "UsePAM yes" } else { "UsePAM no" };
                 text = text
                     .lines()
                     .filter(|line| !line.starts_with("AuthorizedKeysFile "))
-                    .map(|line| if line == "StrictModes no" { "StrictModes yes" } else { line })
+                    .map(|line| match line {
+                        "StrictModes no" => "StrictModes yes",
+                        "UsePAM no" => pam,
+                        line => line,
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
                     + "\n";

@@ -91,12 +91,12 @@ fn install_sh_user_pushes_over_sshd_without_pam_and_reads_its_site_from_the_lapt
 
     let sshd_dir = env.root.join("sshd");
     fs::create_dir(&sshd_dir).expect("mkdir sshd");
-    let sshd = Sshd::start_with_home_keys(&env, &sshd_dir, &name);
+    let sshd = Sshd::start_with_home_keys(&env, &sshd_dir, &name, false);
+    let port = sshd.port;
     let ssh = format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \
-         -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -p {}",
+         -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -p {port}",
         client_key.display(),
-        sshd.port
     );
     let remote = |args: &[&str]| {
         let mut command =
@@ -171,4 +171,17 @@ fn install_sh_user_pushes_over_sshd_without_pam_and_reads_its_site_from_the_lapt
     assert_eq!(login.code(), Some(128), "{login}");
     assert!(login.stderr.starts_with("pushdeploy: this login only pushes and reads: "), "{login}");
     drop(sshd);
+
+    // Debian's default, UsePAM yes, lets the same user in too.
+    let pam_dir = env.root.join("sshd-pam");
+    fs::create_dir(&pam_dir).expect("mkdir sshd-pam");
+    let sshd = Sshd::start_with_home_keys(&env, &pam_dir, &name, true);
+    let ssh = ssh.replace(&format!("-p {}", port), &format!("-p {}", sshd.port));
+    let url = format!("ssh://{name}@127.0.0.1:{}{}/example.com.git", sshd.port, repos.display());
+    let _ = env.git().args(["remote", "set-url", "production", &url]).success();
+    env.write("index.html", "<p>through PAM</p>\n");
+    let second = env.commit_all("second");
+    let push = env.git().env("GIT_SSH_COMMAND", &ssh).args(["push", "production", "main"]).output();
+    assert!(push.status.success(), "{push}\n{}", sshd.logs());
+    push.assert_live(&second, "refs/heads/main", "green");
 }
