@@ -261,34 +261,7 @@ fn check_target(repo: &Repo, config: &Config, findings: &mut Findings) {
         );
         return;
     };
-    // The hook runs as whoever pushes, the repository's owner: judge the target as that user,
-    // also when root runs doctor.
-    let deployer = fs::metadata(repo.path()).map_or(nix::unistd::geteuid().as_raw(), |m| m.uid());
-    let me = nix::unistd::geteuid().as_raw();
-    if deployer != me {
-        if meta.uid() == deployer {
-            findings.ok(format!(
-                "target {target} is owned by {}, who owns the repository and runs the hook",
-                user_name(deployer)
-            ));
-        } else {
-            findings.problem(
-                format!(
-                    "target {target} is owned by {}, but the hook runs as {} (the repository's owner)",
-                    user_name(meta.uid()),
-                    user_name(deployer)
-                ),
-                format!("run `chown -R {}: {target}` as root", user_name(deployer)),
-            );
-        }
-    } else if access(&layout.target, AccessFlags::W_OK).is_ok() {
-        findings.ok(format!("target {target} is writable by this user"));
-    } else {
-        findings.problem(
-            format!("target {target} is not writable by this user"),
-            format!("run `chown -R {} {target}` as root", current_user()),
-        );
-    }
+    let deployer = check_target_owner(repo, &layout, &meta, findings);
     if let Some((problem, fix)) = layout.world_writable_target() {
         findings.warn(problem, fix);
     }
@@ -414,6 +387,44 @@ fn check_space(target: &Path, served: &Path, findings: &mut Findings) {
     } else {
         findings.ok(line);
     }
+}
+
+/// Checks that the hook's user can write in the target: the repository's owner, who pushes,
+/// also when root runs doctor. Returns that user's uid.
+fn check_target_owner(
+    repo: &Repo,
+    layout: &Layout,
+    meta: &fs::Metadata,
+    findings: &mut Findings,
+) -> u32 {
+    let target = escape_path(&layout.target);
+    let deployer = fs::metadata(repo.path()).map_or(nix::unistd::geteuid().as_raw(), |m| m.uid());
+    let me = nix::unistd::geteuid().as_raw();
+    if deployer != me {
+        if meta.uid() == deployer {
+            findings.ok(format!(
+                "target {target} is owned by {}, who owns the repository and runs the hook",
+                user_name(deployer)
+            ));
+        } else {
+            findings.problem(
+                format!(
+                    "target {target} is owned by {}, but the hook runs as {} (the repository's owner)",
+                    user_name(meta.uid()),
+                    user_name(deployer)
+                ),
+                format!("run `chown -R {}: {target}` as root", user_name(deployer)),
+            );
+        }
+    } else if access(&layout.target, AccessFlags::W_OK).is_ok() {
+        findings.ok(format!("target {target} is writable by this user"));
+    } else {
+        findings.problem(
+            format!("target {target} is not writable by this user"),
+            format!("run `chown -R {} {target}` as root", current_user()),
+        );
+    }
+    deployer
 }
 
 /// Returns the name of user `uid`, or the number when it has none.

@@ -122,7 +122,7 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
             let config = validate(&args.repo, &config_text)?;
             (target, config_text, config)
         }
-        None => existing_config(&args)?,
+        None => super::init_rerun::existing_config(&args.repo, args.app.app)?,
     };
     let exe = binary_path()?;
     let app = init_app::prepare(&args.app, &args.repo, &config)?;
@@ -150,38 +150,6 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
         escape_path(&config.link_path())
     ));
     Ok(ExitCode::Success)
-}
-
-/// Returns the configuration already in REPO, kept as it is, for `init REPO` without
-/// `--target`: what it needs to rewrite the hooks.
-fn existing_config(args: &InitArgs) -> Result<(PathBuf, String, Config), Error> {
-    let path = args.repo.join(config::FILE_NAME);
-    if args.app.app {
-        return Err(Error::user(
-            "--app needs --target DIR",
-            "pass --target with the site's target",
-        ));
-    }
-    let text = fs::read_to_string(&path).map_err(|err| {
-        Error::user(
-            format!("{} cannot be read ({err}), and no --target was given", escape_path(&path)),
-            "pass --target DIR to set the repository up",
-        )
-    })?;
-    let config = config::parse(&path, &text).map_err(|err| {
-        Error::user(
-            format!("{err}"),
-            format!("fix {} first; init without --target keeps it as it is", escape_path(&path)),
-        )
-    })?;
-    Ok((config.target.clone(), text, config))
-}
-
-/// Tells whether two configuration texts say the same: equal as TOML tables, whatever their
-/// comments, blank lines and formatting.
-fn same_toml(old: &[u8], new: &str) -> bool {
-    let table = |text: &str| text.parse::<toml::Table>().ok();
-    std::str::from_utf8(old).ok().and_then(table).is_some_and(|old| Some(old) == table(new))
 }
 
 /// Tells whether a hook's text was written by pushdeploy (so init may replace it, and doctor
@@ -252,7 +220,7 @@ fn plan_files(
         // A configuration that says the same with other comments is kept as it is: init run
         // again after the binary moved must rewrite the hooks, not refuse.
         match fs::read(&config_path) {
-            Ok(old) if same_toml(&old, &config_text) => Planned {
+            Ok(old) if super::init_rerun::same_toml(&old, &config_text) => Planned {
                 path: config_path,
                 content: String::from_utf8_lossy(&old).into_owned(),
                 state: FileState::Same,

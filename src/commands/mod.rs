@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod hook;
 pub mod init;
 pub mod init_app;
+mod init_rerun;
 pub mod log;
 pub mod new_site;
 pub mod reap;
