@@ -69,6 +69,7 @@ if $uninstall; then
 fi
 [ -z "$site" ] || [ -n "$site_target" ] || die "--site needs --target DIR, the directory the site is served from"
 [ ${#keys[@]} -eq 0 ] || [ -n "$git_user" ] || die "--key needs --git-user NAME, the user whose authorized_keys it goes into"
+[ ${#keys[@]} -eq 0 ] || [ "$(id -u)" -eq 0 ] || die "--key writes into another user's ~/.ssh, which needs root; run with sudo"
 for key in "${keys[@]}"; do
   [ -f "$key" ] || die "--key $key: no such file"
   ! command -v ssh-keygen >/dev/null || ssh-keygen -l -f "$key" >/dev/null 2>&1 || die "--key $key is not a public key (ssh-keygen -l -f $key says so); pass the .pub file"
@@ -150,6 +151,8 @@ if [ -n "$git_user" ] && [ "$(id -u)" -eq 0 ]; then
     chmod 0755 "$commands/$name.new" && mv -f "$commands/$name.new" "$commands/$name"
   done
   say "~$git_user/.ssh/authorized_keys ($(grep -c . "$home/.ssh/authorized_keys" || true) key(s)) and git-shell-commands (status, log, show) are in place in $home"
+elif [ -n "$git_user" ]; then
+  say "not root: ~$git_user/.ssh and ~$git_user/git-shell-commands were left as they are (run with sudo to set them up)"
 fi
 
 if [ -n "$site" ]; then

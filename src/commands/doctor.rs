@@ -105,13 +105,18 @@ fn load_config(repo: &Path, findings: &mut Findings) -> Option<Config> {
                 );
                 return Some(config);
             }
+            // A required key is missing because a line was left out: not the file's error.
+            Err(err) if left_out > 0 && err.to_string().contains("missing field") => return None,
             Err(err) => err,
         };
         findings.problem(err.to_string(), err.hint());
         let config::Error::Invalid { line, .. } = err else { return None };
         let mut lines: Vec<&str> = text.lines().collect();
         let bad = lines.get(line.wrapping_sub(1))?.trim_start();
-        if bad.is_empty() || bad.starts_with('[') || bad.starts_with('#') {
+        // Without its target the file says nothing more worth checking.
+        let required =
+            bad.strip_prefix("target").is_some_and(|rest| rest.trim_start().starts_with('='));
+        if bad.is_empty() || bad.starts_with('[') || bad.starts_with('#') || required {
             return None;
         }
         lines[line - 1] = "";
