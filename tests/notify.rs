@@ -185,3 +185,37 @@ fn webhook_answering_500_is_retried_then_given_up_and_the_site_stays_live() {
     let log = env.pushdeploy().args(["log", "-n", "1", "--repo"]).arg(&env.bare).success();
     assert!(log.stdout.contains(" live "), "{log}");
 }
+
+#[test]
+fn a_check_through_caddy_that_fails_notifies_rolled_back() {
+    let Some(caddy) = crate::support::caddy::CaddySite::new("pdnotify") else { return };
+    let site = &caddy.site;
+    let out = site.env.root.join("notified");
+    let command = format!(
+        "env | grep -e RESULT -e STAGE -e SLOT -e COMMIT | sort > {}.$PUSHDEPLOY_LOG_ID",
+        out.display()
+    );
+    let a = site.commit("ok", "a");
+    site.push().assert_live(&a, "refs/heads/main", "blue");
+    let front = caddy.front;
+    site.edit_config(|config| {
+        format!(
+            "{config}\n[notify]\ncommand = {}\non = [\"rolled-back\"]\n\n[app.check]\nurl = \"http://{front}/ready\"\n",
+            toml_str(&command)
+        )
+    });
+    let b = site.commit("not-ready", "not ready");
+
+    let pushed = site.push();
+
+    let line = pushed.final_line();
+    assert!(line.contains("answered HTTP 503; the proxy went back to blue"), "{pushed}");
+    let seen = wait_for_file(&site.env.root.join("notified.2"), Duration::from_secs(10));
+    assert_eq!(
+        seen,
+        format!(
+            "PUSHDEPLOY_COMMIT={b}\nPUSHDEPLOY_RESULT=rolled-back\nPUSHDEPLOY_SLOT=green\n\
+             PUSHDEPLOY_STAGE=activate\n"
+        )
+    );
+}
