@@ -142,6 +142,12 @@ fn logs_keep_only_the_newest_runs_configured() {
     let _ = commit_version(&env, "f");
     let _ = push(&env, &[]);
     assert_eq!(kept_logs(&env), ["6.log"]);
+
+    // Logs removed by hand: ids go on from the history, never given out twice.
+    fs::remove_dir_all(env.target.join(".pushdeploy/logs")).expect("remove the logs");
+    let _ = commit_version(&env, "g");
+    let _ = push(&env, &[]);
+    assert_eq!(kept_logs(&env), ["7.log"]);
 }
 
 #[test]

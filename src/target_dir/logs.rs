@@ -69,11 +69,15 @@ pub fn recorded() -> Option<(Layout, HistoryEntry)> {
     RECORDED.lock().ok()?.take()
 }
 
-/// Claims the next id: one more than the newest log, by creating its file (empty until
-/// [`store`]).
+/// Claims the next id: one more than the newest log or history entry (logs removed by hand
+/// must not give an id out twice), by creating its file (empty until [`store`]).
 fn claim(layout: &Layout) -> io::Result<u64> {
     make_state_dir(&layout.logs_dir()).map_err(io::Error::other)?;
-    let mut id = ids(&layout.logs_dir())?.into_iter().map(|(id, _)| id).max().unwrap_or(0) + 1;
+    let newest_log = ids(&layout.logs_dir())?.into_iter().map(|(id, _)| id).max();
+    let newest_entry = history::read_all(layout)
+        .ok()
+        .and_then(|entries| entries.iter().rev().find_map(|entry| entry.id));
+    let mut id = newest_log.max(newest_entry).unwrap_or(0) + 1;
     for _ in 0..1000 {
         match OpenOptions::new()
             .write(true)
