@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod error;
 mod git;
+mod notify;
 mod previews;
 mod release;
 mod report;

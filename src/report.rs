@@ -3,10 +3,12 @@
 //! Everything goes to stderr (git relays a hook's stderr as `remote:` lines), one plain line at
 //! a time. Write errors are ignored: a pusher who hung up must not stop a deploy half-way.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Prefix of every line pushdeploy prints.
@@ -14,8 +16,10 @@ pub const PREFIX: &str = "pushdeploy: ";
 
 /// Prints one line to stderr, ignoring a closed or broken stderr.
 pub fn line(message: &str) {
+    let text = format!("{PREFIX}{message}");
+    capture(&text);
     let mut stderr = io::stderr().lock();
-    let _ = writeln!(stderr, "{PREFIX}{message}");
+    let _ = writeln!(stderr, "{text}");
 }
 
 /// Prints a command's result to stdout; a closed pipe (`| head`) ends quietly.
@@ -27,8 +31,71 @@ pub fn stdout(text: &str) {
 /// Prints a line of the build's own output, unprefixed, as the build wrote it (minus control
 /// characters that could rewrite the pusher's terminal).
 pub fn build_output(bytes: &[u8]) {
+    let text = escape_bytes(bytes, true);
+    capture(&text);
     let mut stderr = io::stderr().lock();
-    let _ = writeln!(stderr, "{}", escape_bytes(bytes, true));
+    let _ = writeln!(stderr, "{text}");
+}
+
+/// The most of a run's output a stored log keeps from its start, and from its end: a build
+/// that prints without end must not fill the disk, and the last lines say how it ended.
+const CAPTURE_HEAD: usize = 768 * 1024;
+const CAPTURE_TAIL: usize = 256 * 1024;
+
+/// What this process printed, kept for its stored log once [`start_capture`] was called.
+static CAPTURE: Mutex<Option<Capture>> = Mutex::new(None);
+
+/// The lines printed so far: all of them up to [`CAPTURE_HEAD`] bytes, then the newest
+/// [`CAPTURE_TAIL`] bytes of lines, and a count of those left out between.
+#[derive(Default)]
+struct Capture {
+    head: String,
+    tail: VecDeque<String>,
+    tail_bytes: usize,
+    dropped: u64,
+}
+
+/// Starts keeping every line printed from now on, for the run's stored log.
+pub fn start_capture() {
+    if let Ok(mut capture) = CAPTURE.lock() {
+        *capture = Some(Capture::default());
+    }
+}
+
+/// Returns what was printed since [`start_capture`] (bounded, with a line saying how many
+/// lines were left out), and stops keeping it.
+pub fn take_capture() -> Option<String> {
+    let capture = CAPTURE.lock().ok()?.take()?;
+    let mut text = capture.head;
+    if capture.dropped > 0 {
+        let _ = writeln!(
+            text,
+            "[pushdeploy: {} left out of this log]",
+            things(capture.dropped, "line")
+        );
+    }
+    for line in capture.tail {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Some(text)
+}
+
+fn capture(text: &str) {
+    let Ok(mut guard) = CAPTURE.lock() else { return };
+    let Some(capture) = guard.as_mut() else { return };
+    if capture.tail.is_empty() && capture.head.len() + text.len() < CAPTURE_HEAD {
+        capture.head.push_str(text);
+        capture.head.push('\n');
+        return;
+    }
+    capture.tail_bytes += text.len() + 1;
+    capture.tail.push_back(text.to_owned());
+    while capture.tail_bytes > CAPTURE_TAIL {
+        let Some(old) = capture.tail.pop_front() else { break };
+        capture.tail_bytes -= old.len() + 1;
+        capture.dropped += 1;
+    }
 }
 
 /// Sets up operator tracing on stderr, filtered by `PUSHDEPLOY_LOG` (off by default).

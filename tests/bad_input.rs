@@ -123,6 +123,9 @@ fn read_only_target_fails_with_what_to_do() {
         "pushdeploy: error: cannot lock $TMP/ro/www/.pushdeploy/lock: Read-only file system (os \
          error 30)",
         "pushdeploy: hint: check that the target directory is writable",
+        // The failure cannot be recorded where it happened, and the pusher is told so.
+        "pushdeploy: warning: this failure is not in the history: cannot write \
+         $TMP/ro/www/.pushdeploy/history.jsonl: Read-only file system (os error 30)",
     ];
     assert_eq!(push.pushdeploy_lines(), expected, "{push}");
     env.assert_live_unchanged(&before);

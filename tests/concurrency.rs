@@ -191,4 +191,24 @@ fn concurrent_pushes_serialize_skip_superseded_commits_and_never_go_backwards() 
     assert_eq!(live.len(), 1 + free.deployed + 1, "a live line without a history line");
     let log_text = fs::read_to_string(&log).expect("read the build log");
     assert_eq!(log_text, "start\nend\n".repeat(free.deployed + 1), "the builds overlapped");
+    // Each skipped push is in the history too, with its output kept under its id.
+    let history = fs::read_to_string(env.target.join(".pushdeploy/history.jsonl")).expect("read");
+    let skipped: Vec<serde_json::Value> = history
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+        .filter(|entry| {
+            entry["result"] == "ignored"
+                && entry["error"].as_str().is_some_and(|error| error.starts_with("skipped: "))
+        })
+        .collect();
+    assert_eq!(
+        skipped.len(),
+        free.skipped + queued.skipped,
+        "a skipped push is not in the history"
+    );
+    for entry in &skipped {
+        let log = env.target.join(format!(".pushdeploy/logs/{}.log", entry["id"]));
+        let text = fs::read_to_string(&log).expect("the skipped push's log");
+        assert!(text.contains("pushdeploy: skipped "), "{text}");
+    }
 }

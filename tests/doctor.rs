@@ -104,9 +104,9 @@ fn doctor_finds_hook_whose_binary_is_gone() {
     assert_eq!(code, Some(3), "{lines:#?}");
     assert_eq!(
         problems(&lines),
-        [
-            "problem  the hook runs $TMP/pushdeploy-copy, which is missing or not executable; run `pushdeploy init` again to reinstall it"
-        ]
+        ["problem  the hook runs $TMP/pushdeploy-copy, which is missing or not executable; \
+             run `pushdeploy init $TMP/site.git` with the pushdeploy the hook should run \
+             (it keeps pushdeploy.toml as it is and rewrites the hooks)"]
     );
 }
 

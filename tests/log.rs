@@ -38,9 +38,9 @@ fn log_lists_deploys_newest_first_with_the_failed_one() {
     let log = env.pushdeploy().args(["log", "--repo"]).arg(&env.bare).success();
 
     let expected = format!(
-        "TIME  {c}  failed  blue   refs/heads/main  (push by {PUSHER}; total N s): failed at build: {BUILD_FAILURE}\n\
-         TIME  {b}  live    green  refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n\
-         TIME  {a}  live    blue   refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n",
+        "TIME  #3  {c}  failed  blue   refs/heads/main  (push by {PUSHER}; total N s): failed at build: {BUILD_FAILURE}\n\
+         TIME  #2  {b}  live    green  refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n\
+         TIME  #1  {a}  live    blue   refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n",
         a = short(&a),
         b = short(&b),
         c = short(&c),

@@ -21,8 +21,8 @@ fn log_columns_line_up_whatever_the_slot() {
     let log = env.pushdeploy().args(["log", "--repo"]).arg(&env.bare).success();
 
     let expected = format!(
-        "TIME  {b}  live    green  refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n\
-         TIME  {a}  live    blue   refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n",
+        "TIME  #2    {b}  live    green  refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n\
+         TIME  #1    {a}  live    blue   refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n",
         a = short(&a),
         b = short(&b),
     );

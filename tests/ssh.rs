@@ -40,7 +40,7 @@ fn git_shell() -> Option<PathBuf> {
 /// (to create the user). Without them the test fails when `CI` is set (`.ci/run` installs
 /// `openssh-server` and runs as root) and is skipped with a notice elsewhere.
 #[track_caller]
-fn require_ssh_setup() -> bool {
+pub(crate) fn require_ssh_setup() -> bool {
     let missing = if !Path::new(SSHD).is_file() {
         Some(format!("{SSHD} is not installed (apt-get install openssh-server)"))
     } else if git_shell().is_none() {
@@ -120,9 +120,9 @@ impl Drop for SystemUser {
 }
 
 /// A running sshd; dropping it stops its process group.
-struct Sshd {
+pub(crate) struct Sshd {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
@@ -131,6 +131,24 @@ impl Sshd {
     /// `dir/authorized_keys/<user>`, with its host key, config, pid file and log in `dir`.
     #[track_caller]
     fn start(env: &TestEnv, dir: &Path, user: &str) -> Sshd {
+        Sshd::start_with(env, dir, user, None)
+    }
+
+    /// Starts sshd as [`Sshd::start`] does, but with Debian's own key rules: the user's
+    /// `~/.ssh/authorized_keys` and `StrictModes yes` (owners and modes of the home, `.ssh`
+    /// and the file are checked); with `use_pam`, Debian's default `UsePAM yes`.
+    #[track_caller]
+    pub(crate) fn start_with_home_keys(
+        env: &TestEnv,
+        dir: &Path,
+        user: &str,
+        use_pam: bool,
+    ) -> Sshd {
+        Sshd::start_with(env, dir, user, Some(use_pam))
+    }
+
+    #[track_caller]
+    fn start_with(env: &TestEnv, dir: &Path, user: &str, home_keys: Option<bool>) -> Sshd {
         let host_key = dir.join("host_key");
         let _ = env
             .command("ssh-keygen")
@@ -142,7 +160,22 @@ impl Sshd {
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port();
             let config = dir.join("sshd_config");
-            fs::write(&config, sshd_config(dir, &host_key, port, user)).expect("write sshd_config");
+            let mut text = sshd_config(dir, &host_key, port, user);
+            if let Some(use_pam) = home_keys {
+                let pam = if use_pam { "UsePAM yes" } else { "UsePAM no" };
+                text = text
+                    .lines()
+                    .filter(|line| !line.starts_with("AuthorizedKeysFile "))
+                    .map(|line| match line {
+                        "StrictModes no" => "StrictModes yes",
+                        "UsePAM no" => pam,
+                        line => line,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + "\n";
+            }
+            fs::write(&config, text).expect("write sshd_config");
             let log_file = fs::File::create(&log).expect("create sshd.log");
             let child = Command::new(SSHD)
                 .arg("-D")
@@ -196,7 +229,7 @@ impl Sshd {
     }
 
     /// Returns sshd's log, for failure messages.
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         format!("--- sshd log {} ---\n{text}", self.log.display())
     }
@@ -252,7 +285,7 @@ fn free_port() -> u16 {
 
 /// Makes `path` searchable and readable by everyone, so the SSH user can reach what is below.
 #[track_caller]
-fn make_traversable(path: &Path) {
+pub(crate) fn make_traversable(path: &Path) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("chmod 0755 {}: {e}", path.display()));
 }

@@ -16,7 +16,7 @@ use crate::target_dir::history::Trigger;
 pub struct DeployArgs {
     /// The bare repository [default: $GIT_DIR, else the current directory]
     #[arg(long, value_name = "REPO")]
-    repo: Option<PathBuf>,
+    pub repo: Option<PathBuf>,
     /// The revision to deploy [default: the deploy branch's tip]
     #[arg(value_name = "REV")]
     rev: Option<String>,

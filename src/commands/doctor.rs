@@ -58,18 +58,14 @@ impl Findings {
 }
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
-    let repo = Repo::open(&super::repo_path(args.repo))?;
+    let repo = super::open_repo(args.repo)?;
     let mut findings = Findings::default();
-    match config::load(repo.path()) {
-        Ok(config) => {
-            findings.ok(format!("configuration {} loads", escape_path(&config.path)));
-            check_hooks(&repo, &config, &mut findings);
-            check_branch(&repo, &config, &mut findings);
-            check_build_program(&config, &mut findings);
-            check_umask(&config, &mut findings);
-            check_target(&config, &mut findings);
-        }
-        Err(err) => findings.problem(err.to_string(), err.hint()),
+    if let Some(config) = load_config(repo.path(), &mut findings) {
+        check_hooks(&repo, &config, &mut findings);
+        check_branch(&repo, &config, &mut findings);
+        check_build_program(&config, &mut findings);
+        check_umask(&config, &mut findings);
+        check_target(&repo, &config, &mut findings);
     }
     let summary = match findings.problems {
         0 => "no problems found\n".to_owned(),
@@ -79,8 +75,64 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, Error> {
     Ok(if findings.problems == 0 { ExitCode::Success } else { ExitCode::ProblemsFound })
 }
 
+/// How many errors of the configuration doctor reports before it gives up on the file.
+const CONFIG_ERRORS: usize = 20;
+
+/// Loads the configuration, reporting every error in it, not only the first: each line an
+/// error names is left out and the file read again, and the checks that follow read what
+/// remains. A table header or a file that names no target ends it.
+fn load_config(repo: &Path, findings: &mut Findings) -> Option<Config> {
+    let path = repo.join(config::FILE_NAME);
+    let mut text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(_) => {
+            if let Err(err) = config::load(repo) {
+                findings.problem(err.to_string(), err.hint());
+            }
+            return None;
+        }
+    };
+    for left_out in 0..CONFIG_ERRORS {
+        let err = match config::parse(&path, &text) {
+            Ok(config) if left_out == 0 => {
+                findings.ok(format!("configuration {} loads", escape_path(&config.path)));
+                return Some(config);
+            }
+            Ok(config) => {
+                findings.warn(
+                    format!("the checks below read {} without the lines above", escape_path(&path)),
+                    "fix them, and run doctor again",
+                );
+                return Some(config);
+            }
+            // A required key is missing because a line was left out: not the file's error.
+            Err(err) if left_out > 0 && err.to_string().contains("missing field") => return None,
+            Err(err) => err,
+        };
+        findings.problem(err.to_string(), err.hint());
+        let config::Error::Invalid { line, .. } = err else { return None };
+        let mut lines: Vec<&str> = text.lines().collect();
+        let bad = lines.get(line.wrapping_sub(1))?.trim_start();
+        // Without its target the file says nothing more worth checking.
+        let required =
+            bad.strip_prefix("target").is_some_and(|rest| rest.trim_start().starts_with('='));
+        if bad.is_empty() || bad.starts_with('[') || bad.starts_with('#') || required {
+            return None;
+        }
+        lines[line - 1] = "";
+        text = lines.join("\n");
+    }
+    None
+}
+
 fn check_hooks(repo: &Repo, config: &Config, findings: &mut Findings) {
-    let rerun = "run `pushdeploy init` again to reinstall it";
+    // init without --target keeps the configuration and rewrites the hooks for the binary
+    // that runs it; a configuration whose comments differ never stops it.
+    let rerun = format!(
+        "run `pushdeploy init {}` with the pushdeploy the hook should run (it keeps pushdeploy.toml as it is and rewrites the hooks)",
+        escape_path(repo.path().components().collect::<PathBuf>().as_path())
+    );
+    let rerun = rerun.as_str();
     let hook = repo.path().join("hooks").join(config.mode.name());
     let shown = escape_path(&hook);
     match fs::read_to_string(&hook) {
@@ -204,28 +256,21 @@ fn hook_binary(text: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-fn check_target(config: &Config, findings: &mut Findings) {
+fn check_target(repo: &Repo, config: &Config, findings: &mut Findings) {
     let layout = Layout::new(config);
     let target = escape_path(&layout.target);
-    if fs::metadata(&layout.target).is_err() {
+    let Ok(meta) = fs::metadata(&layout.target) else {
         findings.problem(
             format!("target {target} does not exist"),
             "create it (owned by the user that pushes) or fix `target` in the configuration",
         );
         return;
-    }
-    if access(&layout.target, AccessFlags::W_OK).is_ok() {
-        findings.ok(format!("target {target} is writable by this user"));
-    } else {
-        findings.problem(
-            format!("target {target} is not writable by this user"),
-            format!("run `chown -R {} {target}` as root", current_user()),
-        );
-    }
+    };
+    let deployer = check_target_owner(repo, &layout, &meta, findings);
     if let Some((problem, fix)) = layout.world_writable_target() {
         findings.warn(problem, fix);
     }
-    match layout.check_state() {
+    match layout.check_state_owned_by(deployer) {
         Ok(()) => {}
         Err(target_dir::Error::StateDir { path, problem, hint }) => {
             findings.problem(format!("{} {problem}", escape_path(&path)), hint);
@@ -347,6 +392,52 @@ fn check_space(target: &Path, served: &Path, findings: &mut Findings) {
     } else {
         findings.ok(line);
     }
+}
+
+/// Checks that the hook's user can write in the target: the repository's owner, who pushes,
+/// also when root runs doctor. Returns that user's uid.
+fn check_target_owner(
+    repo: &Repo,
+    layout: &Layout,
+    meta: &fs::Metadata,
+    findings: &mut Findings,
+) -> u32 {
+    let target = escape_path(&layout.target);
+    let deployer = fs::metadata(repo.path()).map_or(nix::unistd::geteuid().as_raw(), |m| m.uid());
+    let me = nix::unistd::geteuid().as_raw();
+    if deployer != me {
+        if meta.uid() == deployer {
+            findings.ok(format!(
+                "target {target} is owned by {}, who owns the repository and runs the hook",
+                user_name(deployer)
+            ));
+        } else {
+            findings.problem(
+                format!(
+                    "target {target} is owned by {}, but the hook runs as {} (the repository's owner)",
+                    user_name(meta.uid()),
+                    user_name(deployer)
+                ),
+                format!("run `chown -R {}: {target}` as root", user_name(deployer)),
+            );
+        }
+    } else if access(&layout.target, AccessFlags::W_OK).is_ok() {
+        findings.ok(format!("target {target} is writable by this user"));
+    } else {
+        findings.problem(
+            format!("target {target} is not writable by this user"),
+            format!("run `chown -R {} {target}` as root", current_user()),
+        );
+    }
+    deployer
+}
+
+/// Returns the name of user `uid`, or the number when it has none.
+fn user_name(uid: u32) -> String {
+    User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |user| user.name)
 }
 
 fn current_user() -> String {

@@ -10,8 +10,8 @@ use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::previews;
 use crate::report::{self, escape};
-use crate::target_dir::history::Trigger;
-use crate::target_dir::{Layout, record};
+use crate::target_dir::history::{self, HistoryEntry, Outcome, Trigger};
+use crate::target_dir::{Layout, logs, record};
 
 /// Runs as a git hook: reads git's `<old> <new> <ref>` lines on stdin and deploys the push of
 /// the deploy branch. Installed by `pushdeploy init`; to deploy by hand, use `pushdeploy deploy`.
@@ -40,7 +40,12 @@ struct RefUpdate {
 }
 
 pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
+    let started = std::time::SystemTime::now();
     let updates = read_updates()?;
+    let pushed = updates.iter().find(|update| !update.new.is_zero()).cloned();
+    if let Some(update) = &pushed {
+        super::recorded::note_push(&update.name, update.new);
+    }
     let super::Site { repo, config, layout } = super::open_site(None)?;
     let (previewed, updates): (Vec<RefUpdate>, Vec<RefUpdate>) =
         updates.into_iter().partition(|update| {
@@ -50,7 +55,10 @@ pub fn run(args: HookArgs) -> Result<ExitCode, Error> {
                 .is_some_and(|branch| previews::previewed(&config, branch).is_some())
         });
     let production = match args.hook == config.mode {
-        true => deploy_production(&args, &config, &repo, updates),
+        true => {
+            let noted = Noted { layout: &layout, pushed: pushed.as_ref(), started };
+            deploy_production(&args, &config, &repo, updates, noted)
+        }
         false => follow_up(&config, &repo, &layout, args.hook),
     };
     // Previews deploy once git has accepted the push, whichever hook deploys production.
@@ -99,12 +107,20 @@ fn deploy_previews(
     result
 }
 
+/// What a push that deploys nothing records in the history (see [`record_ignored`]).
+struct Noted<'a> {
+    layout: &'a Layout,
+    pushed: Option<&'a RefUpdate>,
+    started: std::time::SystemTime,
+}
+
 /// Deploys the push of the deploy branch, from the hook that `mode` names.
 fn deploy_production(
     args: &HookArgs,
     config: &Config,
     repo: &Repo,
     updates: Vec<RefUpdate>,
+    noted: Noted<'_>,
 ) -> Result<ExitCode, Error> {
     let mut deploy = None;
     let mut ignored = Vec::new();
@@ -129,6 +145,7 @@ fn deploy_production(
         if let Some(hint) = wrong_branch_hint(config, repo, &other_branches) {
             report::line(&format!("hint: {hint}"));
         }
+        record_ignored(noted.layout, &ignored, noted.pushed, noted.started);
         return Ok(ExitCode::Success);
     };
     let push = PushOptions::from_env()?;
@@ -185,6 +202,45 @@ fn report_ignored(ignored: &[(String, Ignored)]) {
         report::count((ignored.len() - IGNORED_NAMED) as u64),
         reasons.join("; ")
     ));
+}
+
+/// Records a push that deployed nothing as one `ignored` history entry: its first ref, and
+/// why each was ignored. A target whose state directory cannot be made records nothing (its
+/// next deploy says what is wrong with it).
+fn record_ignored(
+    layout: &Layout,
+    ignored: &[(String, Ignored)],
+    pushed: Option<&RefUpdate>,
+    started: std::time::SystemTime,
+) {
+    let Some((first, _)) = ignored.first() else { return };
+    if !layout.target.is_dir() || layout.ensure_state_dir().is_err() {
+        return;
+    }
+    let mut reasons: Vec<String> = ignored.iter().map(|(_, why)| why.to_string()).collect();
+    reasons.dedup();
+    let mut error = reasons.join("; ");
+    if ignored.len() > 1 {
+        error = format!("{}: {error}", report::things(ignored.len() as u64, "ref"));
+    }
+    let entry = HistoryEntry {
+        id: None,
+        started_at: history::timestamp(started),
+        commit: pushed.map(|update| update.new),
+        ref_name: pushed.map_or_else(|| first.clone(), |update| update.name.clone()),
+        slot: None,
+        result: Outcome::Ignored,
+        trigger: Trigger::Push,
+        pusher: history::pusher(),
+        failed_stage: None,
+        error: Some(error),
+        stages: Vec::new(),
+        time_to_live: None,
+        total: started.elapsed().map_or(0.0, |took| took.as_secs_f64()),
+    };
+    if let Err(err) = logs::record(layout, entry) {
+        report::line(&format!("warning: {err}"));
+    }
 }
 
 /// Says what to do when a push that deploys nothing updated other branches: a deploy branch

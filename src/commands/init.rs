@@ -43,37 +43,51 @@ pub struct InitArgs {
     /// The bare repository to push to (created if missing)
     #[arg(value_name = "REPO")]
     repo: PathBuf,
-    /// The directory that holds the releases and the served link (created if missing)
+    /// The directory that holds the releases and the served link (created if missing).
+    /// Without it, on a repository already set up, its pushdeploy.toml is kept as it is and
+    /// only the hooks are rewritten for this binary (after moving the binary, say)
     #[arg(long, value_name = "DIR")]
-    target: PathBuf,
+    target: Option<PathBuf>,
     /// The branch whose pushes deploy
-    #[arg(long, value_name = "BRANCH", default_value = config::DEFAULT_BRANCH)]
+    #[arg(long, value_name = "BRANCH", default_value = config::DEFAULT_BRANCH, requires = "target")]
     branch: String,
     /// The name of the symlink, inside DIR, that the web server serves
-    #[arg(long, value_name = "NAME", default_value = config::DEFAULT_LINK)]
+    #[arg(long, value_name = "NAME", default_value = config::DEFAULT_LINK, requires = "target")]
     link: String,
     /// Takes the build settings from a site template (see `pushdeploy new-site`)
-    #[arg(long, value_enum, value_name = "NAME", conflicts_with_all = ["build", "publish"])]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "NAME",
+        conflicts_with_all = ["build", "publish"],
+        requires = "target"
+    )]
     template: Option<Template>,
     /// The build command, run by `sh -c` in the new release (e.g. "hugo --minify")
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", requires = "target")]
     build: Option<String>,
     /// The subdirectory of the release to serve (e.g. "public" for Hugo); required with
     /// --build, which otherwise serves the sources with the site
-    #[arg(long, value_name = "SUBDIR")]
+    #[arg(long, value_name = "SUBDIR", requires = "target")]
     publish: Option<PathBuf>,
     /// With --build: serve the whole release (a build that writes the site in place)
     #[arg(long, conflicts_with = "publish", requires = "build")]
     no_publish: bool,
     /// Which hook deploys: post-receive (the default) accepts the push first; pre-receive
     /// deploys before accepting it, so a failed deploy rejects the push
-    #[arg(long, value_enum, value_name = "MODE", default_value = "post-receive")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "post-receive",
+        requires = "target"
+    )]
     mode: Mode,
     /// The umask releases are written with and the build runs with [default: 022]
-    #[arg(long, value_name = "OCTAL")]
+    #[arg(long, value_name = "OCTAL", requires = "target")]
     umask: Option<String>,
     /// Allow a umask that lets every user write into the releases (`world_writable = true`)
-    #[arg(long)]
+    #[arg(long, requires = "target")]
     world_writable: bool,
     /// Replace a differing configuration, a foreign hook or unit, keeping a backup
     #[arg(long)]
@@ -101,9 +115,15 @@ enum FileState {
 
 pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
     check_publish(&args)?;
-    let target = absolute_target(&args.target)?;
-    let config_text = config_text(&args, &target);
-    let config = validate(&args.repo, &config_text)?;
+    let (target, config_text, config) = match &args.target {
+        Some(target) => {
+            let target = absolute_target(target)?;
+            let config_text = config_text(&args, &target);
+            let config = validate(&args.repo, &config_text)?;
+            (target, config_text, config)
+        }
+        None => super::init_rerun::existing_config(&args.repo, args.app.app)?,
+    };
     let exe = binary_path()?;
     let app = init_app::prepare(&args.app, &args.repo, &config)?;
     // Decide about every file before touching anything, so a refusal changes nothing.
@@ -197,7 +217,17 @@ fn plan_files(
     let hooks = args.repo.join("hooks");
     let config_path = args.repo.join(config::FILE_NAME);
     let mut planned = vec![
-        plan(&config_path, config_text, 0o644, args.force, |_| false)?,
+        // A configuration that says the same with other comments is kept as it is: init run
+        // again after the binary moved must rewrite the hooks, not refuse.
+        match fs::read(&config_path) {
+            Ok(old) if super::init_rerun::same_toml(&old, &config_text) => Planned {
+                path: config_path,
+                content: String::from_utf8_lossy(&old).into_owned(),
+                state: FileState::Same,
+                mode: 0o644,
+            },
+            _ => plan(&config_path, config_text, 0o644, args.force, |_| false)?,
+        },
         plan(
             &hooks.join("post-receive"),
             hook(POST_RECEIVE),

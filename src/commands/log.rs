@@ -8,7 +8,11 @@ use crate::error::{Error, ExitCode};
 use crate::report::{self, escape};
 use crate::target_dir::history;
 
-/// Lists deploys, newest first: when, commit, ref, slot, result, durations, who.
+/// Lists deploys, newest first: when, log id, commit, result, slot, ref, who, durations.
+///
+/// Every run is there: deploys, failures before a deploy began (configuration, permissions,
+/// lock, push options) as `error`, and pushes that deployed nothing as `ignored`. `#ID` names
+/// its stored output: `pushdeploy show ID` (or `log --full ID`) prints it.
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// The bare repository [default: $GIT_DIR, else the current directory]
@@ -20,11 +24,17 @@ pub struct LogArgs {
     /// Show at most N deploys
     #[arg(short = 'n', long = "max-count", value_name = "N")]
     max_count: Option<usize>,
+    /// Print the stored output of run ID instead (as `pushdeploy show ID`)
+    #[arg(long, value_name = "ID")]
+    full: Option<String>,
 }
 
 pub fn run(args: LogArgs) -> Result<ExitCode, Error> {
-    let site = super::open_site(args.repo)?;
-    let entries = history::read_all(&site.layout)?;
+    if let Some(id) = args.full {
+        return super::show::run(super::show::ShowArgs { repo: args.repo, id, json: args.json });
+    }
+    let (layout, _) = super::recorded::open_history(args.repo)?;
+    let entries = history::read_all(&layout)?;
     let newest: Vec<_> =
         entries.into_iter().rev().take(args.max_count.unwrap_or(usize::MAX)).collect();
     if args.json {
@@ -37,18 +47,25 @@ pub fn run(args: LogArgs) -> Result<ExitCode, Error> {
         let live_after =
             entry.time_to_live.map(|ttl| format!("live after {ttl:.2} s, ")).unwrap_or_default();
         let trigger = entry.trigger.name();
+        let id = entry.id.map_or_else(|| "-".to_owned(), |id| format!("#{id}"));
+        let commit = entry.commit.map_or_else(|| "-------".to_owned(), |commit| commit.short());
+        let slot = entry.slot.map_or("-", |slot| slot.name());
+        let ref_name =
+            if entry.ref_name.is_empty() { "-".to_owned() } else { escape(&entry.ref_name) };
         out.push_str(&format!(
-            "{}  {}  {:<7} {:<5}  {}  ({trigger} by {}; {live_after}total {:.2} s)",
+            "{}  {id:<4}  {commit}  {:<7} {slot:<5}  {}  ({trigger} by {}; {live_after}total {:.2} s)",
             entry.started_at,
-            entry.commit.short(),
             entry.result,
-            entry.slot,
-            escape(&entry.ref_name),
+            ref_name,
             escape(&entry.pusher),
             entry.total,
         ));
-        if let (Some(stage), Some(error)) = (&entry.failed_stage, &entry.error) {
-            out.push_str(&format!(": failed at {stage}: {}", escape(error)));
+        match (&entry.failed_stage, &entry.error) {
+            (Some(stage), Some(error)) => {
+                out.push_str(&format!(": failed at {stage}: {}", escape(error)));
+            }
+            (None, Some(error)) => out.push_str(&format!(": {}", escape(error))),
+            _ => {}
         }
         out.push('\n');
     }

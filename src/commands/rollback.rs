@@ -17,7 +17,7 @@ use crate::error::{Error, ExitCode};
 pub struct RollbackArgs {
     /// The bare repository [default: $GIT_DIR, else the current directory]
     #[arg(long, value_name = "REPO")]
-    repo: Option<PathBuf>,
+    pub repo: Option<PathBuf>,
     /// The revision to go back to [default: the release live before the current one]
     #[arg(value_name = "REV")]
     rev: Option<String>,

@@ -17,7 +17,7 @@ use crate::target_dir::history::Trigger;
 pub struct WebhookDeployArgs {
     /// The bare repository
     #[arg(long, value_name = "REPO")]
-    repo: PathBuf,
+    pub repo: PathBuf,
     /// The branch that was fetched
     #[arg(long, value_name = "BRANCH")]
     branch: String,

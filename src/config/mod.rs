@@ -13,6 +13,7 @@ mod check;
 mod keys;
 mod previews;
 mod raw;
+mod reporting;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ pub use app::{App, Proxy, ProxyKind, default_env_dir, default_unit_name, env_pro
 pub use previews::Previews;
 use raw::Source;
 pub use raw::toml_string;
+pub use reporting::Notify;
 pub use webhook::{MIN_SECRET_LEN, Provider, Secret, Webhook};
 
 /// The configuration file's name inside the bare repository.
@@ -66,6 +68,10 @@ pub struct Config {
     /// Set on the configuration of a preview (derived from production's): the preview's slug.
     /// A preview leaves the repository's deploy refs to production.
     pub preview_of: Option<String>,
+    /// `[logs]`: how many runs' output is kept in `TARGET/.pushdeploy/logs/`.
+    pub logs: crate::target_dir::logs::Bounds,
+    /// `[notify]`: who is told how a deploy ended.
+    pub notify: Notify,
 }
 
 /// Which symlinks a pushed tree may hold: `symlinks = "inside"` (the default) or `"none"`.
@@ -200,6 +206,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let app = app::app(source, file.app, &target, target_span)?;
     let webhook = webhook::webhook(source, file.webhook)?;
     let previews = previews::previews(source, file.previews, app.is_some())?;
+    let logs = reporting::logs(source, file.logs)?;
+    let notify = reporting::notify(source, file.notify)?;
     Ok(Config {
         path: path.to_owned(),
         branch,
@@ -215,6 +223,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         webhook,
         previews,
         preview_of: None,
+        logs,
+        notify,
     })
 }
 

@@ -26,6 +26,8 @@ pub struct File {
     pub app: Option<super::app_raw::RawApp>,
     pub webhook: Option<super::webhook::RawWebhook>,
     pub previews: Option<super::previews::RawPreviews>,
+    pub logs: Option<super::reporting::RawLogs>,
+    pub notify: Option<super::reporting::RawNotify>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use super::{Failure, Run};
 use crate::error::ExitCode;
 use crate::report::{self, escape, escape_path};
 use crate::target_dir::history::{self, HistoryEntry, Outcome};
+use crate::target_dir::logs;
 use crate::target_dir::record::{self, ReleaseRecord};
 use crate::target_dir::slots;
 
@@ -82,10 +83,11 @@ pub(super) fn append(
     time_to_live: Option<Duration>,
 ) {
     let entry = HistoryEntry {
+        id: None,
         started_at: history::timestamp(run.clock.started_at),
-        commit: run.request.commit,
+        commit: Some(run.request.commit),
         ref_name: run.request.ref_name.clone(),
-        slot: run.slot,
+        slot: Some(run.slot),
         result,
         trigger: run.request.trigger,
         pusher: history::pusher(),
@@ -95,7 +97,7 @@ pub(super) fn append(
         time_to_live: time_to_live.map(|ttl| ttl.as_secs_f64()),
         total: run.clock.started.elapsed().as_secs_f64(),
     };
-    if let Err(err) = history::append(run.layout, &entry) {
+    if let Err(err) = logs::record(run.layout, entry) {
         report::line(&format!("warning: {err}"));
     }
 }

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::{Error, ExitCode};
 use crate::git::{CommitId, Repo};
 use crate::report::{self, escape, escape_path};
-use crate::target_dir::history::{Stage, Trigger};
+use crate::target_dir::history::{self, Stage, Trigger};
 use crate::target_dir::lock::{self, DeployLock};
 use crate::target_dir::{self, Layout, Live, Slot};
 
@@ -131,6 +131,9 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
         ));
     }
     layout.ensure_state_dir().map_err(|err| {
+        if let Some(error) = target_not_writable(&layout) {
+            return error;
+        }
         let hint = match &err {
             target_dir::Error::StateDir { hint, .. } => hint.clone(),
             _ => format!(
@@ -159,6 +162,36 @@ pub fn lock_target(config: &Config) -> Result<(Layout, DeployLock), Error> {
     Ok((layout, lock))
 }
 
+/// Says who owns the target when this user cannot create the state directory in it (nothing
+/// is there to move away): a target made by root for the git user, say.
+fn target_not_writable(layout: &Layout) -> Option<Error> {
+    use nix::unistd::{AccessFlags, Uid, User, access, geteuid};
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(&layout.state).is_ok()
+        || access(&layout.target, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+    {
+        return None;
+    }
+    let owner = std::fs::metadata(&layout.target).ok()?.uid();
+    let name = |uid: u32| {
+        User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name)
+    };
+    let me = geteuid().as_raw();
+    let target = escape_path(&layout.target);
+    Some(Error::user(
+        format!(
+            "target {target} is owned by {} (uid {owner}) and this user ({}, uid {me}) cannot write in it, so pushdeploy cannot create {}",
+            name(owner),
+            name(me),
+            escape_path(&layout.state)
+        ),
+        format!("give it to the user that deploys: as root, `chown {}: {target}`", name(me)),
+    ))
+}
+
 /// Runs one deploy under the target's lock and tells the pusher how it ended.
 pub fn deploy(config: &Config, repo: &Repo, request: &Request) -> Result<ExitCode, Error> {
     let (layout, _lock) = lock_target(config)?;
@@ -174,7 +207,7 @@ pub fn deploy_locked(
     layout: &Layout,
     request: &Request,
 ) -> Result<ExitCode, Error> {
-    if superseded(config, repo, request)? {
+    if superseded(config, repo, layout, request)? {
         return Ok(ExitCode::Success);
     }
     let live = layout.live()?;
@@ -201,7 +234,12 @@ pub fn deploy_locked(
 
 /// Tells, under the lock, whether a push is superseded: its branch has moved on since, and
 /// the newer push deploys its own commit. Says so in one line.
-fn superseded(config: &Config, repo: &Repo, request: &Request) -> Result<bool, Error> {
+fn superseded(
+    config: &Config,
+    repo: &Repo,
+    layout: &Layout,
+    request: &Request,
+) -> Result<bool, Error> {
     if !request.skip_if_superseded {
         return Ok(false);
     }
@@ -216,5 +254,24 @@ fn superseded(config: &Config, repo: &Repo, request: &Request) -> Result<bool, E
         None => format!("{} was deleted meanwhile", config.branch),
     };
     report::line(&format!("skipped {}: {why}", request.commit.short()));
+    // In the history too, as a push that deployed nothing: its pusher may look for it there.
+    let entry = history::HistoryEntry {
+        id: None,
+        started_at: history::timestamp(std::time::SystemTime::now()),
+        commit: Some(request.commit),
+        ref_name: request.ref_name.clone(),
+        slot: None,
+        result: history::Outcome::Ignored,
+        trigger: request.trigger,
+        pusher: history::pusher(),
+        failed_stage: None,
+        error: Some(format!("skipped: {why}")),
+        stages: Vec::new(),
+        time_to_live: None,
+        total: 0.0,
+    };
+    if let Err(err) = target_dir::logs::record(layout, entry) {
+        report::line(&format!("warning: {err}"));
+    }
     Ok(true)
 }

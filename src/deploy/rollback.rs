@@ -49,8 +49,8 @@ fn previous_release(layout: &Layout) -> Result<(CommitId, String), Error> {
     history::read_all(layout)?
         .into_iter()
         .rev()
-        .find(|entry| entry.result == Outcome::Live && Some(entry.commit) != live)
-        .map(|entry| (entry.commit, entry.ref_name))
+        .filter(|entry| entry.result == Outcome::Live && entry.commit != live)
+        .find_map(|entry| Some((entry.commit?, entry.ref_name)))
         .ok_or_else(|| {
             Error::user(
                 "there is no earlier successful deploy to roll back to",

@@ -25,6 +25,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Tells whether opening the repository failed only because another user owns it (git's
+    /// and libgit2's `safe.directory` check).
+    pub fn is_not_owned(&self) -> bool {
+        matches!(self, Error::Open { source, .. } if source.code() == git2::ErrorCode::Owner)
+    }
+
     /// Returns what to do about the error, when there is something to say.
     pub fn hint(&self) -> Option<String> {
         match self {

@@ -24,11 +24,19 @@ pub enum Error {
 /// One line of `history.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryEntry {
+    /// The number of its stored output in `.pushdeploy/logs/` (`pushdeploy show ID`); entries
+    /// written before logs were kept have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     pub started_at: String,
-    pub commit: CommitId,
+    /// The commit deployed, or pushed; none for a failure before it was known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitId>,
     #[serde(rename = "ref")]
     pub ref_name: String,
-    pub slot: Slot,
+    /// The slot deployed into; none for an ignored push or a failure before the deploy began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
     pub result: Outcome,
     /// What started it; entries written before it was recorded were pushes.
     #[serde(default)]
@@ -59,6 +67,11 @@ pub enum Outcome {
     /// proxy was pointed back at the old one.
     RolledBack,
     DryRun,
+    /// A push that deployed nothing: no ref of it was the deploy branch.
+    Ignored,
+    /// A run that failed before a deploy could begin: the configuration, the target's
+    /// permissions, the lock, a push option.
+    Error,
 }
 
 impl Outcome {
@@ -69,6 +82,8 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::RolledBack => "rolled-back",
             Outcome::DryRun => "dry-run",
+            Outcome::Ignored => "ignored",
+            Outcome::Error => "error",
         }
     }
 }
@@ -201,6 +216,7 @@ mod tests {
         let old = r#"{"started_at":"2026-11-25T21:21:25Z","commit":"25af7330000000000000000000000000000000aa","ref":"refs/heads/main","slot":"green","result":"failed","pusher":"alice","failed_stage":"build","error":"boom","stages":[["prepare",0.01],["materialize",0.02],["build",0.03]],"total":0.11}"#;
         let entry: HistoryEntry = serde_json::from_str(old).unwrap();
         assert_eq!(entry.result, Outcome::Failed);
+        assert_eq!(entry.id, None, "written before logs were kept");
         assert_eq!(entry.trigger, Trigger::Push, "no trigger: written before it was recorded");
         assert_eq!(entry.failed_stage, Some(Stage::Build));
         assert_eq!(entry.stages[1].0, Stage::Materialize);

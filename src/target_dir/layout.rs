@@ -102,11 +102,16 @@ pub struct Live {
 
 impl Layout {
     pub fn new(config: &Config) -> Layout {
+        Layout::at(&config.target, &config.link)
+    }
+
+    /// Returns the layout of the target `target` whose link is named `link`.
+    pub fn at(target: &Path, link: &str) -> Layout {
         Layout {
-            target: config.target.clone(),
-            link: config.link_path(),
-            state: config.target.join(".pushdeploy"),
-            link_name: config.link.clone(),
+            target: target.to_owned(),
+            link: target.join(link),
+            state: target.join(".pushdeploy"),
+            link_name: link.to_owned(),
         }
     }
 
@@ -200,6 +205,12 @@ impl Layout {
     /// Checks, creating nothing, that the state directory and what pushdeploy keeps in it are
     /// real directories and files owned by this user, not symlinks; a missing one is fine.
     pub fn check_state(&self) -> Result<(), Error> {
+        self.check_state_owned_by(nix::unistd::geteuid().as_raw())
+    }
+
+    /// Checks the state directory as [`Layout::check_state`] does, for the user `uid` who
+    /// deploys (`doctor` run by root looks at it as the git user's).
+    pub fn check_state_owned_by(&self, uid: u32) -> Result<(), Error> {
         let dirs = [
             self.state.clone(),
             self.records_dir(),
@@ -211,15 +222,21 @@ impl Layout {
             self.tool_caches(),
             self.build_git_dir(),
             self.submodules_dir(),
+            self.logs_dir(),
         ];
         let tools = TOOL_CACHES.map(|(tool, _)| self.tool_caches().join(tool));
         for dir in dirs.iter().chain(&tools) {
-            check_state_entry(dir, true)?;
+            check_state_entry(dir, true, uid)?;
         }
         for file in [self.lock_path(), self.build_pgid_path(), self.state.join("history.jsonl")] {
-            check_state_entry(&file, false)?;
+            check_state_entry(&file, false, uid)?;
         }
         Ok(())
+    }
+
+    /// Returns where the output of each run is kept (see `logs`).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state.join("logs")
     }
 
     /// Returns where the caches of submodules' repositories are kept (bare repositories).
@@ -271,13 +288,13 @@ pub fn make_state_dir(path: &Path) -> Result<(), Error> {
         Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
             Err(Error::Io { path: path.to_owned(), source: err })
         }
-        _ => check_state_entry(path, true),
+        _ => check_state_entry(path, true, nix::unistd::geteuid().as_raw()),
     }
 }
 
 /// Checks with `lstat` that `path`, when it exists, is a directory (or a regular file) owned
 /// by this user, not a symlink.
-fn check_state_entry(path: &Path, dir: bool) -> Result<(), Error> {
+fn check_state_entry(path: &Path, dir: bool, me: u32) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -304,7 +321,6 @@ fn check_state_entry(path: &Path, dir: bool) -> Result<(), Error> {
     if !dir && !kind.is_file() {
         return Err(planted("is not a regular file".into()));
     }
-    let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
         return Err(Error::StateDir {
             path: path.to_owned(),

@@ -7,6 +7,7 @@ pub mod index;
 pub mod layout;
 pub mod link;
 pub mod lock;
+pub mod logs;
 pub mod record;
 pub mod slots;
 

@@ -26,6 +26,7 @@ pub mod target;
 pub mod templates;
 pub mod user;
 pub mod webhook;
+pub mod webhook_receiver;
 
 pub use cmd::{Cmd, Output};
 pub use env::TestEnv;
