@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         cli.command,
         Command::Status(_)
             | Command::Log(_)
+            | Command::Logs(_)
             | Command::Show(_)
             | Command::Badge(_)
             | Command::Doctor(_)

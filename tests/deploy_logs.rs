@@ -224,3 +224,21 @@ fn a_failure_of_the_target_before_the_deploy_is_recorded_with_its_output() {
     );
     assert_eq!(pushdeploy(&env, &["show", "2"]).stdout, remote_lines(&failed));
 }
+
+/// `logs --deploy ID` (issue 14) is the stored output `show ID` prints, for a site as for an
+/// app; it takes no journal options.
+#[test]
+fn logs_deploy_prints_the_stored_output_of_a_run() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    env.write_config(&config_with(&env, &build_table("echo building the site")));
+    let a = commit_version(&env, "a");
+    push(&env, &[]).assert_live(&a, "refs/heads/main", "blue");
+    let show = pushdeploy(&env, &["show", "last"]);
+    let logs = pushdeploy(&env, &["logs", "--deploy", "last"]);
+    assert!(show.status.success() && logs.status.success(), "{show}\n{logs}");
+    assert!(logs.stdout.contains("building the site"), "{logs}");
+    assert_eq!(logs.stdout, show.stdout);
+    let both = pushdeploy(&env, &["logs", "--deploy", "last", "-f"]);
+    assert_eq!(both.code(), Some(2), "{both}");
+}

@@ -36,9 +36,16 @@ pub struct LogsArgs {
     /// Keep showing new lines as they come, until interrupted
     #[arg(short = 'f', long)]
     follow: bool,
+    /// Instead of the journal, the stored output of deploy ID (`last` for the newest), as
+    /// `pushdeploy show ID` prints it; sites have it too
+    #[arg(long, value_name = "ID", conflicts_with_all = ["lines", "follow"])]
+    deploy: Option<String>,
 }
 
 pub fn run(args: LogsArgs) -> Result<ExitCode, Error> {
+    if let Some(id) = args.deploy {
+        return super::show::run(super::show::ShowArgs { repo: args.repo, id, json: false });
+    }
     let site = open_site(args.repo)?;
     let Some(app) = site.config.app.as_ref() else {
         return Err(Error::new(
