@@ -68,7 +68,7 @@ fn every_run_is_in_the_log_and_show_prints_what_the_pusher_saw() {
 
     let toml = "$TMP/site.git/pushdeploy.toml";
     let expected = format!(
-        "TIME  #4    {c}  error   -      refs/heads/main  (push by {PUSHER}; total N s): {toml}: line 1: unknown field `bogus`, expected one of `branch`, `target`, `link`, `umask`, `world_writable`, `symlinks`, `mode`, `submodules`, `build`, `retire`, `app`, `logs`, `notify` (in `bogus = 1`)\n\
+        "TIME  #4    {c}  error   -      refs/heads/main  (push by {PUSHER}; total N s): {toml}: line 1: unknown field `bogus`, expected one of `branch`, `target`, `link`, `umask`, `world_writable`, `symlinks`, `mode`, `submodules`, `build`, `retire`, `app`, `webhook`, `previews`, `logs`, `notify` (in `bogus = 1`)\n\
          TIME  #3    {b}  error   -      refs/heads/main  (push by {PUSHER}; total N s): unknown push option \"dryrun\" (did you mean dry-run?): nothing was deployed; pushdeploy knows no-cache, skip-build, dry-run and rollback\n\
          TIME  #2    {a}  ignored -      refs/heads/other  (push by {PUSHER}; total N s): only pushes to the branch \"main\" deploy\n\
          TIME  #1    {a}  live    blue   refs/heads/main  (push by {PUSHER}; live after N s, total N s)\n",
@@ -104,7 +104,7 @@ fn every_run_is_in_the_log_and_show_prints_what_the_pusher_saw() {
     assert_eq!(missing.code(), Some(2));
     assert_eq!(
         missing.normalized_stderr(),
-        "pushdeploy: warning: $TMP/site.git/pushdeploy.toml: line 1: unknown field `bogus`, expected one of `branch`, `target`, `link`, `umask`, `world_writable`, `symlinks`, `mode`, `submodules`, `build`, `retire`, `app`, `logs`, `notify` (in `bogus = 1`); reading the history of its target anyway\n\
+        "pushdeploy: warning: $TMP/site.git/pushdeploy.toml: line 1: unknown field `bogus`, expected one of `branch`, `target`, `link`, `umask`, `world_writable`, `symlinks`, `mode`, `submodules`, `build`, `retire`, `app`, `webhook`, `previews`, `logs`, `notify` (in `bogus = 1`); reading the history of its target anyway\n\
          pushdeploy: error: no run 9 in the history of $TMP/www\n\
          pushdeploy: hint: `pushdeploy log` lists the runs and their ids\n"
     );
@@ -241,4 +241,26 @@ fn logs_deploy_prints_the_stored_output_of_a_run() {
     assert_eq!(logs.stdout, show.stdout);
     let both = pushdeploy(&env, &["logs", "--deploy", "last", "-f"]);
     assert_eq!(both.code(), Some(2), "{both}");
+}
+
+/// A configuration that is not even TOML (a table header left open) still names its target on
+/// its own line: the failed push is in that target's history, with what the pusher saw.
+#[test]
+fn a_push_with_a_configuration_that_is_not_toml_is_in_the_history() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let a = commit_version(&env, "a");
+    push(&env, &[]).assert_live(&a, "refs/heads/main", "blue");
+    env.write_config(&format!("{}[build\ncommand = \"true\"\n", config_with(&env, "")));
+    let b = commit_version(&env, "b");
+    let broken = push(&env, &[]);
+    assert!(broken.stderr.contains("pushdeploy.toml"), "{broken}");
+    let entries = history(&env);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        (entries[0]["result"].as_str(), entries[0]["commit"].as_str()),
+        (Some("error"), Some(b.as_str()))
+    );
+    let shown = pushdeploy(&env, &["show", "last"]);
+    assert_eq!(shown.stdout, remote_lines(&broken), "{shown}");
 }

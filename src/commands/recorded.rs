@@ -123,11 +123,41 @@ pub fn open_history(flag: Option<PathBuf>) -> Result<(Layout, Option<Config>), E
 }
 
 /// Returns the target's layout from a configuration that does not validate, when its
-/// `target` (and `link`) can still be read.
+/// `target` (and `link`) can still be read: from the whole file, or, when it is not even TOML,
+/// from those two lines alone.
 fn lenient_layout(repo: &Path) -> Option<Layout> {
     let text = std::fs::read_to_string(repo.join(config::FILE_NAME)).ok()?;
-    let table: toml::Table = text.parse().ok()?;
+    let table: toml::Table = text.parse().unwrap_or_else(|_| top_level_lines(&text));
     let target = PathBuf::from(table.get("target")?.as_str()?);
     let link = table.get("link").and_then(|link| link.as_str()).unwrap_or(config::DEFAULT_LINK);
     (target.is_absolute() && !link.contains('/')).then(|| Layout::at(&target, link))
+}
+
+/// Returns the top-level `target` and `link` of a file that is not TOML as a whole (a syntax
+/// error elsewhere): each line before the first table header that is TOML on its own.
+fn top_level_lines(text: &str) -> toml::Table {
+    let mut table = toml::Table::new();
+    for line in text.lines().take_while(|line| !line.trim_start().starts_with('[')) {
+        let Ok(one) = line.parse::<toml::Table>() else { continue };
+        for (key, value) in one {
+            if key == "target" || key == "link" {
+                table.insert(key, value);
+            }
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_level_lines;
+
+    #[test]
+    fn target_and_link_are_read_from_a_file_that_is_not_toml() {
+        let text = "# site\ntarget = \"/srv/www\"\nbranch = main\nlink = \"web\"\n[build\ntarget = \"/x\"\n";
+        let table = top_level_lines(text);
+        assert_eq!(table.get("target").and_then(|v| v.as_str()), Some("/srv/www"));
+        assert_eq!(table.get("link").and_then(|v| v.as_str()), Some("web"));
+        assert_eq!(table.len(), 2);
+    }
 }
