@@ -50,11 +50,17 @@ fn an_app_push_gates_its_instance_then_stops_the_old_one_and_failures_keep_it_se
     let crash = site.push();
     let took = started.elapsed();
     eprintln!("a push of a commit that crashes on boot failed after {took:?}\n{crash}");
-    assert!(took < Duration::from_secs(3), "took {took:?}\n{crash}");
     let line = crash.final_line();
     assert!(line.starts_with("pushdeploy: failed at activate: health gate: "), "{crash}");
-    assert!(line.contains("pushdeploy-www@blue.service stopped "), "{line}");
     assert!(line.contains(" after its start, before http://127.0.0.1:"), "{line}");
+    // The gate saw the crash in under 3 s of the instance's start (its own clock: the push
+    // around it, git and phase 1, is slower on a loaded machine), and the push ended long
+    // before the 10 s deadline.
+    let seen = line.split("pushdeploy-www@blue.service stopped ").nth(1);
+    let seen = seen.and_then(|rest| rest.split(" s after its start").next()?.parse::<f64>().ok());
+    let seen = seen.unwrap_or_else(|| panic!("no `stopped N s after its start` in {line}"));
+    assert!(seen < 3.0, "the gate took {seen} s to see the crash\n{crash}");
+    assert!(took < Duration::from_secs(6), "took {took:?}\n{crash}");
     assert!(
         crash.stderr.contains("pushdeploy: pushdeploy-www@blue.service: ")
             && crash.stderr.contains("this commit crashes on boot"),

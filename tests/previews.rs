@@ -157,7 +157,8 @@ fn max_previews_removes_the_oldest_and_says_so() {
     // Pushing an existing preview again makes no new one, removes none.
     let _ = push_branch(&env, "feature/b", "b2\n");
     assert_eq!(preview_names(&env), ["feature-b", "feature-c"]);
-    // A branch no pattern matches is ignored, as before.
+    assert_production_unchanged(&env, &before);
+    // A branch no pattern matches is ignored, as before (production's history says so).
     let (_, output) = push_branch(&env, "other", "other\n");
     assert!(
         output
@@ -167,7 +168,11 @@ fn max_previews_removes_the_oldest_and_says_so() {
         "{output}"
     );
     assert_eq!(preview_names(&env), ["feature-b", "feature-c"]);
-    assert_production_unchanged(&env, &before);
+    let newest = &crate::support::history::history(&env)[0];
+    assert_eq!(
+        (newest["result"].as_str(), newest["ref"].as_str()),
+        (Some("ignored"), Some("refs/heads/other"))
+    );
 }
 
 /// GETs `/` with `host` as the Host header; returns the status and the body.
