@@ -88,8 +88,15 @@ pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
     let state = ensure_dir(&root, &state_path, 0o755, owner, true)?;
     let app_path = state_path.join("app");
     let app_dir = ensure_dir(&state, &app_path, 0o700, owner, true)?;
-    for slot in [None, Some(Slot::Blue), Some(Slot::Green)] {
-        let name = slot.map_or(ENV_FILE.to_owned(), env::slot_file);
+    // restart and reload run one instance, which reads `current.env` (written by each deploy).
+    let current = app.strategy.is_single().then_some(CURRENT_ENV.to_owned());
+    let mut files = vec![
+        (ENV_FILE.to_owned(), None),
+        (env::slot_file(Slot::Blue), Some(Slot::Blue)),
+        (env::slot_file(Slot::Green), Some(Slot::Green)),
+    ];
+    files.extend(current.map(|name| (name, Some(Slot::Blue))));
+    for (name, slot) in files {
         let path = app_path.join(&name);
         let old = read_at(&app_dir, &name).map_err(fail(&path))?;
         let content = match slot {
@@ -143,11 +150,52 @@ pub fn write_proxy_file(
     Ok(true)
 }
 
+/// The environment file of the one instance of `restart` and `reload`: the live release's
+/// `PORT`, `PUSHDEPLOY_SLOT` and `PUSHDEPLOY_COMMIT`.
+pub const CURRENT_ENV: &str = "current.env";
+
 /// Writes `slot`'s environment file for a deploy of `commit` (temporary name, then rename),
 /// through the same `O_NOFOLLOW` handles as init; the file stays its directory owner's.
 pub fn write_slot_env(target: &Path, app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
+    write_env(target, app, slot, commit, env::slot_file(slot))
+}
+
+/// Writes `current.env` for the one instance of `restart` and `reload`, running `commit` in
+/// `slot`, as [`write_slot_env`] writes a slot's.
+pub fn write_current_env(target: &Path, app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
+    write_env(target, app, slot, commit, CURRENT_ENV.to_owned())
+}
+
+/// Points [`crate::app::unit::current_link`] at `slot` (a new link renamed over it), so the
+/// next start or re-exec of the one instance runs that slot's release.
+pub fn point_current(target: &Path, slot: Slot) -> Result<(), String> {
+    let link = crate::app::unit::current_link(target);
+    let new = target.join(".pushdeploy").join(".current.new");
+    let fail =
+        |err: std::io::Error| format!("cannot point {} at {slot}: {err}", escape_path(&link));
+    match std::fs::remove_file(&new) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(fail(err)),
+    }
+    std::os::unix::fs::symlink(Path::new("..").join(slot.name()), &new).map_err(fail)?;
+    std::fs::rename(&new, &link).map_err(fail)
+}
+
+/// Returns the slot [`crate::app::unit::current_link`] names, if any.
+pub fn current_slot(target: &Path) -> Option<Slot> {
+    let to = std::fs::read_link(crate::app::unit::current_link(target)).ok()?;
+    Slot::ALL.into_iter().find(|slot| to == Path::new("..").join(slot.name()))
+}
+
+fn write_env(
+    target: &Path,
+    app: &App,
+    slot: Slot,
+    commit: &str,
+    name: String,
+) -> Result<(), Error> {
     let app_path = target.join(".pushdeploy").join("app");
-    let name = env::slot_file(slot);
     let path = app_path.join(&name);
     let fail = |errno: Errno| {
         Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path)))

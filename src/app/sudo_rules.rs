@@ -11,7 +11,7 @@ use super::sudo::program_path;
 use super::systemd::{self, INVOCATION_ARGS, INVOCATION_FIELD, JOURNAL_ARGS, JOURNAL_LINES};
 use super::systemd::{RUN_RESULT_ARGS, STATE_ARGS, UNIT_FIELD};
 use super::unit::MARKER;
-use crate::config::{App, Proxy};
+use crate::config::{App, Proxy, Strategy};
 use crate::target_dir::Slot;
 
 /// The arguments a command line of the rules allows.
@@ -41,13 +41,28 @@ fn lines(app: &App) -> Vec<Line> {
         Line { program: "journalctl", args: Args::Regex(format!("^{fixed} {lines} {filter}$")) }
     };
     let mut lines = Vec::new();
-    for slot in Slot::ALL {
-        let unit = systemd::instance(app, slot);
-        for verb in ["start", "restart", "stop"] {
+    if app.strategy.is_single() {
+        // One instance, whatever the slot: restarted (restart) or reloaded (reload) in place.
+        let unit = systemd::single(app);
+        let verbs: &[&str] = match app.strategy {
+            Strategy::Reload => &["start", "restart", "reload", "stop"],
+            _ => &["start", "restart", "stop"],
+        };
+        for verb in verbs {
             lines.push(systemctl(&[verb], &unit));
         }
         lines.push(systemctl(&STATE_ARGS, &unit));
         lines.push(systemctl(&INVOCATION_ARGS, &unit));
+    }
+    for slot in Slot::ALL {
+        let unit = systemd::instance(app, slot);
+        if !app.strategy.is_single() {
+            for verb in ["start", "restart", "stop"] {
+                lines.push(systemctl(&[verb], &unit));
+            }
+            lines.push(systemctl(&STATE_ARGS, &unit));
+            lines.push(systemctl(&INVOCATION_ARGS, &unit));
+        }
         // `[app] release`: its oneshot unit, how its run ended, what it wrote since the start
         // (`--since=@SECONDS.MICROSECONDS`, as `systemd::journal_since` writes it).
         let release = systemd::release_instance(app, slot);
@@ -59,7 +74,12 @@ fn lines(app: &App) -> Vec<Line> {
     }
     // An invocation id is 128 bits in lowercase hex (`InvocationID` in systemctl show).
     lines.push(journal(JOURNAL_LINES, format!("{INVOCATION_FIELD}[0-9a-f]{{32}}")));
-    if let Proxy::Nginx { upstream, config } = &app.proxy {
+    if app.strategy == Strategy::Socket {
+        // `status` tells the shared socket's state.
+        lines.push(systemctl(&STATE_ARGS, &systemd::socket(app)));
+    }
+    // restart and reload never switch the proxy: it always names the one port.
+    if let (Proxy::Nginx { upstream, config }, false) = (&app.proxy, app.strategy.is_single()) {
         lines.extend(nginx_lines(upstream, config));
     }
     lines

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use app::{App, Proxy, ProxyKind, default_unit_name};
+pub use app::{App, Proxy, ProxyKind, Strategy, default_unit_name};
 use raw::Source;
 pub use raw::toml_string;
 
