@@ -10,6 +10,7 @@ mod app_init;
 mod app_nginx;
 mod app_permissions;
 mod app_release;
+mod app_strategies;
 mod bad_input;
 mod concurrency;
 mod containment;

@@ -95,6 +95,9 @@ fn render_single(config: &Config, app: &App) -> String {
          [Unit]\n\
          Description=pushdeploy app {name}\n\
          After=network.target\n\
+         # Each deploy restarts this one unit: systemd's default start limit (5 starts in 10 s)\n\
+         # would refuse the sixth push of a busy minute.\n\
+         StartLimitIntervalSec=0\n\
          \n\
          [Service]\n\
          Type=exec\n\
@@ -103,6 +106,9 @@ fn render_single(config: &Config, app: &App) -> String {
          # [app.env], then PORT, PUSHDEPLOY_SLOT and PUSHDEPLOY_COMMIT of the live release.\n\
          EnvironmentFile={state}/env\n\
          EnvironmentFile={state}/current.env\n\
+         # The release through the link (e.g. gunicorn --chdir $PUSHDEPLOY_DIR, so that its\n\
+         # re-exec on USR2 finds the new release, not the directory it started in).\n\
+         Environment=PUSHDEPLOY_DIR={current}\n\
          ExecStart=/bin/sh -c {command}\n",
         strategy = app.strategy.name(),
         port = app.ports.blue,

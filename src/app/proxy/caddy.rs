@@ -66,13 +66,16 @@ pub fn render(app: &App, slot: Slot, draining: Option<Slot>) -> String {
 /// health check (`health_uri`) keeps requests away from an instance that listens but does not
 /// answer its health path yet, and sends them again once it does.
 fn render_single(app: &App) -> String {
-    let hold = app.health.deadline.as_millis().clamp(1000, 600_000);
+    let hold = match app.health.deadline.as_millis().clamp(1000, 600_000) {
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    };
     format!(
         "# Written by `pushdeploy init --app`: the one instance of pushdeploy-{name}.service\n\
          # ({strategy} strategy). Deploys do not rewrite it; import it in the app's site block.\n\
          reverse_proxy 127.0.0.1:{port} {{\n\
          \t# While the instance restarts nothing listens: hold each request, retry it.\n\
-         \tlb_try_duration {hold}ms\n\
+         \tlb_try_duration {hold}\n\
          \tlb_try_interval 100ms\n\
          \thealth_uri {path}\n\
          \thealth_interval 1s\n\
