@@ -236,12 +236,21 @@ fn socket_activation_needs_no_proxy_and_refuses_no_connection_through_twenty_dep
 /// gunicorn 20.1's zero-downtime upgrade as `[app] reload` runs it (README, "reload"): USR2
 /// starts a new master from the release the link names; with `--preload` it writes
 /// `PIDFILE.2` only once it loaded the app. Then systemd is told the new main PID (PIDFile=)
-/// and the old master stops gracefully (TERM: QUIT would cut requests in flight). A new master
-/// that exits first (the app failed to import) fails the reload.
+/// and the old master stops gracefully (TERM: QUIT would cut requests in flight); the reload
+/// ends once it has exited, so only the new code answers after it. A new master that exits
+/// first (the app failed to import) fails the reload.
 const RELOAD_SH: &str = r#"set -u
 old=$MAINPID
 pid=$RUNTIME_DIRECTORY/gunicorn.pid
 children() { cat /proc/$old/task/$old/children 2>/dev/null; }
+# A master started by the last reload takes USR2 only once its parent has exited and it has
+# renamed its PIDFILE.2 to PIDFILE ("promoted"): wait for that first.
+i=0
+until [ "$(cat "$pid" 2>/dev/null)" = "$old" ]; do
+  i=$((i + 1))
+  [ $i -lt 600 ] || { echo "reload: $old never became gunicorn's only master" >&2; exit 1; }
+  sleep 0.05
+done
 before=" $(children) "
 rm -f "$pid.2"
 kill -USR2 "$old" || exit 1
@@ -251,7 +260,10 @@ while [ $i -lt 600 ]; do
   i=$((i + 1))
   if [ -s "$pid.2" ]; then
     cat "$pid.2" >"$RUNTIME_DIRECTORY/main.pid"
-    exec kill -TERM "$old"
+    kill -TERM "$old"
+    # Return once only the new code answers: the old workers finish what they have in flight.
+    while kill -0 "$old" 2>/dev/null; do sleep 0.05; done
+    exit 0
   fi
   if [ -z "$new" ]; then
     for child in $(children); do
@@ -288,7 +300,7 @@ fn reload_with_gunicorn_serves_the_new_commit_and_a_release_that_fails_to_import
     // A reloaded gunicorn keeps the environment of its first start: the release names its
     // commit in a file the build writes.
     site.edit_config(|config| {
-        format!("{config}\n[build]\ncommand = \"echo $PUSHDEPLOY_COMMIT > COMMIT\"\n")
+        format!("{config}\n[build]\ncommand = \"echo $PUSHDEPLOY_COMMIT > COMMIT\"\nallow_no_index = true\n")
     });
     site.env.write(
         "app.py",
