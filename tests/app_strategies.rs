@@ -362,3 +362,68 @@ fn reload_with_gunicorn_serves_the_new_commit_and_a_release_that_fails_to_import
     site.push().assert_live(&c, "refs/heads/main", other(slot));
     assert_eq!(get(addr), (200, c.clone(), Some(c)));
 }
+
+#[test]
+fn restart_as_the_git_user_converges_after_a_deploy_killed_while_it_swapped_the_instance() {
+    let (port, _) = free_ports();
+    let command = format!("{EXEC_GUNICORN} -b 127.0.0.1:$PORT app:app");
+    let port_arg = port.to_string();
+    let args = ["--strategy", "restart", "--ports", &port_arg, "--app-command", &command];
+    let Some(site) = AppSite::with_git_user("pdstrat4-", "pdgit4-", &args) else { return };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let a = site.commit("ok", "a");
+    let first = site.push();
+    first.assert_live(&a, "refs/heads/main", "blue");
+    assert_eq!(get(addr).1, a);
+
+    // SIGKILL the hook's pushdeploy once it recorded the swap (the link of the one instance
+    // moved, its restart under way): the live link still says blue.
+    let _ = site.commit("ok", "b");
+    let progress = site.env.target.join(".pushdeploy/app/progress.json");
+    let push =
+        site.systemd.run_in(&site.env, &site.env.work, "git").args(["push", "origin", "main"]);
+    let mut push = push.spawn();
+    let started = Instant::now();
+    let mut killed = false;
+    while started.elapsed() < Duration::from_secs(30) && !killed {
+        if push.try_wait().expect("wait for git push").is_some() {
+            break;
+        }
+        let step = std::fs::read_to_string(&progress).unwrap_or_default();
+        let pids = crate::app_crashes::hook_pids(site.systemd.init_pid());
+        if step.contains("\"step\":\"swap\"") && !pids.is_empty() {
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = push.wait();
+    assert!(killed, "the deploy ended before its swap step");
+    assert_eq!(site.env.link_target(), std::path::Path::new("blue"));
+
+    // The next push first puts the one instance back on the live release, then deploys.
+    let c = site.commit("ok", "c");
+    let next = site.push();
+    next.assert_live(&c, "refs/heads/main", "green");
+    eprintln!("{}", next.pushdeploy_lines().join("\n"));
+    assert!(
+        next.stderr
+            .contains("was interrupted while moving the app's instance onto the new release"),
+        "{next}"
+    );
+    assert_eq!(get(addr), (200, c.clone(), Some(c.clone())));
+    assert_eq!(active(&site, "pushdeploy-www.service"), "active");
+
+    // `status` as the git user asks systemd through the same rules.
+    let status = site.systemd.run(&site.env, crate::support::BIN).args(["status", "--repo"]);
+    let status = status.arg(&site.env.bare).success();
+    let expected = format!(
+        "app:    pushdeploy-www.service on 127.0.0.1:{port} (active/running, restart strategy, release in green)"
+    );
+    assert!(status.stdout.lines().any(|l| l == expected), "{expected:?}\n{status}");
+}
