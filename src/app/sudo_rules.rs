@@ -297,4 +297,22 @@ git ALL=(root) NOPASSWD: PUSHDEPLOY_WWW
         let text = render(&app("shop:eu"), "git", &|p: &str| PathBuf::from("/bin").join(p));
         assert!(text.contains("    /bin/systemctl stop pushdeploy-shop\\:eu@blue.service, \\\n"));
     }
+
+    #[test]
+    fn reload_allows_the_one_unit_and_its_reload_and_socket_the_socket_state() {
+        let bin = |p: &str| PathBuf::from("/usr/bin").join(p);
+        let mut app = app("www");
+        app.strategy = crate::config::Strategy::Reload;
+        let text = render(&app, "git", &bin);
+        for verb in ["start", "restart", "reload", "stop"] {
+            let line = format!("    /usr/bin/systemctl {verb} pushdeploy-www.service, \\\n");
+            assert!(text.contains(&line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("pushdeploy-www@blue.service"), "{text}");
+        assert!(text.contains("pushdeploy-www-release@blue.service"), "{text}");
+        app.strategy = crate::config::Strategy::Socket;
+        let text = render(&app, "git", &bin);
+        assert!(text.contains("/usr/bin/systemctl show -p ActiveState\\,SubState\\,NRestarts pushdeploy-www.socket"), "{text}");
+        assert!(!text.contains(" reload "), "{text}");
+    }
 }

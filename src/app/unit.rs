@@ -460,4 +460,54 @@ mod tests {
             r#""gunicorn -b 127.0.0.1:$$PORT \"app:make()\" 100%% \\x""#
         );
     }
+
+    #[test]
+    fn restart_and_reload_run_one_unit_in_the_link_and_socket_instances_take_two_sockets() {
+        let single = "target = \"/srv/www/shop\"\n[app]\ncommand = \"exec ./server\"\nport = 8001\nuser = \"shopapp\"\n";
+        let reloading = config::parse(
+            Path::new("p"),
+            &single.replace("port", "strategy = \"reload\"\nreload = \"sh reload.sh\"\nport"),
+        )
+        .unwrap();
+        let app = reloading.app.as_ref().unwrap();
+        assert_eq!(super::file_name(app), "pushdeploy-shop.service");
+        let unit = render(&reloading, app);
+        for line in [
+            "WorkingDirectory=/srv/www/shop/.pushdeploy/current",
+            "EnvironmentFile=/srv/www/shop/.pushdeploy/app/current.env",
+            "Environment=PUSHDEPLOY_DIR=/srv/www/shop/.pushdeploy/current",
+            "ExecReload=/bin/sh -c \"sh reload.sh\"",
+            "PIDFile=/run/pushdeploy-shop/main.pid",
+            "StartLimitIntervalSec=0",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "no {line:?} in\n{unit}");
+        }
+        let config = config("strategy = \"socket\"\nlisten = \"0.0.0.0:80\"\n");
+        let app = config.app.as_ref().unwrap();
+        let unit = render(&config, app);
+        assert!(
+            unit.lines().any(|l| l == "Sockets=pushdeploy-shop.socket pushdeploy-shop@%i.socket")
+        );
+        let units = super::render_socket_units(app);
+        let names: Vec<&str> = units.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pushdeploy-shop.socket",
+                "pushdeploy-shop@blue.socket",
+                "pushdeploy-shop@green.socket",
+                "pushdeploy-shop-idle.service"
+            ]
+        );
+        assert!(
+            units[0].1.contains("ListenStream=0.0.0.0:80\nService=pushdeploy-shop-idle.service")
+                || units[0].1.contains("ListenStream=0.0.0.0:80\n"),
+            "{}",
+            units[0].1
+        );
+        assert!(
+            units[1].1.contains("ListenStream=127.0.0.1:8001\n")
+                && units[1].1.contains("Service=pushdeploy-shop-idle.service\n")
+        );
+    }
 }
