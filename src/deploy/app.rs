@@ -394,7 +394,9 @@ pub(super) fn settle(run: &Run<'_>, started: Option<Started<'_>>) {
         report::line(&format!("warning: drain of {old_unit}: {why}; stopping it anyway"));
     }
     let drained = started.elapsed();
-    if run.config.retire.keep_previous {
+    // With `socket` a kept instance would go on taking connections from the shared socket,
+    // serving the old release: it stops, and only its files are kept.
+    if run.config.retire.keep_previous && app.strategy != crate::config::Strategy::Socket {
         report::line(&format!(
             "kept the old instance {old_unit} running (drained in {}) for an instant `pushdeploy rollback`",
             report::seconds(drained)

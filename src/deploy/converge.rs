@@ -52,7 +52,10 @@ pub(super) fn converge(config: &Config, layout: &Layout) -> Result<(), Error> {
     }
     // A kept previous instance (`keep_previous`) is no stray, unless a deploy was interrupted
     // and the other slot may hold anything.
-    let keep = config.retire.keep_previous && interrupted.is_none() && live.is_some();
+    let keep = config.retire.keep_previous
+        && app.strategy != crate::config::Strategy::Socket
+        && interrupted.is_none()
+        && live.is_some();
     for slot in Slot::ALL.into_iter().filter(|slot| Some(*slot) != live && !keep) {
         stop_stray(app, slot);
     }
