@@ -294,6 +294,18 @@ pub fn finish(config: &Config, prepared: &Prepared) -> Result<(), Error> {
 }
 
 fn report_next_steps(app: &App, unit_path: &Path) {
+    if app.strategy.is_single() {
+        report::line(&format!(
+            "app: {} runs {:?} as {} on port {} ({} strategy, in the release TARGET/.pushdeploy/current links to); run `systemctl daemon-reload` after a change to {}",
+            unit::file_name(app),
+            app.command,
+            app.user,
+            app.ports.blue,
+            app.strategy.name(),
+            escape_path(unit_path),
+        ));
+        return report_release(app);
+    }
     report::line(&format!(
         "app: {} runs {:?} as {} on ports {} (blue) and {} (green); run `systemctl daemon-reload` after a change to {}",
         unit::file_name(app),
@@ -303,6 +315,16 @@ fn report_next_steps(app: &App, unit_path: &Path) {
         app.ports.green,
         escape_path(unit_path),
     ));
+    if let Some(listen) = app.listen {
+        report::line(&format!(
+            "socket: pushdeploy-{}.socket listens on {listen} for both slots' instances (and each slot's own socket on its port); the command must serve every socket systemd passes (LISTEN_FDS)",
+            app.name
+        ));
+    }
+    report_release(app);
+}
+
+fn report_release(app: &App) {
     if let Some(release) = &app.release {
         report::line(&format!(
             "release: {} runs {release:?} as {} in the new slot before each deploy starts its instance",
