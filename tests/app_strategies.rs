@@ -2,7 +2,8 @@
 //! Debian's gunicorn: `restart` behind Caddy, whose `lb_try_duration` holds requests while the
 //! one instance restarts; `socket`, where `pushdeploy-www.socket` owns the port and both
 //! slots' instances take it, with no proxy at all; `reload`, where gunicorn's USR2 re-exec
-//! loads the new release in place. Each is pushed under load, with no failed request.
+//! loads the new release in place. Each is pushed under load, with no failed request. And
+//! `restart` as a non-root git user: its sudo rules, a deploy SIGKILLed mid-swap, `rollback`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -364,7 +365,7 @@ fn reload_with_gunicorn_serves_the_new_commit_and_a_release_that_fails_to_import
 }
 
 #[test]
-fn restart_as_the_git_user_converges_after_a_deploy_killed_while_it_swapped_the_instance() {
+fn restart_as_the_git_user_converges_after_a_deploy_killed_mid_swap_and_rolls_back() {
     let (port, _) = free_ports();
     let command = format!("{EXEC_GUNICORN} -b 127.0.0.1:$PORT app:app");
     let port_arg = port.to_string();
@@ -376,10 +377,11 @@ fn restart_as_the_git_user_converges_after_a_deploy_killed_while_it_swapped_the_
     first.assert_live(&a, "refs/heads/main", "blue");
     assert_eq!(get(addr).1, a);
 
-    // SIGKILL the hook's pushdeploy once it recorded the swap (the link of the one instance
-    // moved, its restart under way): the live link still says blue.
+    // SIGKILL the hook's pushdeploy once it moved the one instance's link onto green (its
+    // restart under way): the live link still says blue.
     let _ = site.commit("ok", "b");
     let progress = site.env.target.join(".pushdeploy/app/progress.json");
+    let current = site.env.target.join(".pushdeploy/current");
     let push =
         site.systemd.run_in(&site.env, &site.env.work, "git").args(["push", "origin", "main"]);
     let mut push = push.spawn();
@@ -390,8 +392,10 @@ fn restart_as_the_git_user_converges_after_a_deploy_killed_while_it_swapped_the_
             break;
         }
         let step = std::fs::read_to_string(&progress).unwrap_or_default();
+        let moved =
+            std::fs::read_link(&current).is_ok_and(|to| to == std::path::Path::new("../green"));
         let pids = crate::app_crashes::hook_pids(site.systemd.init_pid());
-        if step.contains("\"step\":\"swap\"") && !pids.is_empty() {
+        if step.contains("\"step\":\"swap\"") && moved && !pids.is_empty() {
             for pid in pids {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -404,6 +408,16 @@ fn restart_as_the_git_user_converges_after_a_deploy_killed_while_it_swapped_the_
     }
     let _ = push.wait();
     assert!(killed, "the deploy ended before its swap step");
+    // The instance's restart goes on without pushdeploy: something answers on the port.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let serving = loop {
+        let answer = Connection::new(addr, Duration::from_secs(2)).get("/");
+        if answer.as_ref().is_ok_and(|r| r.status == 200) || Instant::now() > deadline {
+            break answer.map(|r| r.status);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(serving.ok(), Some(200), "nothing serves after the kill");
     assert_eq!(site.env.link_target(), std::path::Path::new("blue"));
 
     // The next push first puts the one instance back on the live release, then deploys.
@@ -416,14 +430,26 @@ fn restart_as_the_git_user_converges_after_a_deploy_killed_while_it_swapped_the_
             .contains("was interrupted while moving the app's instance onto the new release"),
         "{next}"
     );
+    assert!(
+        next.stderr.contains(
+            "pushdeploy-www.service was left on another release than the live one (blue): restarting it there"
+        ),
+        "{next}"
+    );
     assert_eq!(get(addr), (200, c.clone(), Some(c.clone())));
     assert_eq!(active(&site, "pushdeploy-www.service"), "active");
+
+    // `rollback` restarts the one instance on the previous release (deployed again).
+    let rollback = site.systemd.run(&site.env, crate::support::BIN).args(["rollback", "--repo"]);
+    let rollback = rollback.arg(&site.env.bare).success();
+    rollback.assert_live(&a, "refs/heads/main", "blue");
+    assert_eq!(get(addr), (200, a.clone(), Some(a.clone())));
 
     // `status` as the git user asks systemd through the same rules.
     let status = site.systemd.run(&site.env, crate::support::BIN).args(["status", "--repo"]);
     let status = status.arg(&site.env.bare).success();
     let expected = format!(
-        "app:    pushdeploy-www.service on 127.0.0.1:{port} (active/running, restart strategy, release in green)"
+        "app:    pushdeploy-www.service on 127.0.0.1:{port} (active/running, restart strategy, release in blue)"
     );
     assert!(status.stdout.lines().any(|l| l == expected), "{expected:?}\n{status}");
 }
