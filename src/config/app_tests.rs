@@ -266,6 +266,10 @@ fn strategies_take_their_own_keys_and_errors_name_the_line() {
         err_with("listen = \"127.0.0.1:8000\"\n"),
         "/r/pushdeploy.toml: line 6: `app.listen` is for `strategy = \"socket\"`, not \"blue-green\""
     );
+    assert!(
+        parse_err(&format!("{single}[app.proxy]\nkind = \"haproxy\"\n"))
+            .contains("`app.proxy.kind`: \"haproxy\" does not go with the restart strategy")
+    );
     let reload = single.replace("\"restart\"", "\"reload\"");
     assert!(
         parse_err(&reload)

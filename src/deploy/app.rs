@@ -106,7 +106,7 @@ pub(super) fn start<'a>(
     }
     if let Some(check) = &app.check {
         progress::record(target, commit, slot, Step::Check);
-        if let Err(answer) = check_through(&check.url, slot) {
+        if let Err(answer) = check_through(&check.url, Some(slot)) {
             progress::record(target, commit, slot, Step::PointBack);
             let back = point_back(app, old);
             stop_quietly(&unit);
@@ -152,7 +152,8 @@ fn swap<'a>(run: &Run<'a>, app: &'a App, commit: CommitId) -> Result<Started<'a>
     }
     if let Some(check) = &app.check {
         progress::record(target, commit, slot, Step::Check);
-        if let Err(answer) = check_through(&check.url, slot) {
+        // The proxy's slot header means nothing here: the one port is no slot's.
+        if let Err(answer) = check_through(&check.url, None) {
             progress::record(target, commit, slot, Step::SwapBack);
             let back = match previous {
                 Some(previous) => move_back(app, &unit, target, previous, true),
@@ -414,8 +415,9 @@ pub(super) fn settle(run: &Run<'_>, started: Option<Started<'_>>) {
 }
 
 /// GETs the check URL a few times; `Err` with the last answer when none was a 2xx from the
-/// new instance (a proxy that names the answering slot in `X-Pushdeploy-Slot` must name it).
-fn check_through(url: &str, slot: Slot) -> Result<(), String> {
+/// new instance (a proxy that names the answering slot in `X-Pushdeploy-Slot` must name
+/// `slot`, when given).
+fn check_through(url: &str, slot: Option<Slot>) -> Result<(), String> {
     let mut answer = Err("no answer".to_owned());
     for try_number in 0..CHECK_TRIES {
         if try_number > 0 {
@@ -423,7 +425,9 @@ fn check_through(url: &str, slot: Slot) -> Result<(), String> {
         }
         let got = http::get_with_slot(url, CHECK_GET_TIMEOUT);
         answer = match got {
-            Ok((status, Some(from))) if from != slot.name() && (200..300).contains(&status) => {
+            Ok((status, Some(from)))
+                if slot.is_some_and(|slot| from != slot.name()) && (200..300).contains(&status) =>
+            {
                 Err(format!("HTTP {status} from the {} instance", report::escape(&from)))
             }
             Ok((status, _)) => Ok(status),
