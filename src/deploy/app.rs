@@ -253,7 +253,9 @@ fn reload_gate(app: &App, unit: &str, slot: Slot, commit: CommitId) -> Result<()
         let hint = format!("the journal of {unit} is above; fix the app and push again");
         return Err((Failure::new(Stage::Activate, format!("reload: {why}"), hint), false));
     }
-    match gate(app, unit, port(app, slot), started, Some(commit)) {
+    let gated = gate(app, unit, port(app, slot), started)
+        .and_then(|_| gate_commit(app, port(app, slot), started, commit));
+    match gated {
         Ok(status) => {
             report::line(&format!(
                 "health gate: {unit} answered HTTP {status} from {} after its reload ({})",
@@ -278,7 +280,7 @@ pub(super) fn gate_new(app: &App, unit: &str, slot: Slot, restart: bool) -> Resu
     let restarted = if restart { systemd::restart(unit) } else { Ok(()) };
     let gate = restarted.and_then(|()| {
         invocation = systemd::invocation(unit)?;
-        gate(app, unit, port(app, slot), started, None)
+        gate(app, unit, port(app, slot), started)
     });
     match gate {
         Ok(status) => {
@@ -303,16 +305,9 @@ pub(super) fn gate_new(app: &App, unit: &str, slot: Slot, restart: bool) -> Resu
     }
 }
 
-/// Polls the instance's health URL until it answers 2xx (from `commit`, when given: its
-/// `X-Pushdeploy-Commit` header must name it); fails at once when systemd says the unit
-/// exited, failed or restarted, and at the deadline otherwise.
-fn gate(
-    app: &App,
-    unit: &str,
-    port: u16,
-    started: Instant,
-    commit: Option<CommitId>,
-) -> Result<u16, String> {
+/// Polls the instance's health URL until it answers 2xx; fails at once when systemd says the
+/// unit exited, failed or restarted, and at the deadline otherwise.
+fn gate(app: &App, unit: &str, port: u16, started: Instant) -> Result<u16, String> {
     let url = format!("http://127.0.0.1:{port}{}", app.health.path);
     let deadline = Instant::now() + app.health.deadline;
     // The last status the app gave says more than a timeout cut short by the deadline.
@@ -325,22 +320,7 @@ fn gate(
             ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = left.min(GATE_GET_TIMEOUT);
-        let answer = match commit {
-            None => http::get(&url, timeout),
-            Some(commit) => match http::get_with_header(&url, timeout, COMMIT_HEADER) {
-                Ok((status, from)) if names(from.as_deref(), commit) => Ok(status),
-                Ok((status, from)) => Err(format!(
-                    "HTTP {status} from {} (not yet {})",
-                    from.map_or(
-                        "a release that names no commit in X-Pushdeploy-Commit".to_owned(),
-                        |from| format!("commit {}", report::escape(&from))
-                    ),
-                    commit.short()
-                )),
-                Err(err) => Err(err),
-            },
-        };
+        let answer = http::get(&url, left.min(GATE_GET_TIMEOUT));
         if let Ok(status) = answer {
             if http::is_success(&answer) {
                 return Ok(status);
@@ -357,6 +337,39 @@ fn gate(
             ));
         }
         thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// After a reload: asks the health URL until an answer is a 2xx that names `commit` in
+/// `X-Pushdeploy-Commit` (the reloaded app runs the new code, not only runs), within what is
+/// left of the deadline since `started`.
+fn gate_commit(app: &App, port: u16, started: Instant, commit: CommitId) -> Result<u16, String> {
+    let url = format!("http://127.0.0.1:{port}{}", app.health.path);
+    let deadline = started + app.health.deadline;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last = match http::get_with_header(&url, left.min(GATE_GET_TIMEOUT), COMMIT_HEADER) {
+            Ok((status, from))
+                if (200..300).contains(&status) && names(from.as_deref(), commit) =>
+            {
+                return Ok(status);
+            }
+            Ok((status, from)) => {
+                let from = from.map_or("no X-Pushdeploy-Commit header".to_owned(), |from| {
+                    format!("X-Pushdeploy-Commit {}", report::escape(&from))
+                });
+                format!("HTTP {status} with {from}")
+            }
+            Err(err) => err,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{url} did not answer 2xx from {} within {} after the reload (last answer: {last})",
+                commit.short(),
+                humantime::format_duration(app.health.deadline),
+            ));
+        }
+        thread::sleep(CHECK_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
     }
 }
 
