@@ -281,7 +281,7 @@ exit 1
 "#;
 
 #[test]
-fn reload_with_gunicorn_serves_the_new_commit_and_a_release_that_fails_to_import_keeps_the_old() {
+fn reload_with_gunicorn_serves_the_new_commit_and_a_failed_reload_or_gate_keeps_the_old_code() {
     let (port, _) = free_ports();
     let command = format!(
         "{EXEC_GUNICORN} --preload --pid $RUNTIME_DIRECTORY/gunicorn.pid --chdir $PUSHDEPLOY_DIR -b 127.0.0.1:$PORT app:app"
@@ -357,6 +357,15 @@ fn reload_with_gunicorn_serves_the_new_commit_and_a_release_that_fails_to_import
         "reload: {} + {} requests, 0 failed; max latency {:.3?} (keep-alive), {:.3?} (/slow)",
         requests.requests, slow.requests, requests.max_latency, slow.max_latency
     );
+
+    // The release loads but its health answers 500: the reload succeeded, the gate fails at
+    // its deadline, and the previous release is reloaded again.
+    let _ = site.commit("unhealthy", "unhealthy");
+    let failed = site.push();
+    let line = failed.assert_failed_at("activate");
+    assert!(line.contains("health gate: "), "{failed}");
+    assert!(line.contains("reloaded pushdeploy-www.service on the previous release"), "{line}");
+    assert_eq!(get(addr), (200, last.clone(), Some(last.clone())));
 
     // And the next good push reloads again.
     let c = site.commit("ok", "c");
