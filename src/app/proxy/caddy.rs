@@ -78,8 +78,8 @@ fn render_single(app: &App) -> String {
          \tlb_try_duration {hold}\n\
          \tlb_try_interval 100ms\n\
          \thealth_uri {path}\n\
-         \thealth_interval 1s\n\
-         \thealth_timeout 2s\n\
+         \thealth_interval 250ms\n\
+         \thealth_timeout 1s\n\
          }}\n",
         name = app.name,
         strategy = app.strategy.name(),
