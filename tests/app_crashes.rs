@@ -21,7 +21,7 @@ enum Kill {
 
 /// Returns the host pids of the `pushdeploy` processes running the hook inside the pid
 /// namespace of `init` (this test's systemd): never another test's.
-fn hook_pids(init: u32) -> Vec<i32> {
+pub(crate) fn hook_pids(init: u32) -> Vec<i32> {
     let namespace =
         fs::read_link(format!("/proc/{init}/ns/pid")).expect("the test's pid namespace");
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };

@@ -13,6 +13,7 @@ mod app_logs;
 mod app_nginx;
 mod app_permissions;
 mod app_release;
+mod app_strategies;
 mod bad_input;
 mod cli_extras;
 mod concurrency;

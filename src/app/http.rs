@@ -15,6 +15,15 @@ pub fn get(url: &str, timeout: Duration) -> Answer {
 /// GETs `url` within `timeout` like [`get`]; also returns the `X-Pushdeploy-Slot` header, by
 /// which the proxy configurations pushdeploy ships name the instance that answered.
 pub fn get_with_slot(url: &str, timeout: Duration) -> Result<(u16, Option<String>), String> {
+    get_with_header(url, timeout, "x-pushdeploy-slot")
+}
+
+/// GETs `url` within `timeout` like [`get`]; also returns the response header `header`.
+pub fn get_with_header(
+    url: &str,
+    timeout: Duration,
+    header: &str,
+) -> Result<(u16, Option<String>), String> {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -23,7 +32,7 @@ pub fn get_with_slot(url: &str, timeout: Duration) -> Result<(u16, Option<String
     let agent: ureq::Agent = config.into();
     match agent.get(url).call() {
         Ok(response) => {
-            let slot = response.headers().get("x-pushdeploy-slot");
+            let slot = response.headers().get(header);
             let slot = slot.and_then(|value| value.to_str().ok()).map(str::to_owned);
             Ok((response.status().as_u16(), slot))
         }

@@ -27,6 +27,10 @@ pub enum Step {
     Stop,
     /// The proxy pointed back at the old instance after a failed check.
     PointBack,
+    /// `restart` and `reload`: the one instance being moved onto the new release.
+    Swap,
+    /// `restart` and `reload`: the one instance being moved back onto the old release.
+    SwapBack,
 }
 
 impl Step {
@@ -39,6 +43,8 @@ impl Step {
             Step::Link => "link",
             Step::Stop => "stop",
             Step::PointBack => "point-back",
+            Step::Swap => "swap",
+            Step::SwapBack => "swap-back",
         }
     }
 
@@ -51,6 +57,8 @@ impl Step {
             Step::Link => "moving the link",
             Step::Stop => "stopping the old instance",
             Step::PointBack => "pointing the proxy back at the old instance",
+            Step::Swap => "moving the app's instance onto the new release",
+            Step::SwapBack => "moving the app's instance back onto the old release",
         }
     }
 }
@@ -119,8 +127,16 @@ mod tests {
 
     #[test]
     fn step_names_are_the_records_spelling() {
-        for step in [Step::Start, Step::Point, Step::Check, Step::Link, Step::Stop, Step::PointBack]
-        {
+        for step in [
+            Step::Start,
+            Step::Point,
+            Step::Check,
+            Step::Link,
+            Step::Stop,
+            Step::PointBack,
+            Step::Swap,
+            Step::SwapBack,
+        ] {
             let json = serde_json::to_string(&step).unwrap();
             assert_eq!(json, format!("\"{}\"", step.name()));
         }

@@ -95,8 +95,16 @@ pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
     // Root's, readable by the app's group (systemd reads them as root; the app and its
     // `release` may read them too); never by the git user, whose builds run pushed code.
     let secret = Owner { uid: 0, gid: app_user.gid };
-    for slot in [None, Some(Slot::Blue), Some(Slot::Green)] {
-        let name = slot.map_or(ENV_FILE.to_owned(), env::slot_file);
+    let mut files = vec![
+        (ENV_FILE.to_owned(), None),
+        (env::slot_file(Slot::Blue), Some(Slot::Blue)),
+        (env::slot_file(Slot::Green), Some(Slot::Green)),
+    ];
+    // restart and reload run one instance, which reads `current.env` (written by each deploy).
+    if app.strategy.is_single() {
+        files.push((CURRENT_ENV.to_owned(), Some(Slot::Blue)));
+    }
+    for (name, slot) in files {
         let path = app.env_dir.join(&name);
         let old = read_at(&env_dir, &name).map_err(fail(&path))?;
         let (content, file_owner, mode) = match slot {
@@ -227,7 +235,18 @@ fn walk_env_dir(app: &App, missing: Missing) -> Result<Option<OwnedFd>, Error> {
 /// root's): opened without following a symlink, it must be a file of this user's, which init
 /// gave the target's owner. Its instance is stopped while it is written.
 pub fn write_slot_env(app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
-    let name = env::slot_file(slot);
+    rewrite_env(app, env::slot_file(slot), &env::render_slot(app, slot, commit))
+}
+
+/// Rewrites `current.env` (restart, reload) for the one instance running `commit` in `slot`,
+/// as [`write_slot_env`] does a slot's; systemd reads it at the unit's next start or reload.
+pub fn write_current_env(app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
+    rewrite_env(app, CURRENT_ENV.to_owned(), &env::render_slot(app, slot, commit))
+}
+
+/// Rewrites the file `name` of `[app] env_dir` with `content`, in place (see
+/// [`write_slot_env`]).
+fn rewrite_env(app: &App, name: String, content: &str) -> Result<(), Error> {
     let path = app.env_dir.join(&name);
     let fail = |errno: Errno| {
         Error::new(Kind::Io, format!("cannot write {}: {errno}", escape_path(&path)))
@@ -242,7 +261,6 @@ pub fn write_slot_env(app: &App, slot: Slot, commit: &str) -> Result<(), Error> 
     if !is_file || stat.st_uid != nix::unistd::geteuid().as_raw() {
         return Err(fail(Errno::EPERM));
     }
-    let content = env::render_slot(app, slot, commit);
     let mut file = File::from(fd);
     let io = |err: std::io::Error| fail(Errno::from_raw(err.raw_os_error().unwrap_or(0)));
     file.write_all(content.as_bytes()).map_err(io)?;
@@ -314,6 +332,32 @@ pub fn write_proxy_file(
     // A proxy running as its own user reads it (the env files stay 0600).
     write_file_at(&dir, name, content, owner, 0o644).map_err(fail)?;
     Ok(true)
+}
+
+// The environment file of the one instance of `restart` and `reload`: the live release's
+/// `PORT`, `PUSHDEPLOY_SLOT` and `PUSHDEPLOY_COMMIT`.
+pub const CURRENT_ENV: &str = "current.env";
+
+/// Points [`crate::app::unit::current_link`] at `slot` (a new link renamed over it), so the
+/// next start or re-exec of the one instance runs that slot's release.
+pub fn point_current(target: &Path, slot: Slot) -> Result<(), String> {
+    let link = crate::app::unit::current_link(target);
+    let new = target.join(".pushdeploy").join(".current.new");
+    let fail =
+        |err: std::io::Error| format!("cannot point {} at {slot}: {err}", escape_path(&link));
+    match std::fs::remove_file(&new) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(fail(err)),
+    }
+    std::os::unix::fs::symlink(Path::new("..").join(slot.name()), &new).map_err(fail)?;
+    std::fs::rename(&new, &link).map_err(fail)
+}
+
+/// Returns the slot [`crate::app::unit::current_link`] names, if any.
+pub fn current_slot(target: &Path) -> Option<Slot> {
+    let to = std::fs::read_link(crate::app::unit::current_link(target)).ok()?;
+    Slot::ALL.into_iter().find(|slot| to == Path::new("..").join(slot.name()))
 }
 
 /// Opens the directory `path` in `parent`, made (and given to `owner`) when missing. An

@@ -12,7 +12,7 @@ use super::sudo::program_path;
 use super::systemd::{self, INVOCATION_ARGS, INVOCATION_FIELD, JOURNAL_ARGS, JOURNAL_LINES};
 use super::systemd::{RUN_RESULT_ARGS, STATE_ARGS, UNIT_FIELD};
 use super::unit::MARKER;
-use crate::config::{App, Proxy};
+use crate::config::{App, Proxy, Strategy};
 use crate::target_dir::Slot;
 
 /// The arguments a command line of the rules allows.
@@ -43,13 +43,28 @@ fn lines(app: &App) -> Vec<Line> {
         Line { program: "journalctl", args: Args::Regex(format!("^{fixed} {lines} {filter}$")) }
     };
     let mut lines = Vec::new();
-    for slot in Slot::ALL {
-        let unit = systemd::instance(app, slot);
-        for verb in ["start", "restart", "stop"] {
+    if app.strategy.is_single() {
+        // One instance, whatever the slot: restarted (restart) or reloaded (reload) in place.
+        let unit = systemd::single(app);
+        let verbs: &[&str] = match app.strategy {
+            Strategy::Reload => &["start", "restart", "reload", "stop"],
+            _ => &["start", "restart", "stop"],
+        };
+        for verb in verbs {
             lines.push(systemctl(&[verb], &unit));
         }
         lines.push(systemctl(&STATE_ARGS, &unit));
         lines.push(systemctl(&INVOCATION_ARGS, &unit));
+    }
+    for slot in Slot::ALL {
+        let unit = systemd::instance(app, slot);
+        if !app.strategy.is_single() {
+            for verb in ["start", "restart", "stop"] {
+                lines.push(systemctl(&[verb], &unit));
+            }
+            lines.push(systemctl(&STATE_ARGS, &unit));
+            lines.push(systemctl(&INVOCATION_ARGS, &unit));
+        }
         // `[app] release`: its oneshot unit, how its run ended, what it wrote since the start
         // (`--since=@SECONDS.MICROSECONDS`, as `systemd::journal_since` writes it).
         let release = systemd::release_instance(app, slot);
@@ -61,6 +76,10 @@ fn lines(app: &App) -> Vec<Line> {
     }
     // An invocation id is 128 bits in lowercase hex (`InvocationID` in systemctl show).
     lines.push(journal(JOURNAL_LINES, format!("{INVOCATION_FIELD}[0-9a-f]{{32}}")));
+    if app.strategy == Strategy::Socket {
+        // `status` tells the shared socket's state.
+        lines.push(systemctl(&STATE_ARGS, &systemd::socket(app)));
+    }
     // `pushdeploy logs [-f] [-n N]`: the journal of both slots' units, any number of lines.
     let units = regex_literal(&journal::Units::of(app).args().join(" "));
     let fixed = regex_literal(&journal::ARGS.join(" "));
@@ -68,7 +87,8 @@ fn lines(app: &App) -> Vec<Line> {
         let regex = format!("^{fixed} [0-9]+{follow} {units}$");
         lines.push(Line { program: "journalctl", args: Args::Regex(regex) });
     }
-    if let Proxy::Nginx { upstream, config } = &app.proxy {
+    // restart and reload never switch the proxy: it always names the one port.
+    if let (Proxy::Nginx { upstream, config }, false) = (&app.proxy, app.strategy.is_single()) {
         lines.extend(nginx_lines(upstream, config));
     }
     lines
@@ -287,5 +307,23 @@ git ALL=(root) NOPASSWD: PUSHDEPLOY_WWW
         assert_eq!(escape("^a=[0-9]$", false), "^a\\=[0-9]$");
         let text = render(&app("shop:eu"), "git", &|p: &str| PathBuf::from("/bin").join(p));
         assert!(text.contains("    /bin/systemctl stop pushdeploy-shop\\:eu@blue.service, \\\n"));
+    }
+
+    #[test]
+    fn reload_allows_the_one_unit_and_its_reload_and_socket_the_socket_state() {
+        let bin = |p: &str| PathBuf::from("/usr/bin").join(p);
+        let mut app = app("www");
+        app.strategy = crate::config::Strategy::Reload;
+        let text = render(&app, "git", &bin);
+        for verb in ["start", "restart", "reload", "stop"] {
+            let line = format!("    /usr/bin/systemctl {verb} pushdeploy-www.service, \\\n");
+            assert!(text.contains(&line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("pushdeploy-www@blue.service"), "{text}");
+        assert!(text.contains("pushdeploy-www-release@blue.service"), "{text}");
+        app.strategy = crate::config::Strategy::Socket;
+        let text = render(&app, "git", &bin);
+        assert!(text.contains("/usr/bin/systemctl show -p ActiveState\\,SubState\\,NRestarts pushdeploy-www.socket"), "{text}");
+        assert!(!text.contains(" reload "), "{text}");
     }
 }

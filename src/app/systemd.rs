@@ -33,6 +33,16 @@ pub fn instance(app: &App, slot: Slot) -> String {
     format!("pushdeploy-{}@{}.service", app.name, slot.name())
 }
 
+/// Returns the one unit of the `restart` and `reload` strategies, `pushdeploy-NAME.service`.
+pub fn single(app: &App) -> String {
+    format!("pushdeploy-{}.service", app.name)
+}
+
+/// Returns the socket the `socket` strategy's instances share, `pushdeploy-NAME.socket`.
+pub fn socket(app: &App) -> String {
+    format!("pushdeploy-{}.socket", app.name)
+}
+
 /// Returns the unit of `slot`'s run of `[app] release`, `pushdeploy-NAME-release@SLOT.service`.
 pub fn release_instance(app: &App, slot: Slot) -> String {
     format!("pushdeploy-{}-release@{}.service", app.name, slot.name())
@@ -61,6 +71,11 @@ fn first_line(output: &Output) -> String {
 /// Restarts `unit` (starts it when it is stopped), so it runs the slot's new release.
 pub fn restart(unit: &str) -> Result<(), String> {
     systemctl("restart", &[], unit).map(drop)
+}
+
+/// Reloads `unit` (its `ExecReload=`) and waits for the job: it fails when that command fails.
+pub fn reload(unit: &str) -> Result<(), String> {
+    systemctl("reload", &[], unit).map(drop)
 }
 
 /// Starts `unit` and waits for the job: for a oneshot unit, until its command has ended.

@@ -2,18 +2,32 @@
 //! (`@blue`, `@green`), each running `[app] command` in its slot on its own port.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::{App, Config};
+use crate::config::{App, Config, Strategy};
 use crate::report::escape_path;
 
 /// What marks a unit file as written by pushdeploy (so init may replace it).
 pub const MARKER: &str = "written by `pushdeploy init --app`";
 
-/// Returns the template unit's file name, `pushdeploy-NAME@.service`.
+/// Returns the app unit's file name: the template `pushdeploy-NAME@.service` (one instance
+/// per slot), or `pushdeploy-NAME.service` for the strategies that run one instance
+/// (`restart`, `reload`).
 pub fn file_name(app: &App) -> String {
-    format!("pushdeploy-{}@.service", app.name)
+    if app.strategy.is_single() {
+        format!("pushdeploy-{}.service", app.name)
+    } else {
+        format!("pushdeploy-{}@.service", app.name)
+    }
+}
+
+/// Returns where the one instance of `restart` and `reload` runs: a link in the target's
+/// state directory to the live slot, `TARGET/.pushdeploy/current`, which the unit's
+/// `WorkingDirectory=` names. systemd resolves it at each start, and gunicorn's re-exec
+/// (USR2) changes into it again, so both find the release the link names then.
+pub fn current_link(target: &Path) -> PathBuf {
+    target.join(".pushdeploy").join("current")
 }
 
 /// Tells whether a unit file's text was written by pushdeploy.
@@ -26,6 +40,9 @@ pub fn is_ours(text: &str) -> bool {
 /// The target's path was checked to need no quoting (`config::app`); the command is passed to
 /// `/bin/sh -c` as one double-quoted word, escaped so systemd expands nothing in it.
 pub fn render(config: &Config, app: &App) -> String {
+    if app.strategy.is_single() {
+        return render_single(config, app);
+    }
     let target = config.target.to_string_lossy();
     let (blue, green) = (app.ports.blue, app.ports.green);
     let mut unit = format!(
@@ -49,8 +66,155 @@ pub fn render(config: &Config, app: &App) -> String {
         command = exec_word(&app.command),
         stop = time_span(app.stop_timeout),
     ));
+    if app.strategy == Strategy::Socket {
+        unit.push_str(&format!(
+            "# The socket the slots share (clients), then this slot's own (the health gate).\n\
+             Sockets={} {}\n",
+            socket_file_name(app, None),
+            socket_file_name(app, Some("%i")),
+        ));
+    }
     unit.push_str(&hardening(&config.target));
     unit
+}
+
+/// Returns the unit of `restart` and `reload`: one instance, `pushdeploy-NAME.service`, run
+/// in the release [`current_link`] names, on the one port.
+fn render_single(config: &Config, app: &App) -> String {
+    let current = current_link(&config.target);
+    let mut unit = format!(
+        "# {MARKER}; init replaces it when the configuration changes.\n\
+         # One instance ({strategy} strategy) on port {port}, in the release {current} links to.\n\
+         [Unit]\n\
+         Description=pushdeploy app {name}\n\
+         After=network.target\n\
+         # Each deploy restarts this one unit: systemd's default start limit (5 starts in 10 s)\n\
+         # would refuse the sixth push of a busy minute.\n\
+         StartLimitIntervalSec=0\n\
+         \n\
+         [Service]\n\
+         Type=exec\n\
+         User={user}\n\
+         WorkingDirectory={current}\n\
+         # [app.env], the secrets of `pushdeploy env`, then PORT, PUSHDEPLOY_SLOT and\n\
+         # PUSHDEPLOY_COMMIT of the live release; in a directory of root's, outside the target.\n\
+         EnvironmentFile={dir}/{env}\n\
+         EnvironmentFile=-{dir}/{secrets}\n\
+         EnvironmentFile={dir}/{current_env}\n\
+         # The release through the link (e.g. gunicorn --chdir $PUSHDEPLOY_DIR, so that its\n\
+         # re-exec on USR2 finds the new release, not the directory it started in).\n\
+         Environment=PUSHDEPLOY_DIR={current}\n\
+         ExecStart=/bin/sh -c {command}\n",
+        strategy = app.strategy.name(),
+        port = app.ports.blue,
+        current = current.to_string_lossy(),
+        name = app.name,
+        user = app.user,
+        dir = app.env_dir.to_string_lossy(),
+        env = super::env::ENV_FILE,
+        secrets = super::env::SECRETS_FILE,
+        current_env = super::state::CURRENT_ENV,
+        command = exec_word(&app.command),
+    );
+    if let Some(reload) = &app.reload {
+        // After gunicorn's USR2 the new master outlives the old one: `reload` writes its pid
+        // to PIDFile= before it stops the old master, and systemd, seeing its main process
+        // exit, reads the file and follows the new one.
+        unit.push_str(&format!(
+            "ExecReload=/bin/sh -c {}\n\
+             RuntimeDirectory=pushdeploy-{name}\n\
+             PIDFile=/run/pushdeploy-{name}/main.pid\n",
+            exec_word(reload),
+            name = app.name,
+        ));
+    }
+    unit.push_str(&format!(
+        "KillSignal=SIGTERM\n\
+         TimeoutStopSec={stop}\n\
+         Restart=on-failure\n\
+         RestartSec=1s\n",
+        stop = time_span(app.stop_timeout),
+    ));
+    unit.push_str(&hardening(&config.target));
+    unit
+}
+
+/// Returns the file name of a socket unit of the socket strategy: the shared one,
+/// `pushdeploy-NAME.socket`, or `slot`'s own, `pushdeploy-NAME@SLOT.socket` (no template:
+/// a file per slot, each on its slot's port).
+pub fn socket_file_name(app: &App, slot: Option<&str>) -> String {
+    match slot {
+        None => format!("pushdeploy-{}.socket", app.name),
+        Some(slot) => format!("pushdeploy-{}@{slot}.socket", app.name),
+    }
+}
+
+/// Returns the file name of the service the socket strategy's sockets name in `Service=`.
+pub fn idle_file_name(app: &App) -> String {
+    format!("pushdeploy-{}-idle.service", app.name)
+}
+
+/// Returns the socket strategy's other units, each with its file name: the shared socket on
+/// `listen`, each slot's own socket on its port, and the service they would start on a
+/// connection when no instance runs. A socket starts its `Service=` then; were that a slot's
+/// instance, a connection could start an old release. The idle service runs nothing and
+/// stays active, so a connection waits in the backlog until an instance accepts it.
+pub fn render_socket_units(app: &App) -> Vec<(String, String)> {
+    let Some(listen) = app.listen.filter(|_| app.strategy == Strategy::Socket) else {
+        return Vec::new();
+    };
+    let idle = idle_file_name(app);
+    let socket = |description: String, address: String| {
+        format!(
+            "# {MARKER}; init replaces it when the configuration changes.\n\
+             [Unit]\n\
+             Description={description}\n\
+             \n\
+             [Socket]\n\
+             ListenStream={address}\n\
+             # Connections wait in the backlog while no instance accepts; nothing is started.\n\
+             Service={idle}\n\
+             Backlog=4096\n\
+             \n\
+             [Install]\n\
+             WantedBy=sockets.target\n"
+        )
+    };
+    let mut units = vec![(
+        socket_file_name(app, None),
+        socket(
+            format!("pushdeploy app {}: the port the slots share", app.name),
+            listen.to_string(),
+        ),
+    )];
+    for (slot, port) in [("blue", app.ports.blue), ("green", app.ports.green)] {
+        units.push((
+            socket_file_name(app, Some(slot)),
+            socket(
+                format!(
+                    "pushdeploy app {}: the {slot} instance's own port (health gate)",
+                    app.name
+                ),
+                format!("127.0.0.1:{port}"),
+            ),
+        ));
+    }
+    units.push((
+        idle,
+        format!(
+            "# {MARKER}; init replaces it when the configuration changes.\n\
+             # What pushdeploy-{name}.socket would start on a connection while no instance runs: nothing.\n\
+             [Unit]\n\
+             Description=pushdeploy app {name}: nothing to start (the deploys start the instances)\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             RemainAfterExit=yes\n\
+             ExecStart=/bin/true\n",
+            name = app.name,
+        ),
+    ));
+    units
 }
 
 /// Returns the file name of the unit that runs `[app] release`,
@@ -191,9 +355,20 @@ pub enum Verified {
 ///
 /// A warning about the file counts as a refusal: systemd ignores a setting it cannot parse,
 /// and the unit would run without it (a hardening line, say).
-pub fn verify(file_name: &str, text: &str) -> Result<Verified, String> {
+///
+/// `others` (units it names, such as its sockets) are written beside it.
+pub fn verify_with(
+    file_name: &str,
+    text: &str,
+    others: &[(String, String)],
+) -> Result<Verified, String> {
     let dir =
         tempfile::tempdir().map_err(|err| format!("cannot make a temporary directory: {err}"))?;
+    for (name, other) in others {
+        let path = dir.path().join(name);
+        std::fs::write(&path, other)
+            .map_err(|err| format!("cannot write {}: {err}", escape_path(&path)))?;
+    }
     let path = dir.path().join(file_name);
     std::fs::write(&path, text)
         .map_err(|err| format!("cannot write {}: {err}", escape_path(&path)))?;
@@ -284,6 +459,56 @@ mod tests {
         assert_eq!(
             exec_word(r#"gunicorn -b 127.0.0.1:$PORT "app:make()" 100% \x"#),
             r#""gunicorn -b 127.0.0.1:$$PORT \"app:make()\" 100%% \\x""#
+        );
+    }
+
+    #[test]
+    fn restart_and_reload_run_one_unit_in_the_link_and_socket_instances_take_two_sockets() {
+        let single = "target = \"/srv/www/shop\"\n[app]\ncommand = \"exec ./server\"\nport = 8001\nuser = \"shopapp\"\n";
+        let reloading = config::parse(
+            Path::new("p"),
+            &single.replace("port", "strategy = \"reload\"\nreload = \"sh reload.sh\"\nport"),
+        )
+        .unwrap();
+        let app = reloading.app.as_ref().unwrap();
+        assert_eq!(super::file_name(app), "pushdeploy-shop.service");
+        let unit = render(&reloading, app);
+        for line in [
+            "WorkingDirectory=/srv/www/shop/.pushdeploy/current",
+            "EnvironmentFile=/etc/pushdeploy/shop/current.env",
+            "Environment=PUSHDEPLOY_DIR=/srv/www/shop/.pushdeploy/current",
+            "ExecReload=/bin/sh -c \"sh reload.sh\"",
+            "PIDFile=/run/pushdeploy-shop/main.pid",
+            "StartLimitIntervalSec=0",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "no {line:?} in\n{unit}");
+        }
+        let config = config("strategy = \"socket\"\nlisten = \"0.0.0.0:80\"\n");
+        let app = config.app.as_ref().unwrap();
+        let unit = render(&config, app);
+        assert!(
+            unit.lines().any(|l| l == "Sockets=pushdeploy-shop.socket pushdeploy-shop@%i.socket")
+        );
+        let units = super::render_socket_units(app);
+        let names: Vec<&str> = units.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pushdeploy-shop.socket",
+                "pushdeploy-shop@blue.socket",
+                "pushdeploy-shop@green.socket",
+                "pushdeploy-shop-idle.service"
+            ]
+        );
+        assert!(
+            units[0].1.contains("ListenStream=0.0.0.0:80\nService=pushdeploy-shop-idle.service")
+                || units[0].1.contains("ListenStream=0.0.0.0:80\n"),
+            "{}",
+            units[0].1
+        );
+        assert!(
+            units[1].1.contains("ListenStream=127.0.0.1:8001\n")
+                && units[1].1.contains("Service=pushdeploy-shop-idle.service\n")
         );
     }
 }

@@ -246,6 +246,9 @@ fn plan_files(
         if let Some((path, text)) = &app.release_unit {
             planned.push(plan(path, text.clone(), 0o644, args.force, unit::is_ours)?);
         }
+        for (path, text) in &app.extra_units {
+            planned.push(plan(path, text.clone(), 0o644, args.force, unit::is_ours)?);
+        }
     }
     Ok(planned)
 }

@@ -13,7 +13,7 @@ use crate::app::proxy;
 use crate::app::state::{self, Owner};
 use crate::app::sudoers;
 use crate::app::unit::{self, Verified};
-use crate::config::{self, App, Config, ProxyKind, toml_string};
+use crate::config::{self, App, Config, ProxyKind, Strategy, toml_string};
 use crate::error::Error;
 use crate::report::{self, escape_path};
 
@@ -31,9 +31,29 @@ pub struct AppArgs {
     /// The user the app runs as: a user of its own, never root or the git user
     #[arg(long, value_name = "USER", requires = "app")]
     pub app_user: Option<String>,
-    /// The ports of the blue and the green instance on 127.0.0.1
-    #[arg(long, value_name = "BLUE,GREEN", requires = "app", value_parser = parse_ports)]
+    /// The ports of the blue and the green instance on 127.0.0.1; with --strategy restart or
+    /// reload, the one port of the one instance
+    #[arg(long, value_name = "BLUE,GREEN|PORT", requires = "app", value_parser = parse_ports)]
     pub ports: Option<PortPair>,
+    /// How a deploy makes the new release live: two instances and a proxy switch
+    /// (blue-green), one instance restarted while the proxy holds requests (restart), a port
+    /// systemd owns that both slots' instances share (socket), or the app's own graceful
+    /// reload (reload)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "STRATEGY",
+        default_value = "blue-green",
+        requires = "app"
+    )]
+    pub strategy: Strategy,
+    /// With --strategy socket: the address pushdeploy-NAME.socket listens on (e.g.
+    /// 127.0.0.1:8000 or 0.0.0.0:80)
+    #[arg(long, value_name = "ADDRESS", requires = "app")]
+    pub listen: Option<String>,
+    /// With --strategy reload: the command systemd runs for `systemctl reload` (ExecReload=)
+    #[arg(long, value_name = "CMD", requires = "app")]
+    pub app_reload: Option<String>,
     /// A command run once per deploy, as the app's user in the new slot before its instance
     /// starts, such as migrations (e.g. "python3 manage.py migrate"); init writes the unit
     /// pushdeploy-NAME-release@.service that runs it
@@ -78,18 +98,24 @@ pub struct AppArgs {
     pub git_user: Option<String>,
 }
 
-/// `--ports BLUE,GREEN`.
+/// `--ports BLUE,GREEN`, or `--ports PORT` (`green` is `None`).
 #[derive(Debug, Clone, Copy)]
 pub struct PortPair {
     blue: u16,
-    green: u16,
+    green: Option<u16>,
 }
 
 fn parse_ports(text: &str) -> Result<PortPair, String> {
-    let parsed = text.split_once(',').and_then(|(blue, green)| {
-        Some(PortPair { blue: blue.trim().parse().ok()?, green: green.trim().parse().ok()? })
-    });
-    parsed.ok_or_else(|| format!("{text:?} is not two ports such as 8001,8002"))
+    let parsed = match text.split_once(',') {
+        Some((blue, green)) => (|| {
+            Some(PortPair {
+                blue: blue.trim().parse().ok()?,
+                green: Some(green.trim().parse().ok()?),
+            })
+        })(),
+        None => text.trim().parse().ok().map(|blue| PortPair { blue, green: None }),
+    };
+    parsed.ok_or_else(|| format!("{text:?} is not two ports such as 8001,8002 (or one port)"))
 }
 
 /// Returns the `[app]` table the options describe (nothing without --app), with each default
@@ -111,6 +137,22 @@ pub fn config_text(args: &AppArgs, target: &Path) -> String {
     };
     let shared: Vec<String> =
         args.shared.iter().map(|path| toml_string(&path.to_string_lossy())).collect();
+    let ports = match (args.strategy.is_single(), ports.green) {
+        (true, _) => format!("port = {}\n", ports.blue),
+        (false, Some(green)) => format!("ports = {{ blue = {}, green = {green} }}\n", ports.blue),
+        // config::app says what is missing, with its line.
+        (false, None) => format!("port = {}\n", ports.blue),
+    };
+    let mut strategy = String::new();
+    if args.strategy != Strategy::BlueGreen {
+        strategy = format!("strategy = {}\n", toml_string(args.strategy.name()));
+    }
+    if let Some(listen) = &args.listen {
+        strategy.push_str(&format!("listen = {}\n", toml_string(listen)));
+    }
+    if let Some(reload) = &args.app_reload {
+        strategy.push_str(&format!("reload = {}\n", toml_string(reload)));
+    }
     let mut proxy = format!("kind = {}\n", toml_string(args.proxy.name()));
     for (key, path) in [("file", &args.proxy_file), ("config", &args.proxy_config)] {
         if let Some(path) = path {
@@ -119,13 +161,11 @@ pub fn config_text(args: &AppArgs, target: &Path) -> String {
     }
     let env_dir = args.env_dir.clone().unwrap_or_else(|| config::default_env_dir(&name));
     format!(
-        "\n[app]\nname = {}\ncommand = {}\nports = {{ blue = {}, green = {} }}\nuser = {}\n\
+        "\n[app]\nname = {}\ncommand = {}\n{strategy}{ports}user = {}\n\
          {release}stop_timeout = \"30s\"\nshared = [{}]\nenv_dir = {}\n\n[app.env]\n\n\
          [app.health]\npath = \"/health\"\ndeadline = \"60s\"\n\n[app.proxy]\n{proxy}",
         toml_string(&name),
         toml_string(command),
-        ports.blue,
-        ports.green,
         toml_string(user),
         shared.join(", "),
         toml_string(&env_dir.to_string_lossy()),
@@ -138,6 +178,8 @@ pub struct Prepared {
     pub unit_text: String,
     /// The unit that runs `[app] release`, when there is one.
     pub release_unit: Option<(PathBuf, String)>,
+    /// The socket strategy's sockets and the service they name.
+    pub extra_units: Vec<(PathBuf, String)>,
     /// A release unit init wrote earlier, for a `release` the configuration no longer has.
     stale_release_unit: Option<PathBuf>,
     app_user: Owner,
@@ -160,12 +202,18 @@ pub fn prepare(args: &AppArgs, repo: &Path, config: &Config) -> Result<Option<Pr
     check_repository(repo, &git_user)?;
     let file_name = unit::file_name(app);
     let unit_text = unit::render(config, app);
-    verify(&file_name, &unit_text)?;
+    let extra = unit::render_socket_units(app);
+    verify(&file_name, &unit_text, &extra)?;
+    for (name, text) in &extra {
+        verify(name, text, &extra)?;
+    }
+    let extra_units =
+        extra.into_iter().map(|(name, text)| (args.unit_dir.join(name), text)).collect();
     let release_name = unit::release_file_name(app);
     let release_path = args.unit_dir.join(&release_name);
     let release_unit = match unit::render_release(config, app) {
         Some(text) => {
-            verify(&release_name, &text)?;
+            verify(&release_name, &text, &[])?;
             Some((release_path.clone(), text))
         }
         None => None,
@@ -178,6 +226,7 @@ pub fn prepare(args: &AppArgs, repo: &Path, config: &Config) -> Result<Option<Pr
         unit_path: args.unit_dir.join(file_name),
         unit_text,
         release_unit,
+        extra_units,
         stale_release_unit,
         app_user,
         sudoers,
@@ -206,8 +255,10 @@ fn check_repository(repo: &Path, git_user: &User) -> Result<(), Error> {
 }
 
 /// Has `systemd-analyze verify` check one unit, and says how that went.
-fn verify(file_name: &str, text: &str) -> Result<(), Error> {
-    match unit::verify(file_name, text) {
+fn verify(file_name: &str, text: &str, others: &[(String, String)]) -> Result<(), Error> {
+    let others: Vec<(String, String)> =
+        others.iter().filter(|(name, _)| name != file_name).cloned().collect();
+    match unit::verify_with(file_name, text, &others) {
         Ok(Verified::Passed) => {
             report::line(&format!("systemd-analyze verify: {file_name} passed"));
             Ok(())
@@ -250,6 +301,18 @@ pub fn finish(config: &Config, prepared: &Prepared) -> Result<(), Error> {
 }
 
 fn report_next_steps(app: &App, unit_path: &Path) {
+    if app.strategy.is_single() {
+        report::line(&format!(
+            "app: {} runs {:?} as {} on port {} ({} strategy, in the release TARGET/.pushdeploy/current links to); run `systemctl daemon-reload` after a change to {}",
+            unit::file_name(app),
+            app.command,
+            app.user,
+            app.ports.blue,
+            app.strategy.name(),
+            escape_path(unit_path),
+        ));
+        return report_release(app);
+    }
     report::line(&format!(
         "app: {} runs {:?} as {} on ports {} (blue) and {} (green); run `systemctl daemon-reload` after a change to {}",
         unit::file_name(app),
@@ -259,6 +322,16 @@ fn report_next_steps(app: &App, unit_path: &Path) {
         app.ports.green,
         escape_path(unit_path),
     ));
+    if let Some(listen) = app.listen {
+        report::line(&format!(
+            "socket: pushdeploy-{}.socket listens on {listen} for both slots' instances (and each slot's own socket on its port); the command must serve every socket systemd passes (LISTEN_FDS)",
+            app.name
+        ));
+    }
+    report_release(app);
+}
+
+fn report_release(app: &App) {
     if let Some(release) = &app.release {
         report::line(&format!(
             "release: {} runs {release:?} as {} in the new slot before each deploy starts its instance",

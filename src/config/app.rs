@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use super::Error;
 pub use super::app_proxy::Proxy;
-pub use super::app_raw::ProxyKind;
+pub use super::app_raw::{ProxyKind, Strategy};
 use super::app_raw::{RawApp, RawHealth, RawPorts};
 use super::keys::{duration, inside_release};
 use super::raw::Source;
@@ -37,7 +37,14 @@ pub struct App {
     pub name: String,
     /// Run by `/bin/sh -c` in the slot, with `PORT` set.
     pub command: String,
+    /// How a deploy makes the new release live.
+    pub strategy: Strategy,
+    /// Each slot's port; with `restart` and `reload` both are the one `port`.
     pub ports: Ports,
+    /// `socket`: the address `pushdeploy-NAME.socket` listens on (`ListenStream=`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// `reload`: the unit's `ExecReload=` command.
+    pub reload: Option<String>,
     /// The unit's `User=`: never root (unless `allow_root`), never the git user.
     pub user: String,
     /// Run once per deploy before the new instance takes traffic (migrations).
@@ -100,7 +107,46 @@ pub fn app(
         None => default_unit_name(target),
     };
     let command = one_line(source, raw.command, "app.command")?;
-    let ports = ports(source, raw.ports)?;
+    let strategy_span = raw.strategy.as_ref().map(Spanned::span);
+    let strategy = strategy(source, raw.strategy)?;
+    let ports = match (strategy.is_single(), raw.ports, raw.port) {
+        (false, Some(pair), None) => ports(source, pair)?,
+        (true, None, Some(port)) => {
+            let port = one_port(source, &port, "app.port")?;
+            Ports { blue: port, green: port }
+        }
+        (single, ports, port) => {
+            let span = port.map(|p| p.span()).or(ports.map(|p| p.blue.span())).or(strategy_span);
+            let want = if single {
+                "one instance on one port: set `port = 8001`, not `ports`"
+            } else {
+                "one instance per slot: set `ports = { blue = 8001, green = 8002 }`, not `port`"
+            };
+            return Err(source.invalid(
+                span,
+                format!("`app.port`: the {} strategy runs {want}", strategy.name()),
+            ));
+        }
+    };
+    let listen = listen(source, strategy, raw.listen, strategy_span.clone())?;
+    let reload = match (strategy, raw.reload) {
+        (Strategy::Reload, Some(reload)) => Some(one_line(source, reload, "app.reload")?),
+        (Strategy::Reload, None) => {
+            return Err(source.invalid(
+                strategy_span,
+                "`app.reload`: the reload strategy needs the command that reloads the app (the \
+                 unit's ExecReload=), such as gunicorn's in README's \"Strategies\""
+                    .to_owned(),
+            ));
+        }
+        (_, Some(reload)) => {
+            return Err(source.invalid_at(
+                &reload,
+                format!("`app.reload` is for `strategy = \"reload\"`, not {:?}", strategy.name()),
+            ));
+        }
+        (_, None) => None,
+    };
     let user = user(source, raw.user, raw.allow_root.unwrap_or(false), &RunningUser::current())?;
     let release =
         raw.release.map(|release| one_line(source, release, "app.release")).transpose()?;
@@ -120,11 +166,34 @@ pub fn app(
     };
     let health = health(source, raw.health)?;
     let proxy = super::app_proxy::proxy(source, raw.proxy, target, &name)?;
+    let allowed = match strategy {
+        Strategy::BlueGreen => true,
+        Strategy::Socket => proxy == Proxy::None,
+        Strategy::Restart | Strategy::Reload => !matches!(proxy, Proxy::Haproxy { .. }),
+    };
+    if !allowed {
+        return Err(source.invalid(
+            strategy_span,
+            format!(
+                "`app.proxy.kind`: {:?} does not go with the {} strategy ({})",
+                proxy.kind().name(),
+                strategy.name(),
+                if strategy == Strategy::Socket {
+                    "clients reach `listen`, which a proxy of your own may point at"
+                } else {
+                    "use caddy, nginx or none"
+                }
+            ),
+        ));
+    }
     let check = raw.check.map(|check| check_url(source, check.url)).transpose()?;
     Ok(Some(App {
         name,
         command,
+        strategy,
         ports,
+        listen,
+        reload,
         user,
         release,
         release_timeout,
@@ -234,15 +303,65 @@ fn shared(source: Source, paths: Vec<Spanned<PathBuf>>) -> Result<Vec<PathBuf>, 
     Ok(valid)
 }
 
-fn ports(source: Source, ports: RawPorts) -> Result<Ports, Error> {
-    let port = |value: &Spanned<i64>, slot: &str| match u16::try_from(*value.get_ref()) {
-        Ok(port) if port != 0 => Ok(port),
-        _ => Err(source.invalid_at(
-            value,
-            format!("`app.ports.{slot}`: {} is not a port (1 to 65535)", value.get_ref()),
+fn strategy(source: Source, raw: Option<Spanned<String>>) -> Result<Strategy, Error> {
+    let Some(raw) = raw else { return Ok(Strategy::default()) };
+    let all = [Strategy::BlueGreen, Strategy::Restart, Strategy::Socket, Strategy::Reload];
+    all.into_iter().find(|s| s.name() == raw.get_ref()).ok_or_else(|| {
+        source.invalid_at(
+            &raw,
+            format!(
+                "`app.strategy`: {:?} is not one of \"blue-green\", \"restart\", \"socket\", \"reload\"",
+                raw.get_ref()
+            ),
+        )
+    })
+}
+
+/// Returns `listen`, which the socket strategy needs (an `IP:PORT` other than the slots') and
+/// no other strategy takes.
+fn listen(
+    source: Source,
+    strategy: Strategy,
+    raw: Option<Spanned<String>>,
+    strategy_span: Option<Range<usize>>,
+) -> Result<Option<std::net::SocketAddr>, Error> {
+    match (strategy, raw) {
+        (Strategy::Socket, Some(raw)) => match raw.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(Some(addr)),
+            _ => Err(source.invalid_at(
+                &raw,
+                format!(
+                    "`app.listen`: {:?} is not an address such as \"127.0.0.1:8000\" or \"0.0.0.0:80\"",
+                    raw.get_ref()
+                ),
+            )),
+        },
+        (Strategy::Socket, None) => Err(source.invalid(
+            strategy_span,
+            "`app.listen`: the socket strategy needs the address pushdeploy-NAME.socket listens on, such as `listen = \"127.0.0.1:8000\"`".to_owned(),
         )),
-    };
-    let (blue, green) = (port(&ports.blue, "blue")?, port(&ports.green, "green")?);
+        (_, Some(raw)) => Err(source.invalid_at(
+            &raw,
+            format!("`app.listen` is for `strategy = \"socket\"`, not {:?}", strategy.name()),
+        )),
+        (_, None) => Ok(None),
+    }
+}
+
+/// Returns a port, 1 to 65535.
+fn one_port(source: Source, value: &Spanned<i64>, key: &str) -> Result<u16, Error> {
+    match u16::try_from(*value.get_ref()) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(source
+            .invalid_at(value, format!("`{key}`: {} is not a port (1 to 65535)", value.get_ref()))),
+    }
+}
+
+fn ports(source: Source, ports: RawPorts) -> Result<Ports, Error> {
+    let (blue, green) = (
+        one_port(source, &ports.blue, "app.ports.blue")?,
+        one_port(source, &ports.green, "app.ports.green")?,
+    );
     if blue == green {
         return Err(source.invalid_at(
             &ports.green,

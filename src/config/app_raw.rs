@@ -30,13 +30,50 @@ impl ProxyKind {
     }
 }
 
+/// How a deploy makes the new release of an app live (`[app] strategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Two instances, one per slot, each on its own port; the proxy switches between them.
+    #[default]
+    BlueGreen,
+    /// One instance on one port, restarted on the new release; the proxy holds requests.
+    Restart,
+    /// `pushdeploy-NAME.socket` owns the public port; both slots' instances take it.
+    Socket,
+    /// One instance, reloaded in place by its own `ExecReload` (gunicorn's USR2).
+    Reload,
+}
+
+impl Strategy {
+    /// Returns the strategy as the file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Restart => "restart",
+            Strategy::Socket => "socket",
+            Strategy::Reload => "reload",
+        }
+    }
+
+    /// Tells whether one stable unit, `pushdeploy-NAME.service`, runs the app (restart,
+    /// reload) instead of one instance per slot.
+    pub fn is_single(self) -> bool {
+        matches!(self, Strategy::Restart | Strategy::Reload)
+    }
+}
+
 /// The `[app]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApp {
     pub(super) name: Option<Spanned<String>>,
     pub(super) command: Spanned<String>,
-    pub(super) ports: RawPorts,
+    pub(super) strategy: Option<Spanned<String>>,
+    pub(super) ports: Option<RawPorts>,
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) reload: Option<Spanned<String>>,
     pub(super) user: Spanned<String>,
     pub(super) allow_root: Option<bool>,
     pub(super) release: Option<Spanned<String>>,

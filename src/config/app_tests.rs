@@ -229,3 +229,56 @@ fn proxy_keys_belong_to_their_kind_and_paths_are_absolute() {
         "{backend}"
     );
 }
+
+#[test]
+fn strategies_take_their_own_keys_and_errors_name_the_line() {
+    let single = "target = \"/srv/www/shop\"\n[app]\ncommand = \"./shop\"\nstrategy = \"restart\"\nport = 8001\nuser = \"shopapp\"\n";
+    let app = parse(Path::new("p"), single).unwrap().app.unwrap();
+    assert_eq!(app.strategy, super::Strategy::Restart);
+    assert_eq!((app.ports.blue, app.ports.green), (8001, 8001));
+    assert_eq!(
+        parse_err(&single.replace("port = 8001", "ports = { blue = 8001, green = 8002 }")),
+        "/r/pushdeploy.toml: line 5: `app.port`: the restart strategy runs one instance on one port: set `port = 8001`, not `ports`"
+    );
+    assert_eq!(
+        err_with("strategy = \"rolling\"\n"),
+        "/r/pushdeploy.toml: line 6: `app.strategy`: \"rolling\" is not one of \"blue-green\", \"restart\", \"socket\", \"reload\""
+    );
+    assert_eq!(
+        err_with("port = 8003\n"),
+        "/r/pushdeploy.toml: line 6: `app.port`: the blue-green strategy runs one instance per slot: set `ports = { blue = 8001, green = 8002 }`, not `port`"
+    );
+    let socket = |extra: &str| format!("{BASE}strategy = \"socket\"\n{extra}");
+    let app = parse(Path::new("p"), &socket("listen = \"0.0.0.0:80\"\n")).unwrap().app.unwrap();
+    assert_eq!(app.listen.map(|l| l.to_string()).as_deref(), Some("0.0.0.0:80"));
+    assert!(parse_err(&socket("")).starts_with(
+        "/r/pushdeploy.toml: line 6: `app.listen`: the socket strategy needs the address"
+    ));
+    assert_eq!(
+        parse_err(&socket("listen = \"8000\"\n")),
+        "/r/pushdeploy.toml: line 7: `app.listen`: \"8000\" is not an address such as \"127.0.0.1:8000\" or \"0.0.0.0:80\""
+    );
+    assert!(
+        parse_err(&socket("listen = \"127.0.0.1:8000\"\n[app.proxy]\nkind = \"caddy\"\n"))
+            .contains("`app.proxy.kind`: \"caddy\" does not go with the socket strategy")
+    );
+    assert_eq!(
+        err_with("listen = \"127.0.0.1:8000\"\n"),
+        "/r/pushdeploy.toml: line 6: `app.listen` is for `strategy = \"socket\"`, not \"blue-green\""
+    );
+    assert!(
+        parse_err(&format!("{single}[app.proxy]\nkind = \"haproxy\"\n"))
+            .contains("`app.proxy.kind`: \"haproxy\" does not go with the restart strategy")
+    );
+    let reload = single.replace("\"restart\"", "\"reload\"");
+    assert!(
+        parse_err(&reload)
+            .starts_with("/r/pushdeploy.toml: line 4: `app.reload`: the reload strategy needs")
+    );
+    let app = parse(Path::new("p"), &format!("{reload}reload = \"sh reload.sh\"\n")).unwrap();
+    assert_eq!(app.app.unwrap().reload.as_deref(), Some("sh reload.sh"));
+    assert_eq!(
+        parse_err(&format!("{single}reload = \"sh reload.sh\"\n")),
+        "/r/pushdeploy.toml: line 7: `app.reload` is for `strategy = \"reload\"`, not \"restart\""
+    );
+}

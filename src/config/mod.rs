@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use app::{App, Proxy, ProxyKind, default_env_dir, default_unit_name, env_problem};
+pub use app::{App, Proxy, ProxyKind, Strategy, default_env_dir, default_unit_name, env_problem};
 pub use previews::Previews;
 use raw::Source;
 pub use raw::toml_string;

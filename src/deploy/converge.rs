@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::app::gate_new;
 use crate::app::progress::{Progress, Step};
-use crate::app::{progress, proxy, systemd};
+use crate::app::{progress, proxy, state, systemd};
 use crate::config::{App, Config, Proxy};
 use crate::error::Error;
 use crate::report;
@@ -33,6 +33,13 @@ pub(super) fn converge(config: &Config, layout: &Layout) -> Result<(), Error> {
         None => {}
     }
     let live = layout.live()?.map(|live| live.slot);
+    if app.strategy.is_single() {
+        if let Some(live) = live {
+            converge_single(app, layout, live);
+        }
+        progress::clear(&layout.target);
+        return Ok(());
+    }
     // Killed while changing the proxy, the file pushdeploy writes may already say one thing
     // while the proxy still does another (written, not yet reloaded): point it again.
     let unsure = matches!(
@@ -45,12 +52,48 @@ pub(super) fn converge(config: &Config, layout: &Layout) -> Result<(), Error> {
     }
     // A kept previous instance (`keep_previous`) is no stray, unless a deploy was interrupted
     // and the other slot may hold anything.
-    let keep = config.retire.keep_previous && interrupted.is_none() && live.is_some();
+    let keep = config.retire.keep_previous
+        && app.strategy != crate::config::Strategy::Socket
+        && interrupted.is_none()
+        && live.is_some();
     for slot in Slot::ALL.into_iter().filter(|slot| Some(*slot) != live && !keep) {
         stop_stray(app, slot);
     }
     progress::clear(&layout.target);
     Ok(())
+}
+
+/// `restart` and `reload`: the one instance must run the live release. A deploy killed after
+/// moving it onto its new release (and before the link moved) left it there: it is moved back
+/// (link, environment, restart); one that does not run is started.
+fn converge_single(app: &App, layout: &Layout, live: Slot) {
+    let unit = systemd::single(app);
+    let target = &layout.target;
+    let commit = match crate::target_dir::record::read(layout, live) {
+        Ok(Some(record)) => record.commit.hex(),
+        _ => String::new(),
+    };
+    let moved = state::current_slot(target) != Some(live);
+    if moved {
+        report::line(&format!(
+            "{unit} was left on another release than the live one ({live}): restarting it there"
+        ));
+        let put_back = state::write_current_env(app, live, &commit)
+            .map_err(|err| err.to_string())
+            .and_then(|()| state::point_current(target, live));
+        if let Err(why) = put_back {
+            report::line(&format!("warning: {why}"));
+        }
+    }
+    let running = systemd::state(&unit).is_ok_and(|state| state.is_running());
+    if moved || !running {
+        if !moved {
+            report::line(&format!("{unit} does not run: starting it again"));
+        }
+        if let Err(failure) = gate_new(app, &unit, live, true) {
+            report::line(&format!("warning: {}", failure.reason));
+        }
+    }
 }
 
 /// Starts the live instance again when it does not run (it passes its gate, or the deploy

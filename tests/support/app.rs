@@ -170,9 +170,9 @@ impl AppSite {
             .arg(&env.bare)
             .arg("--target")
             .arg(&env.target)
-            .args(["--app", "--app-command", COMMAND, "--app-user", &user.name])
-            .arg("--ports")
-            .arg(format!("{blue},{green}"))
+            .args(["--app", "--app-user", &user.name])
+            .args(default_arg(&init_args, "--app-command", COMMAND.to_owned()))
+            .args(default_arg(&init_args, "--ports", format!("{blue},{green}")))
             .arg("--unit-dir")
             .arg(systemd.unit_dir())
             .arg("--env-dir")
@@ -251,6 +251,15 @@ impl AppSite {
             .unwrap_or_else(|e| panic!("GET / on {addr}: {e}"));
         assert_eq!(response.status, 200);
         assert_eq!(String::from_utf8_lossy(&response.body), commit, "port {port}");
+    }
+}
+
+/// Returns `[option, value]` unless the test's own options for init give `option`.
+fn default_arg(init_args: &[String], option: &str, value: String) -> Vec<String> {
+    if init_args.iter().any(|arg| arg == option) {
+        Vec::new()
+    } else {
+        vec![option.to_owned(), value]
     }
 }
 

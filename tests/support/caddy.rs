@@ -21,11 +21,18 @@ pub struct CaddySite {
 impl CaddySite {
     /// Boots the site (`init --proxy caddy`) and its Caddy; `None` (skipped) without Caddy.
     pub fn new(prefix: &str) -> Option<CaddySite> {
+        CaddySite::with_init(prefix, &[])
+    }
+
+    /// [`CaddySite::new`] with more options for `init` (`--strategy restart`).
+    pub fn with_init(prefix: &str, init_args: &[&str]) -> Option<CaddySite> {
         if !Path::new("/usr/bin/caddy").exists() {
             crate::support::skip("no /usr/bin/caddy (Debian's caddy package)");
             return None;
         }
-        let site = AppSite::with_init(prefix, &["--proxy", "caddy"])?;
+        let args: Vec<&str> =
+            ["--proxy", "caddy"].into_iter().chain(init_args.iter().copied()).collect();
+        let site = AppSite::with_init(prefix, &args)?;
         let rundir = site.env.root.join("caddy-run");
         fs::create_dir_all(&rundir).expect("create caddy-run");
         let (port, admin) = free_ports();

@@ -38,6 +38,9 @@ pub struct Pointed {
 /// stays named by a route that matches no request: Caddy keeps an upstream's request count
 /// only while some route names it, and the drain reads that count.
 pub fn render(app: &App, slot: Slot, draining: Option<Slot>) -> String {
+    if app.strategy.is_single() {
+        return render_single(app);
+    }
     let mut text = format!(
         "# Written by pushdeploy: the live instance of pushdeploy-{name}@.service. Each deploy\n\
          # rewrites it; import it in the app's site block: import {{this file}}\n\
@@ -55,6 +58,34 @@ pub fn render(app: &App, slot: Slot, draining: Option<Slot>) -> String {
         ));
     }
     text
+}
+
+/// Returns the snippet of `restart` and `reload`, which no deploy rewrites: the one port,
+/// with Caddy holding each request while nothing listens there (a restart) and retrying it
+/// every 100 ms, for as long as the health gate may take (`lb_try_duration`). The active
+/// health check (`health_uri`) keeps requests away from an instance that listens but does not
+/// answer its health path yet, and sends them again once it does.
+fn render_single(app: &App) -> String {
+    let hold = match app.health.deadline.as_millis().clamp(1000, 600_000) {
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    };
+    format!(
+        "# Written by `pushdeploy init --app`: the one instance of pushdeploy-{name}.service\n\
+         # ({strategy} strategy). Deploys do not rewrite it; import it in the app's site block.\n\
+         reverse_proxy 127.0.0.1:{port} {{\n\
+         \t# While the instance restarts nothing listens: hold each request, retry it.\n\
+         \tlb_try_duration {hold}\n\
+         \tlb_try_interval 100ms\n\
+         \thealth_uri {path}\n\
+         \thealth_interval 250ms\n\
+         \thealth_timeout 1s\n\
+         }}\n",
+        name = app.name,
+        strategy = app.strategy.name(),
+        port = app.ports.blue,
+        path = app.health.path,
+    )
 }
 
 /// Writes the first snippet (pointing at blue, where the first deploy goes) unless there is

@@ -85,10 +85,19 @@ pub fn current(app: &App) -> Result<Option<Slot>, String> {
 /// lines that tell the operator what to add to the proxy's own configuration.
 pub fn install(target: &Path, app: &App) -> Result<Vec<String>, Error> {
     match &app.proxy {
-        Proxy::None => Ok(vec![format!(
-            "proxy: none; clients reach the live instance on its own port ({} or {}): `pushdeploy status` says which",
-            app.ports.blue, app.ports.green
-        )]),
+        Proxy::None => Ok(vec![match (app.listen, app.strategy.is_single()) {
+            (Some(listen), _) => format!(
+                "proxy: none; clients reach {listen}, which pushdeploy-{}.socket holds for both slots' instances",
+                app.name
+            ),
+            (None, true) => {
+                format!("proxy: none; clients reach the app on port {}", app.ports.blue)
+            }
+            (None, false) => format!(
+                "proxy: none; clients reach the live instance on its own port ({} or {}): `pushdeploy status` says which",
+                app.ports.blue, app.ports.green
+            ),
+        }]),
         Proxy::Caddy { snippet, caddyfile } => caddy::install(target, app, snippet, caddyfile),
         Proxy::Nginx { upstream, config } => nginx::install(app, upstream, config),
         Proxy::Haproxy { socket, backend, state_file } => {

@@ -91,6 +91,8 @@ pub struct LoadReport {
     pub assets: u64,
     pub connects: u64,
     pub retries: u64,
+    /// The longest one request took, from sending it to its whole answer (or its error).
+    pub max_latency: Duration,
     /// Set when the checker stopped by itself, saying which limit it reached.
     pub limit_reached: Option<String>,
     /// The first few failures, with details.
@@ -128,6 +130,7 @@ impl fmt::Display for LoadReport {
                 self.page_loads, self.broken_loads, self.assets
             )?;
         }
+        write!(f, "; max latency {:.3?}", self.max_latency)?;
         if let Some(limit) = &self.limit_reached {
             write!(f, "; stopped by its limit: {limit}")?;
         }
@@ -153,6 +156,7 @@ struct Shared {
     assets: AtomicU64,
     connects: AtomicU64,
     retries: AtomicU64,
+    max_latency_us: AtomicU64,
     limit_reached: Mutex<Option<String>>,
     failures: Mutex<Vec<String>>,
 }
@@ -244,6 +248,7 @@ impl LoadChecker {
             assets: load(&shared.assets),
             connects: load(&shared.connects),
             retries: load(&shared.retries),
+            max_latency: Duration::from_micros(load(&shared.max_latency_us)),
             limit_reached: shared.limit_reached.lock().expect("limit lock").clone(),
             failures: shared.failures.lock().expect("failures lock").clone(),
         }
@@ -317,7 +322,11 @@ impl Worker {
             self.shared.reach_limit(format!("max_requests = {}", self.max_requests));
             return None;
         }
-        Some(self.connection.get(path))
+        let sent_at = Instant::now();
+        let result = self.connection.get(path);
+        let took = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared.max_latency_us.fetch_max(took, Ordering::SeqCst);
+        Some(result)
     }
 
     /// Counts a request that got no 200; returns a description.
