@@ -20,10 +20,16 @@ pub fn slot_file(slot: Slot) -> String {
 
 /// Returns the text of the `[app.env]` file.
 pub fn render_env(env: &BTreeMap<String, String>) -> String {
-    let mut text = String::from(
+    render(
         "# Written by pushdeploy from [app.env] in pushdeploy.toml; change that, not this.\n",
-    );
-    for (key, value) in env {
+        env,
+    )
+}
+
+/// Returns `header` and a `KEY="value"` line for each variable.
+fn render(header: &str, variables: &BTreeMap<String, String>) -> String {
+    let mut text = String::from(header);
+    for (key, value) in variables {
         text.push_str(&format!("{key}={}\n", quoted(value)));
     }
     text
@@ -31,13 +37,10 @@ pub fn render_env(env: &BTreeMap<String, String>) -> String {
 
 /// Returns the text of the secrets file.
 pub fn render_secrets(secrets: &BTreeMap<String, String>) -> String {
-    let mut text = String::from(
+    render(
         "# The app's secrets, kept by `pushdeploy env set|unset` (run as root); not in git.\n",
-    );
-    for (key, value) in secrets {
-        text.push_str(&format!("{key}={}\n", quoted(value)));
-    }
-    text
+        secrets,
+    )
 }
 
 /// Reads back a file [`render_secrets`] wrote: each `KEY="value"` line, unescaped. Lines it

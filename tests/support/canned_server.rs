@@ -63,18 +63,7 @@ fn serve(
     let mut writer = stream.try_clone().expect("clone stream");
     let mut reader = BufReader::new(stream);
     loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
+        let Some(head) = read_head(&mut reader) else { return };
         let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
         requests.lock().expect("requests lock").push(head);
         let (bytes, after) = answer(&path);
@@ -96,4 +85,21 @@ pub fn ok(body: &str) -> Vec<u8> {
 /// Returns an answer with status `code` and a 3-byte body.
 pub fn status(code: u16) -> Vec<u8> {
     format!("HTTP/1.1 {code} Whatever\r\nContent-Length: 3\r\n\r\nnah").into_bytes()
+}
+
+/// Reads a request's head, up to and with its empty line; `None` when the client closed the
+/// connection (or it failed) first.
+pub fn read_head(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some(head);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! A loopback HTTP server that receives the webhooks of `[notify]`: it keeps each request's
 //! head and body, and answers with a fixed status, or never answers (a receiver that hangs).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -67,18 +67,7 @@ impl WebhookServer {
 fn serve(stream: TcpStream, answer: Answer, received: &Mutex<Vec<Received>>) {
     let mut writer = stream.try_clone().expect("clone stream");
     let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
+    let Some(head) = super::canned_server::read_head(&mut reader) else { return };
     let length = head
         .lines()
         .find_map(|line| {
