@@ -471,4 +471,12 @@ fn restart_as_the_git_user_converges_after_a_deploy_killed_mid_swap_and_rolls_ba
         "app:    pushdeploy-www.service on 127.0.0.1:{port} (active/running, restart strategy, release in blue)"
     );
     assert!(status.stdout.lines().any(|l| l == expected), "{expected:?}\n{status}");
+
+    // `logs` as the git user shows the one unit's lines, marked `app`, through its rules.
+    let logs = site.systemd.run(&site.env, crate::support::BIN).args(["logs", "-n", "300"]);
+    let logs = logs.arg("--repo").arg(&site.env.bare).success();
+    assert!(
+        logs.stdout.lines().any(|l| l.starts_with("app   | ") && l.contains("Listening at: ")),
+        "{logs}"
+    );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::{sudo, systemd};
-use crate::config::App;
+use crate::config::{App, Strategy};
 use crate::target_dir::Slot;
 
 /// The arguments of `journalctl` before the number of lines: no pager, every field whole
@@ -41,7 +41,9 @@ pub enum Source {
 /// One unit whose journal `logs` shows.
 struct Unit {
     name: String,
-    slot: Slot,
+    /// `None` for the one unit of the `restart` and `reload` strategies, which runs whichever
+    /// slot `current` names.
+    slot: Option<Slot>,
     release: bool,
 }
 
@@ -53,13 +55,22 @@ pub struct Units(Vec<Unit>);
 impl Units {
     /// Returns `app`'s units.
     pub fn of(app: &App) -> Units {
-        let units = Slot::ALL.into_iter().flat_map(|slot| {
+        let slots = Slot::ALL.into_iter().flat_map(|slot| {
             [
-                Unit { name: systemd::instance(app, slot), slot, release: false },
-                Unit { name: systemd::release_instance(app, slot), slot, release: true },
+                Unit { name: systemd::instance(app, slot), slot: Some(slot), release: false },
+                Unit {
+                    name: systemd::release_instance(app, slot),
+                    slot: Some(slot),
+                    release: true,
+                },
             ]
         });
-        Units(units.collect())
+        let single = matches!(app.strategy, Strategy::Restart | Strategy::Reload).then(|| Unit {
+            name: systemd::single(app),
+            slot: None,
+            release: false,
+        });
+        Units(slots.chain(single).collect())
     }
 
     /// Returns the arguments after the number of lines (and [`FOLLOW`]): `-u UNIT` for each
@@ -113,7 +124,8 @@ impl Units {
 pub struct Entry {
     /// When journald received it.
     pub time: SystemTime,
-    pub slot: Slot,
+    /// `None` for the one unit of `restart` and `reload`.
+    pub slot: Option<Slot>,
     pub source: Source,
     /// The message as written: any bytes (a newline too, from a program that writes to
     /// journald directly).
@@ -157,18 +169,18 @@ mod tests {
         let units = Units::of(&app());
         let line = br#"{"__CURSOR":"s=1","__REALTIME_TIMESTAMP":"1765149246000001","_SYSTEMD_UNIT":"pushdeploy-www@green.service","MESSAGE":"Listening"}"#;
         let entry = units.parse(line).expect("an entry");
-        assert_eq!(entry.slot, Slot::Green);
+        assert_eq!(entry.slot, Some(Slot::Green));
         assert_eq!(entry.source, Source::Instance);
         assert_eq!(entry.time, UNIX_EPOCH + Duration::from_micros(1_765_149_246_000_001));
         assert_eq!(entry.message, b"Listening");
 
         let line = br#"{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"init.scope","UNIT":"pushdeploy-www-release@blue.service","MESSAGE":"Finished"}"#;
         let entry = units.parse(line).expect("an entry");
-        assert_eq!((entry.slot, entry.source), (Slot::Blue, Source::Systemd));
+        assert_eq!((entry.slot, entry.source), (Some(Slot::Blue), Source::Systemd));
 
         let line = br#"{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"pushdeploy-www-release@blue.service","MESSAGE":[27,91,51,49,109,255]}"#;
         let entry = units.parse(line).expect("an entry");
-        assert_eq!((entry.slot, entry.source), (Slot::Blue, Source::Release));
+        assert_eq!((entry.slot, entry.source), (Some(Slot::Blue), Source::Release));
         assert_eq!(entry.message, b"\x1b[31m\xff");
 
         let other = br#"{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"pushdeploy-wwww@blue.service","MESSAGE":"x"}"#;

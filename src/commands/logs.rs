@@ -185,11 +185,11 @@ fn format_line(units: &Units, line: &[u8], colour: bool) -> String {
         // Not an entry of the app's units: shown as it is, for what it may tell.
         return escape_bytes(line, true);
     };
-    let label = format!("{:<5}", entry.slot);
+    let label = format!("{:<5}", entry.slot.map_or("app", Slot::name));
     let label = match (colour, entry.slot) {
-        (false, _) => label,
-        (true, Slot::Blue) => format!("\x1b[34m{label}\x1b[0m"),
-        (true, Slot::Green) => format!("\x1b[32m{label}\x1b[0m"),
+        (false, _) | (true, None) => label,
+        (true, Some(Slot::Blue)) => format!("\x1b[34m{label}\x1b[0m"),
+        (true, Some(Slot::Green)) => format!("\x1b[32m{label}\x1b[0m"),
     };
     let source = match entry.source {
         Source::Instance => "",
