@@ -160,6 +160,15 @@ fn write_and_deploy(
             report::line("nothing is live yet: the first deploy starts the app with it");
             Ok(ExitCode::Success)
         }
+        (false, Some(_)) if app.strategy == config::Strategy::Reload => {
+            // A reload re-executes the app from its running master, whose environment is the
+            // one the unit started with: only a restart reads the files again.
+            report::line(&format!(
+                "the reload strategy keeps the environment {unit} started with: `systemctl restart {unit}` applies it (a short outage)",
+                unit = crate::app::systemd::single(app)
+            ));
+            Ok(ExitCode::Success)
+        }
         (false, Some(live)) => {
             report::line(&format!(
                 "deploying the live release {} again, so that a new instance starts with it",
