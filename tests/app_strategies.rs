@@ -381,6 +381,13 @@ fn reload_with_gunicorn_serves_the_new_commit_and_a_failed_reload_or_gate_keeps_
     let c = site.commit("ok", "c");
     site.push().assert_live(&c, "refs/heads/main", other(slot));
     assert_eq!(get(addr), (200, c.clone(), Some(c)));
+
+    // A secret cannot reach a reloaded app: `env set` writes it and says to restart.
+    let set = site.systemd.run_as_root(&site.env, crate::support::BIN);
+    let set = set.args(["env", "set", "TOKEN=x", "--repo"]).arg(&site.env.bare).success();
+    let line = "pushdeploy: the reload strategy keeps the environment pushdeploy-www.service started with: `systemctl restart pushdeploy-www.service` applies it (a short outage)";
+    assert!(set.pushdeploy_lines().iter().any(|l| l == line), "{set}");
+    assert!(!set.stderr.contains("deploying"), "{set}");
 }
 
 #[test]
