@@ -80,6 +80,12 @@ fn misspelt_deploy_branch_is_named_at_the_push_and_by_doctor() {
         "{push}"
     );
 
+    // init, run again with the typo on the command line, warns too (the config it would
+    // write differs: --force).
+    let init = env.init_cmd(&["--branch", "mian", "--force"]).success();
+    let warning = "pushdeploy: warning: the branch \"mian\" does not exist in $TMP/site.git/, which has other branches: pushes of those are ignored; check --branch (or branch = in pushdeploy.toml)";
+    assert!(init.normalized_stderr().lines().any(|line| line == warning), "{init}");
+
     let (code, lines) = doctor(&env);
     assert_eq!(code, Some(3), "{lines:#?}");
     let problem = "problem  the deploy branch \"mian\" does not exist in $TMP/site.git, so every \

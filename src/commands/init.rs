@@ -149,7 +149,22 @@ pub fn run(args: InitArgs) -> Result<ExitCode, Error> {
         escape_path(repo.path()),
         escape_path(&config.link_path())
     ));
+    warn_missing_branch(&repo, &config);
     Ok(ExitCode::Success)
+}
+
+/// Warns when the deploy branch does not exist in a repository that has other branches: a
+/// typo (`--branch mian`) would have every push ignored. A new repository only waits for its
+/// first push.
+fn warn_missing_branch(repo: &Repo, config: &Config) {
+    let exists = repo.ref_target(&config.branch_ref()).is_ok_and(|target| target.is_some());
+    if !exists && repo.has_branch_other_than(&config.branch).unwrap_or(false) {
+        report::line(&format!(
+            "warning: the branch {:?} does not exist in {}, which has other branches: pushes of those are ignored; check --branch (or branch = in pushdeploy.toml)",
+            config.branch,
+            escape_path(repo.path())
+        ));
+    }
 }
 
 /// Tells whether a hook's text was written by pushdeploy (so init may replace it, and doctor
