@@ -12,6 +12,9 @@ use crate::target_dir::layout::Slot;
 pub const ENV_FILE: &str = "env";
 /// The file name of the secrets `pushdeploy env` edits, in the same directory.
 pub const SECRETS_FILE: &str = "secrets.env";
+/// The environment file of the one instance of `restart` and `reload`: the live release's
+/// `PORT`, `PUSHDEPLOY_SLOT` and `PUSHDEPLOY_COMMIT`.
+pub const CURRENT_ENV: &str = "current.env";
 
 /// Returns the file name of a slot's environment file (`blue.env`).
 pub fn slot_file(slot: Slot) -> String {

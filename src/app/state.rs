@@ -102,7 +102,7 @@ pub fn write(config: &Config, app: &App, app_user: Owner) -> Result<(), Error> {
     ];
     // restart and reload run one instance, which reads `current.env` (written by each deploy).
     if app.strategy.is_single() {
-        files.push((CURRENT_ENV.to_owned(), Some(Slot::Blue)));
+        files.push((env::CURRENT_ENV.to_owned(), Some(Slot::Blue)));
     }
     for (name, slot) in files {
         let path = app.env_dir.join(&name);
@@ -241,7 +241,7 @@ pub fn write_slot_env(app: &App, slot: Slot, commit: &str) -> Result<(), Error> 
 /// Rewrites `current.env` (restart, reload) for the one instance running `commit` in `slot`,
 /// as [`write_slot_env`] does a slot's; systemd reads it at the unit's next start or reload.
 pub fn write_current_env(app: &App, slot: Slot, commit: &str) -> Result<(), Error> {
-    rewrite_env(app, CURRENT_ENV.to_owned(), &env::render_slot(app, slot, commit))
+    rewrite_env(app, env::CURRENT_ENV.to_owned(), &env::render_slot(app, slot, commit))
 }
 
 /// Rewrites the file `name` of `[app] env_dir` with `content`, in place (see
@@ -333,10 +333,6 @@ pub fn write_proxy_file(
     write_file_at(&dir, name, content, owner, 0o644).map_err(fail)?;
     Ok(true)
 }
-
-// The environment file of the one instance of `restart` and `reload`: the live release's
-/// `PORT`, `PUSHDEPLOY_SLOT` and `PUSHDEPLOY_COMMIT`.
-pub const CURRENT_ENV: &str = "current.env";
 
 /// Points [`crate::app::unit::current_link`] at `slot` (a new link renamed over it), so the
 /// next start or re-exec of the one instance runs that slot's release.

@@ -113,7 +113,7 @@ fn render_single(config: &Config, app: &App) -> String {
         dir = app.env_dir.to_string_lossy(),
         env = super::env::ENV_FILE,
         secrets = super::env::SECRETS_FILE,
-        current_env = super::state::CURRENT_ENV,
+        current_env = super::env::CURRENT_ENV,
         command = exec_word(&app.command),
     );
     if let Some(reload) = &app.reload {

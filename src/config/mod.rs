@@ -14,6 +14,7 @@ mod keys;
 mod previews;
 mod raw;
 mod reporting;
+mod tables_raw;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ pub use app::{App, Proxy, ProxyKind, Strategy, default_env_dir, default_unit_nam
 pub use previews::Previews;
 use raw::Source;
 pub use raw::toml_string;
-pub use reporting::Notify;
+pub use reporting::{LogBounds, Notify};
 pub use webhook::{MIN_SECRET_LEN, Provider, Secret, Webhook};
 
 /// The configuration file's name inside the bare repository.
@@ -69,7 +70,7 @@ pub struct Config {
     /// A preview leaves the repository's deploy refs to production.
     pub preview_of: Option<String>,
     /// `[logs]`: how many runs' output is kept in `TARGET/.pushdeploy/logs/`.
-    pub logs: crate::target_dir::logs::Bounds,
+    pub logs: LogBounds,
     /// `[notify]`: who is told how a deploy ended.
     pub notify: Notify,
 }

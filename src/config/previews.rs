@@ -1,10 +1,10 @@
 //! The `[previews]` table: branches deployed each to its own preview, beside production.
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::Error;
 use super::raw::Source;
+use super::tables_raw::RawPreviews;
 
 /// How many previews exist at most when the file does not say.
 pub const DEFAULT_MAX_PREVIEWS: usize = 10;
@@ -31,15 +31,6 @@ impl Previews {
     pub fn url_of(&self, slug: &str) -> Option<String> {
         self.url.as_ref().map(|url| url.replace("{slug}", slug))
     }
-}
-
-/// The table as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPreviews {
-    branches: Spanned<Vec<Spanned<String>>>,
-    url: Option<Spanned<String>>,
-    max: Option<Spanned<i64>>,
 }
 
 /// Returns the `[previews]` table, if there is one. An app's previews are not supported yet.

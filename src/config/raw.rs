@@ -24,10 +24,10 @@ pub struct File {
     pub build: Option<Build>,
     pub retire: Option<Retire>,
     pub app: Option<super::app_raw::RawApp>,
-    pub webhook: Option<super::webhook::RawWebhook>,
-    pub previews: Option<super::previews::RawPreviews>,
-    pub logs: Option<super::reporting::RawLogs>,
-    pub notify: Option<super::reporting::RawNotify>,
+    pub webhook: Option<super::tables_raw::RawWebhook>,
+    pub previews: Option<super::tables_raw::RawPreviews>,
+    pub logs: Option<super::tables_raw::RawLogs>,
+    pub notify: Option<super::tables_raw::RawNotify>,
 }
 
 #[derive(Debug, Deserialize)]

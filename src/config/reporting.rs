@@ -4,30 +4,30 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::Error;
 use super::raw::Source;
-use crate::target_dir::logs::Bounds;
+use super::tables_raw::{RawLogs, RawNotify};
 
-/// `[logs]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLogs {
-    pub keep: Option<Spanned<i64>>,
-    pub max_size: Option<Spanned<String>>,
+/// How many runs' logs are kept by default.
+pub const DEFAULT_KEEP: usize = 50;
+/// How many bytes of logs are kept by default, all logs together.
+pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How many logs to keep, at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The newest this many runs.
+    pub keep: usize,
+    /// And no more bytes than this, all together (the newest log is always kept).
+    pub max_bytes: u64,
 }
 
-/// `[notify]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNotify {
-    pub command: Option<Spanned<String>>,
-    pub webhook: Option<Spanned<String>>,
-    pub on: Option<Vec<Spanned<String>>>,
-    pub url: Option<String>,
-    pub timeout: Option<Spanned<String>>,
+impl Default for LogBounds {
+    fn default() -> Self {
+        LogBounds { keep: DEFAULT_KEEP, max_bytes: DEFAULT_MAX_BYTES }
+    }
 }
 
 /// The `[notify]` table: who is told how a deploy ended.
@@ -60,8 +60,8 @@ impl Notify {
 }
 
 /// Returns the bounds of the stored logs: `keep` (1 to 10,000) and `max_size` (`"16 MiB"`).
-pub fn logs(source: Source, logs: Option<RawLogs>) -> Result<Bounds, Error> {
-    let mut bounds = Bounds::default();
+pub fn logs(source: Source, logs: Option<RawLogs>) -> Result<LogBounds, Error> {
+    let mut bounds = LogBounds::default();
     let Some(logs) = logs else { return Ok(bounds) };
     if let Some(keep) = logs.keep {
         bounds.keep = match usize::try_from(*keep.get_ref()) {
@@ -158,10 +158,10 @@ mod tests {
     #[test]
     fn logs_bounds_default_and_parse() {
         let config = parse(Path::new("p"), "target = \"/s\"\n").unwrap();
-        assert_eq!(config.logs, Bounds { keep: 50, max_bytes: 16 << 20 });
+        assert_eq!(config.logs, LogBounds { keep: 50, max_bytes: 16 << 20 });
         let text = "target = \"/s\"\n[logs]\nkeep = 5\nmax_size = \"512 KiB\"\n";
         let config = parse(Path::new("p"), text).unwrap();
-        assert_eq!(config.logs, Bounds { keep: 5, max_bytes: 512 << 10 });
+        assert_eq!(config.logs, LogBounds { keep: 5, max_bytes: 512 << 10 });
         assert_eq!(
             parse_err("target = \"/s\"\n[logs]\nkeep = 0\n"),
             "/r/pushdeploy.toml: line 3: `keep`: 0 is not a number of logs from 1 to 10000"

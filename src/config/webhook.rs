@@ -4,40 +4,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
-
 use super::Error;
 use super::keys::duration;
 use super::raw::Source;
+pub use super::tables_raw::Provider;
+use super::tables_raw::RawWebhook;
 
 /// How long `git fetch` from the hosted repository may take when the file does not say.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// The shortest secret accepted: a guessable secret makes the signature worthless.
 pub const MIN_SECRET_LEN: usize = 16;
-
-/// The hosting service that sends the deliveries, which decides how they are signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`.
-    Github,
-    /// `X-Gitea-Signature: <HMAC-SHA256 of the body>` (or GitHub's header, which Gitea also sends).
-    Gitea,
-    /// `X-Gitlab-Token: <the secret itself>`.
-    Gitlab,
-}
-
-impl Provider {
-    /// Returns the provider's name, as the file spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Github => "github",
-            Provider::Gitea => "gitea",
-            Provider::Gitlab => "gitlab",
-        }
-    }
-}
 
 /// Where the shared secret is.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,17 +42,6 @@ pub struct Webhook {
     pub url: String,
     pub secret: Secret,
     pub fetch_timeout: Duration,
-}
-
-/// The table as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    provider: Provider,
-    url: Spanned<String>,
-    secret: Option<Spanned<String>>,
-    secret_file: Option<Spanned<PathBuf>>,
-    fetch_timeout: Option<Spanned<String>>,
 }
 
 /// Returns the `[webhook]` table, if there is one.

@@ -16,26 +16,7 @@ use std::sync::Mutex;
 use super::history::{self, HistoryEntry};
 use super::layout::make_state_dir;
 use super::{Error, Layout};
-
-/// How many runs' logs are kept by default.
-pub const DEFAULT_KEEP: usize = 50;
-/// How many bytes of logs are kept by default, all logs together.
-pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
-
-/// How many logs to keep, at most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    /// The newest this many runs.
-    pub keep: usize,
-    /// And no more bytes than this, all together (the newest log is always kept).
-    pub max_bytes: u64,
-}
-
-impl Default for Bounds {
-    fn default() -> Self {
-        Bounds { keep: DEFAULT_KEEP, max_bytes: DEFAULT_MAX_BYTES }
-    }
-}
+pub use crate::config::LogBounds as Bounds;
 
 /// The history entry this process recorded, and the target it is in: its log is stored when
 /// the run ends ([`recorded`]). One process is one run, whose output is one log.
