@@ -31,6 +31,16 @@ pub fn run(args: ReapArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Success);
     }
     slots::empty_trash_for_all(&layout)?;
+    // Without files kept for the grace there is nothing more to do: the deploy lock is not
+    // taken, so no push has to wait for this process.
+    let live = layout.live()?;
+    let grace = match &live {
+        Some(live) => record::read(&layout, live.slot)?.map(|record| record.grace),
+        None => None,
+    };
+    if grace.is_none_or(|grace| grace.is_empty()) {
+        return Ok(ExitCode::Success);
+    }
     loop {
         let wait = {
             // The target may be gone (a test's temp dir, a removed site): nothing to do.

@@ -63,6 +63,23 @@ pub(super) fn prepare(run: &mut Run<'_>) -> Result<Prepared, Failure> {
     Ok(Prepared { record, index, kept: false, shared_since })
 }
 
+/// Reads and checks the new commit's tree for the diff route, as `materialize` does: returns
+/// its entries, the files `.gitattributes` converts, and how many entries it had before.
+fn new_tree(run: &Run<'_>) -> Result<(Vec<Entry>, Converted, usize), Failure> {
+    let Run { config, repo, layout, request, .. } = *run;
+    let entries = repo.tree_entries(request.commit).map_err(|err| {
+        Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
+    })?;
+    check::check_tree(&entries, config.symlinks).map_err(refused_path)?;
+    let all = entries.len();
+    let (entries, converted) = attributes::apply(repo, request.commit, entries, &layout.state)
+        .map_err(|err| {
+            let hint = "check the repository's .gitattributes and `git archive` of the commit";
+            Failure::new(Stage::Materialize, err, hint)
+        })?;
+    Ok((entries, converted, all))
+}
+
 /// The diff route (`release::diff`): when the idle slot holds a release kept by
 /// `[retire] keep_previous` that its index vouches for, the changes between its commit and the
 /// new one are applied to it, instead of writing the whole tree into an emptied slot. Returns
@@ -85,34 +102,48 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     };
     let started = std::time::Instant::now();
     let live = run.live.as_ref();
-    let kept = {
-        // A build orphaned by a killed deploy must not write into the slot being prepared;
-        // a detached removal must be over before the kept release is looked at.
-        build::stop_orphans(&layout.build_pgid_path(), &layout.target);
-        slots::empty_trash_for_all(layout).and_then(|()| slots::kept_release(layout, slot, live))
+    // The kept release (its record, index and commit's tree) is read on a thread of its own
+    // while this one reads and checks the new commit's tree: at 100,000 files each is about
+    // as long as the rest of the deploy.
+    let repo_path = repo.path();
+    let (kept, new_tree) = std::thread::scope(|scope| {
+        let kept = scope.spawn(move || {
+            // A build orphaned by a killed deploy must not write into the slot being
+            // prepared; a detached removal must be over before the kept release is looked at.
+            build::stop_orphans(&layout.build_pgid_path(), &layout.target);
+            let kept = slots::empty_trash_for_all(layout)
+                .and_then(|()| slots::kept_release(layout, slot, live));
+            let old = match &kept {
+                Ok(slots::Kept::Usable(kept)) => crate::git::Repo::open(repo_path)
+                    .and_then(|repo| repo.tree_entries(kept.0.commit))
+                    .ok(),
+                _ => None,
+            };
+            (kept, old)
+        });
+        let new_tree = new_tree(run);
+        (kept.join(), new_tree)
+    });
+    let Ok((kept, old)) = kept else {
+        return Err(Failure::new(
+            Stage::Prepare,
+            "the thread reading the kept release panicked",
+            RETRY,
+        ));
     };
     let (record, mut index) = match kept.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))? {
         slots::Kept::Nothing => return Ok(None),
         slots::Kept::Unusable(why) => return full_route(&why),
         slots::Kept::Usable(kept) => *kept,
     };
-    let entries = repo.tree_entries(request.commit).map_err(|err| {
-        Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
-    })?;
-    check::check_tree(&entries, config.symlinks).map_err(refused_path)?;
-    let all = entries.len();
-    let (entries, converted) = attributes::apply(repo, request.commit, entries, &layout.state)
-        .map_err(|err| {
-            let hint = "check the repository's .gitattributes and `git archive` of the commit";
-            Failure::new(Stage::Materialize, err, hint)
-        })?;
+    let (entries, converted, all) = new_tree?;
     if entries.len() != all || !converted.is_empty() {
         return full_route("`.gitattributes` rules change the new commit's files");
     }
     if entries.iter().any(|entry| matches!(entry.kind, crate::git::EntryKind::Submodule { .. })) {
         return full_route("the new commit has submodules");
     }
-    let Ok(old) = repo.tree_entries(record.commit) else {
+    let Some(old) = old else {
         return full_route("its commit is not in the repository");
     };
     let dir = layout.slot_dir(slot);

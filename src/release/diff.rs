@@ -50,55 +50,58 @@ pub fn vouch(dir: &Path, old: &[Entry], index: &Index, mode_mask: u32) -> Result
     if index.files.len() + index.others.len() != old.len() + 1 {
         return Err("its index does not match its commit".to_owned());
     }
-    let mut expected: Vec<(PathBuf, FileStat)> = Vec::with_capacity(old.len() + 1);
     let root = index.others.get(Path::new("")).ok_or("its index has no root")?;
-    expected.push((PathBuf::new(), *root));
-    for entry in old {
-        let path = entry.path();
+    let trusted = |path: &Path, stat: &FileStat| {
+        fs::symlink_metadata(path).is_ok_and(|meta| index.unchanged(stat, &meta))
+    };
+    if !trusted(dir, root) {
+        return Err("its top directory was changed since it was deployed".to_owned());
+    }
+    // Checks one entry: in the index as its commit has it, and unchanged on disk.
+    let check = |entry: &Entry| -> Result<(), String> {
+        let relative = entry.path();
         let stat = match &entry.kind {
             EntryKind::File { executable, blob } => {
                 let mode = if *executable { 0o777 } else { 0o666 } & mode_mask;
-                match index.files.get(&path) {
+                match index.files.get(&relative) {
                     Some(IndexEntry { blob: known, stat })
                         if known == blob && stat.mode & 0o7777 == mode =>
                     {
-                        *stat
+                        stat
                     }
-                    _ => return Err(format!("{} is not as its commit has it", escape_path(&path))),
+                    _ => {
+                        return Err(format!(
+                            "{} is not as its commit has it",
+                            escape_path(&relative)
+                        ));
+                    }
                 }
             }
-            EntryKind::Dir | EntryKind::Symlink { .. } => match index.others.get(&path) {
-                Some(stat) => *stat,
-                None => return Err(format!("{} is not in its index", escape_path(&path))),
+            EntryKind::Dir | EntryKind::Symlink { .. } => match index.others.get(&relative) {
+                Some(stat) => stat,
+                None => return Err(format!("{} is not in its index", escape_path(&relative))),
             },
             EntryKind::Submodule { .. } => return Err("it has submodules".to_owned()),
         };
-        expected.push((path, stat));
-    }
-    // lstat is most of the cost at 100,000 files: a few threads share it.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let changed = |part: &[(PathBuf, FileStat)]| {
-        part.iter().find_map(|(relative, stat)| {
-            let path =
-                if relative.as_os_str().is_empty() { dir.into() } else { dir.join(relative) };
-            let trusted =
-                fs::symlink_metadata(&path).is_ok_and(|meta| index.unchanged(stat, &meta));
-            (!trusted).then(|| relative.clone())
-        })
-    };
-    let chunk = expected.len().div_ceil(threads).max(1);
-    let found = std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            expected.chunks(chunk).map(|part| scope.spawn(move || changed(part))).collect();
-        handles.into_iter().find_map(|handle| handle.join().unwrap_or(Some(PathBuf::new())))
-    });
-    match found {
-        None => Ok(()),
-        Some(path) if path.as_os_str().is_empty() => {
-            Err("its top directory was changed since it was deployed".to_owned())
+        if trusted(&dir.join(&relative), stat) {
+            Ok(())
+        } else {
+            Err(format!("{} was changed since it was deployed", escape_path(&relative)))
         }
-        Some(path) => Err(format!("{} was changed since it was deployed", escape_path(&path))),
-    }
+    };
+    // lstat is most of the cost at 100,000 files: a few threads share it, in tree order so
+    // that the first problem found is the first in the tree.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let chunk = old.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = old
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().try_for_each(check)))
+            .collect();
+        handles.into_iter().try_for_each(|handle| {
+            handle.join().unwrap_or_else(|_| Err("a check panicked".to_owned()))
+        })
+    })
 }
 
 /// Tells whether two entries are of the same kind (a file stays a file, and so on).
@@ -119,41 +122,53 @@ pub fn apply(
     new: &[Entry],
     index: &mut Index,
 ) -> Result<Applied, Error> {
-    let old_kinds: HashMap<PathBuf, &EntryKind> =
-        old.iter().map(|entry| (entry.path(), &entry.kind)).collect();
-    let new_kinds: HashMap<PathBuf, &EntryKind> =
-        new.iter().map(|entry| (entry.path(), &entry.kind)).collect();
+    // Keyed by the path's bytes: hashing a `Path` walks its components, far slower.
+    let old_paths: Vec<PathBuf> = old.iter().map(Entry::path).collect();
+    let new_paths: Vec<PathBuf> = new.iter().map(Entry::path).collect();
+    let old_kinds: HashMap<&[u8], &EntryKind> = old_paths
+        .iter()
+        .zip(old)
+        .map(|(path, entry)| (path.as_os_str().as_bytes(), &entry.kind))
+        .collect();
+    let new_kinds: HashMap<&[u8], &EntryKind> = new_paths
+        .iter()
+        .zip(new)
+        .map(|(path, entry)| (path.as_os_str().as_bytes(), &entry.kind))
+        .collect();
     let mut applied = Applied::default();
     let mut touched: HashSet<PathBuf> = HashSet::new();
     let parent_of = |path: &Path| path.parent().map(Path::to_owned).unwrap_or_default();
 
     // Gone, or of another kind: removed, what a directory holds before the directory.
-    for entry in old.iter().rev() {
-        let relative = entry.path();
-        let stays = new_kinds.get(&relative).is_some_and(|kind| same_kind(kind, &entry.kind));
+    for (relative, entry) in old_paths.iter().zip(old).rev() {
+        let stays = new_kinds
+            .get(relative.as_os_str().as_bytes())
+            .is_some_and(|kind| same_kind(kind, &entry.kind));
         if stays {
             continue;
         }
-        let path = dir.join(&relative);
+        let path = dir.join(relative);
         match entry.kind {
             EntryKind::Dir => fs::remove_dir(&path),
             _ => fs::remove_file(&path),
         }
         .map_err(Error::io(&path))?;
-        index.files.remove(&relative);
-        index.others.remove(&relative);
-        touched.insert(parent_of(&relative));
+        index.files.remove(relative);
+        index.others.remove(relative);
+        touched.insert(parent_of(relative));
         applied.removed += 1;
     }
 
     let mut dirs = DirBuilder::new();
     dirs.mode(0o777);
-    for entry in new {
-        let relative = entry.path();
-        let before = old_kinds.get(&relative).filter(|kind| same_kind(kind, &entry.kind));
+    for (relative, entry) in new_paths.iter().zip(new) {
+        let before = old_kinds
+            .get(relative.as_os_str().as_bytes())
+            .filter(|kind| same_kind(kind, &entry.kind));
         if before == Some(&&entry.kind) {
             continue; // the same directory, or the same file or symlink
         }
+        let relative = relative.clone();
         let path = dir.join(&relative);
         match &entry.kind {
             EntryKind::Dir => {
@@ -206,7 +221,8 @@ pub fn apply(
 
     // A directory removed with what it held is not recorded again.
     let is_dir = |relative: &Path| {
-        relative.as_os_str().is_empty() || matches!(new_kinds.get(relative), Some(EntryKind::Dir))
+        relative.as_os_str().is_empty()
+            || matches!(new_kinds.get(relative.as_os_str().as_bytes()), Some(EntryKind::Dir))
     };
     for relative in touched.into_iter().filter(|relative| is_dir(relative)) {
         let path =
