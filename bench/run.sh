@@ -376,16 +376,12 @@ cycle=("$commit_a" "$commit_b" "$commit_c")
 keep_next=0
 
 # Every contender starts and ends with A live (or checked out).
-contenders=(pd_first nowb_first bash_first sync_first pd_switch keep_switch bash_switch sync_switch checkout_switch)
+contenders=(pd_first bash_first sync_first pd_switch keep_switch bash_switch sync_switch checkout_switch)
 run_contender() {
     case $1 in
     pd_first)
         reset_target "$pd_target"
         run_pushdeploy pd_first "$commit_a"
-        ;;
-    nowb_first)
-        reset_target "$pd_target"
-        PUSHDEPLOY_NO_WRITEBACK=1 run_pushdeploy nowb_first "$commit_a"
         ;;
     keep_switch)
         for _ in 1 2; do
@@ -502,7 +498,6 @@ declare -A label=(
     [pd_first]="pushdeploy: first deploy of A"
     [bash_first]="bash flow: first deploy of A"
     [sync_first]="bash flow + sync: first deploy of A"
-    [nowb_first]="pushdeploy, writeback hint off: first deploy of A"
     [pd_switch]="pushdeploy: switch A↔B"
     [keep_switch]="pushdeploy keep_previous (diff route): switch A↔B"
     [bash_switch]="bash flow: switch A↔B"
@@ -547,9 +542,6 @@ report() {
     printf '| first deploy: pushdeploy / bash flow + sync | %s | %s | |\n' \
         "$(ratio "${med_total[pd_first]}" "${med_total[sync_first]}")" \
         "$(ratio "${med_live[pd_first]}" "${med_live[sync_first]}")"
-    printf '| first deploy: writeback hint on / off | %s | %s | < 1.0× to keep it |\n' \
-        "$(ratio "${med_total[pd_first]}" "${med_total[nowb_first]}")" \
-        "$(ratio "${med_live[pd_first]}" "${med_live[nowb_first]}")"
     printf '| switch, default: pushdeploy / bash flow (total: what the pusher waits) | %s | %s | ≤ 0.1× (total) |\n' \
         "$(ratio "${med_total[pd_switch]}" "${med_total[bash_switch]}")" \
         "$(ratio "${med_live[pd_switch]}" "${med_live[bash_switch]}")"

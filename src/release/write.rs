@@ -280,8 +280,8 @@ fn write_files<'f>(
     Ok(done)
 }
 
-/// Writes a blob's bytes into `file`, just created at `path` (`relative` in the release), and
-/// starts its writeback. Returns its size, and a warning when it is a Git LFS pointer.
+/// Writes a blob's bytes into `file`, just created at `path` (`relative` in the release).
+/// Returns its size, and a warning when it is a Git LFS pointer.
 pub(super) fn write_blob_to(
     repo: &Repo,
     blob: BlobId,
@@ -294,7 +294,6 @@ pub(super) fn write_blob_to(
         BlobError::Io(source) => Error::Io { path: path.to_owned(), source },
         err => blob_error(err, relative.to_owned()),
     })?;
-    start_writeback(file);
     let warning = (size < 1024 && head.starts_with(LFS_POINTER)).then(|| {
         format!(
             "{} is a Git LFS pointer: it is deployed as the pointer text, since pushdeploy does not fetch LFS objects; commit the file itself to deploy it",
@@ -302,22 +301,6 @@ pub(super) fn write_blob_to(
         )
     });
     Ok((size, warning))
-}
-
-/// Asks the kernel to start writing a file's dirty pages to disk now, without waiting, so that
-/// the one `syncfs` before the switch finds little left to write (git's "batch" fsync does the
-/// same). Only a hint: a failure changes nothing, the `syncfs` still makes the release durable.
-#[allow(unsafe_code)]
-fn start_writeback(file: &fs::File) {
-    use std::os::fd::AsRawFd;
-    if std::env::var_os("PUSHDEPLOY_NO_WRITEBACK").is_some() {
-        return;
-    }
-    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for
-    // the whole call (borrowed from `file`), and offset 0 with length 0 means the whole file.
-    unsafe {
-        nix::libc::sync_file_range(file.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
 
 /// Hard-links `relative` from the base release when the index vouches that the file there is
