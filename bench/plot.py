@@ -49,7 +49,7 @@ def main():
     ys = [y for pts in points.values() for _, y in pts if y > 0]
     x0, x1 = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
     y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
-    width, height, left, top, plot_w, plot_h = 760, 470, 70, 40, 400, 370
+    width, height, left, top, plot_w, plot_h = 860, 470, 70, 40, 400, 370
 
     def px(x):
         return left + (math.log10(x) - x0) / (x1 - x0) * plot_w

@@ -380,6 +380,7 @@ contenders=(pd_first bash_first sync_first pd_switch keep_switch bash_switch syn
 run_contender() {
     case $1 in
     pd_first)
+        settle # a detached removal still at work must not overlap the reset or the deploy
         reset_target "$pd_target"
         run_pushdeploy pd_first "$commit_a"
         ;;

@@ -187,10 +187,14 @@ pub fn trash_is_full(layout: &Layout) -> bool {
 
 /// Empties the trash, holding its lock: a remover already at work is waited for (it
 /// finishes soon, and two must not remove the same tree), and what an interrupted one left
-/// is removed. Returns the span of ctimes the removal may have caused (it drops links to
-/// inodes the releases in the slots may share), for their indexes' windows; `None` when the
-/// trash was empty.
-pub fn empty_trash(layout: &Layout) -> Result<Option<(index::Timestamp, index::Timestamp)>, Error> {
+/// is removed. Removing drops links to inodes the releases in the slots may share, which moves
+/// their ctimes: the span of ctimes the removal may have caused is added as a window to the
+/// index of each slot in `tell`, before the lock is released (a deploy waits for the lock
+/// before it reads an index). Returns that span; `None` when the trash was empty.
+pub fn empty_trash(
+    layout: &Layout,
+    tell: &[Slot],
+) -> Result<Option<(index::Timestamp, index::Timestamp)>, Error> {
     let trash = layout.trash();
     if !trash.is_dir() {
         return Ok(None);
@@ -206,7 +210,11 @@ pub fn empty_trash(layout: &Layout) -> Result<Option<(index::Timestamp, index::T
         let entry = entry.map_err(Error::io(&trash))?;
         remove_path(&entry.path())?;
     }
-    Ok(Some((start, index::seal_time())))
+    let window = (start, index::seal_time());
+    for slot in tell {
+        index::add_window(layout, *slot, window);
+    }
+    Ok(Some(window))
 }
 
 /// Removes a file, link or whole tree; a missing path is fine. Directories a build left
@@ -303,15 +311,9 @@ pub fn discard(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), E
     restore_parked(layout, slot)
 }
 
-/// Empties the trash (see [`empty_trash`]) and tells the index of each slot that the ctimes
-/// it moved are pushdeploy's own: the removed trees shared inodes with the releases in them.
+/// Empties the trash (see [`empty_trash`]), telling the index of both slots.
 pub fn empty_trash_for_all(layout: &Layout) -> Result<(), Error> {
-    if let Some(window) = empty_trash(layout)? {
-        for slot in Slot::ALL {
-            index::add_window(layout, slot, window);
-        }
-    }
-    Ok(())
+    empty_trash(layout, &Slot::ALL).map(drop)
 }
 
 /// Forgets what `slot` holds (its record and index), before it is emptied. A slot directory
@@ -330,7 +332,7 @@ pub fn forget(layout: &Layout, slot: Slot) -> Result<(), Error> {
 fn remove_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
     let start = index::coarse_now();
     // What a detached removal did not finish goes too, inside the same window.
-    empty_trash(layout)?;
+    empty_trash(layout, &[])?;
     remove_slot(layout, slot)?;
     let end = index::seal_time();
     if let Some(live) = live.filter(|live| live.slot != slot) {
