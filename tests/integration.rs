@@ -29,6 +29,7 @@ mod hook;
 mod hostile_trees;
 mod hugo;
 mod incremental;
+mod incremental_diff;
 mod init;
 mod install;
 mod large_files;

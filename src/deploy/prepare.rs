@@ -15,6 +15,7 @@ use crate::release::attributes::{self, Converted};
 use crate::release::build;
 use crate::release::cache::Cache;
 use crate::release::check;
+use crate::release::diff;
 use crate::release::grace;
 use crate::release::publish;
 use crate::release::submodules;
@@ -35,6 +36,10 @@ pub struct Prepared {
     /// A release kept from an earlier deploy (an instant rollback): already synced, and the
     /// release it replaces is kept in turn.
     pub kept: bool,
+    /// When this deploy started to change links to inodes the live release may share (linking
+    /// from it, or renaming over files of the kept release): with `keep_previous` the live
+    /// release is kept, and its index is told these ctimes are pushdeploy's own.
+    pub shared_since: Option<index::Timestamp>,
 }
 
 /// What to do about build output that `check::served` refused.
@@ -42,7 +47,11 @@ const BUILD_OUTPUT_HINT: &str = "make the build leave only files, directories an
 
 /// Runs phase 1 in the run's idle slot.
 pub(super) fn prepare(run: &mut Run<'_>) -> Result<Prepared, Failure> {
+    if let Some(prepared) = update_kept(run)? {
+        return Ok(prepared);
+    }
     let dir = prepare_slot(run)?;
+    let shared_since = Some(index::coarse_now());
     let mut index = materialize(run, &dir)?;
     build(run, &dir)?;
     let record = verify(run, &dir)?;
@@ -51,7 +60,122 @@ pub(super) fn prepare(run: &mut Run<'_>) -> Result<Prepared, Failure> {
         // link, from shared/, what this index says the commit had there.
         index.files.retain(|path, _| !app.shared.iter().any(|shared| path.starts_with(shared)));
     }
-    Ok(Prepared { record, index, kept: false })
+    Ok(Prepared { record, index, kept: false, shared_since })
+}
+
+/// Reads and checks the new commit's tree for the diff route, as `materialize` does: returns
+/// its entries, the files `.gitattributes` converts, and how many entries it had before.
+fn new_tree(run: &Run<'_>) -> Result<(Vec<Entry>, Converted, usize), Failure> {
+    let Run { config, repo, layout, request, .. } = *run;
+    let entries = repo.tree_entries(request.commit).map_err(|err| {
+        Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
+    })?;
+    check::check_tree(&entries, config.symlinks).map_err(refused_path)?;
+    let all = entries.len();
+    let (entries, converted) = attributes::apply(repo, request.commit, entries, &layout.state)
+        .map_err(|err| {
+            let hint = "check the repository's .gitattributes and `git archive` of the commit";
+            Failure::new(Stage::Materialize, err, hint)
+        })?;
+    Ok((entries, converted, all))
+}
+
+/// The diff route (`release::diff`): when the idle slot holds a release kept by
+/// `[retire] keep_previous` that its index vouches for, the changes between its commit and the
+/// new one are applied to it, instead of writing the whole tree into an emptied slot. Returns
+/// `None` for the full route, having said why in one line when a kept release was there.
+fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
+    let Run { config, repo, layout, request, slot, .. } = *run;
+    // A build could change any file, and a dry run must leave the kept release as it is.
+    let applies = config.retire.keep_previous
+        && !request.options.dry_run
+        && config.app.is_none()
+        && run.build_command().is_none();
+    if !applies {
+        return Ok(None);
+    }
+    let full_route = |why: &str| {
+        report::line(&format!(
+            "the release kept in {slot} is not reused: {why}; writing the whole tree"
+        ));
+        Ok(None)
+    };
+    let started = std::time::Instant::now();
+    let live = run.live.as_ref();
+    // The kept release (its record, index and commit's tree) is read on a thread of its own
+    // while this one reads and checks the new commit's tree: at 100,000 files each is about
+    // as long as the rest of the deploy.
+    let repo_path = repo.path();
+    let (kept, new_tree) = std::thread::scope(|scope| {
+        let kept = scope.spawn(move || {
+            // A build orphaned by a killed deploy must not write into the slot being
+            // prepared; a detached removal must be over before the kept release is looked at.
+            build::stop_orphans(&layout.build_pgid_path(), &layout.target);
+            let kept = slots::empty_trash_for_all(layout)
+                .and_then(|()| slots::kept_release(layout, slot, live));
+            let old = match &kept {
+                Ok(slots::Kept::Usable(kept)) => crate::git::Repo::open(repo_path)
+                    .and_then(|repo| repo.tree_entries(kept.0.commit))
+                    .ok(),
+                _ => None,
+            };
+            (kept, old)
+        });
+        let new_tree = new_tree(run);
+        (kept.join(), new_tree)
+    });
+    let Ok((kept, old)) = kept else {
+        return Err(Failure::new(
+            Stage::Prepare,
+            "the thread reading the kept release panicked",
+            RETRY,
+        ));
+    };
+    let (record, mut index) = match kept.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))? {
+        slots::Kept::Nothing => return Ok(None),
+        slots::Kept::Unusable(why) => return full_route(&why),
+        slots::Kept::Usable(kept) => *kept,
+    };
+    let (entries, converted, all) = new_tree?;
+    if entries.len() != all || !converted.is_empty() {
+        return full_route("`.gitattributes` rules change the new commit's files");
+    }
+    if entries.iter().any(|entry| matches!(entry.kind, crate::git::EntryKind::Submodule { .. })) {
+        return full_route("the new commit has submodules");
+    }
+    let Some(old) = old else {
+        return full_route("its commit is not in the repository");
+    };
+    let dir = layout.slot_dir(slot);
+    if let Err(why) = diff::vouch(&dir, &old, &index, !config.umask) {
+        return full_route(&why);
+    }
+    run.clock.stages.push((Stage::Prepare, started.elapsed().as_secs_f64()));
+
+    let shared_since = Some(index::coarse_now());
+    let (applied, took) = run.clock.stage(Stage::Materialize, || {
+        // From here on the slot no longer holds what its record says: without its record and
+        // index, a deploy killed part-way leaves a slot the next one empties (full route).
+        slots::forget(layout, slot).map_err(|err| Failure::new(Stage::Materialize, err, RETRY))?;
+        diff::apply(repo, &dir, &old, &entries, &mut index).map_err(|err| {
+            let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
+            Failure::new(Stage::Materialize, err, hint)
+        })
+    });
+    let applied = applied?;
+    for warning in &applied.warnings {
+        report::line(&format!("warning: {warning}"));
+    }
+    report::line(&format!(
+        "applied the changes since {} to the release kept in {slot}: wrote {}, removed {} ({}) in {}",
+        record.commit.short(),
+        report::things(applied.written, "file"),
+        applied.removed,
+        report::bytes(applied.bytes),
+        report::seconds(took)
+    ));
+    let record = verify(run, &dir)?;
+    Ok(Some(Prepared { record, index: Some(index), kept: false, shared_since }))
 }
 
 /// The prepare stage: empties the idle slot (and whatever interrupted deploys left), after

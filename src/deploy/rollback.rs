@@ -98,7 +98,7 @@ fn switch_to_kept(
         slot: kept,
         clock: Clock::start(),
     };
-    let prepared = Prepared { record, index: None, kept: true };
+    let prepared = Prepared { record, index: None, kept: true, shared_since: None };
     Ok(Some(match switch(&mut run, prepared) {
         Ok(switched) => finish::live(&run, &switched),
         // The kept release stays where it is, unswitched.

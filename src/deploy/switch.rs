@@ -32,7 +32,7 @@ pub(super) fn switch(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
 }
 
 fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, Failure> {
-    let Prepared { mut record, index, kept } = prepared;
+    let Prepared { mut record, index, kept, shared_since } = prepared;
     let started = app::start(run, record.commit, kept)?;
     let time_to_live = match activate(run, &record, kept) {
         Ok(time_to_live) => time_to_live,
@@ -43,8 +43,12 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
     };
     app::settle(run, started);
     let Run { config, layout, slot, .. } = *run;
-    // The release kept before this one is now pushed out by a good one.
-    let _ = slots::remove_path(&layout.parked_dir(slot));
+    // The release kept before this one is now pushed out by a good one; it is removed with
+    // the trash, after the push is over.
+    let parked = layout.parked_dir(slot);
+    if let Err(err) = slots::move_to_trash(layout, &parked, "parked") {
+        report::line(&format!("warning: could not retire the release parked in {slot}: {err}"));
+    }
     record.live_since = Some(history::timestamp(SystemTime::now()));
     record.grace.start(config.retire.grace);
     if let Err(err) = record::write(layout, &record) {
@@ -52,6 +56,12 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
     }
     // An instant rollback goes back to a kept release, and keeps the one it replaced.
     let retired = kept || retire(run);
+    // The release that was live is kept: the links this deploy made to its files or dropped
+    // from them moved their ctimes, which its index must not take for changes.
+    let kept_old = run.live.as_ref().filter(|old| old.slot != slot && config.retire.keep_previous);
+    if let (Some(old), Some(start)) = (kept_old, shared_since) {
+        index::add_window(layout, old.slot, (start, index::seal_time()));
+    }
     self::record(run, &record, index.filter(|_| retired), time_to_live);
     Ok(Switched { record, time_to_live, kept })
 }
@@ -109,11 +119,12 @@ fn record(run: &Run<'_>, record: &ReleaseRecord, index: Option<Index>, time_to_l
             report::line(&format!("warning: cannot write the release's index: {err}"));
         }
     }
-    if !record.grace.is_empty() {
-        spawn_reaper(run.repo.path());
-    }
     record_deploy_refs(run.config, run.repo, record.commit, run.clock.started_at);
     finish::append(run, Outcome::Live, None, Some(time_to_live));
+    // Last, once the index is written: the reaper adds its removal's window to it.
+    if !record.grace.is_empty() || slots::trash_is_full(run.layout) {
+        spawn_reaper(run.repo.path());
+    }
 }
 
 /// Points `refs/deploys/live` at what went live, and leaves one ref per deploy, so that
@@ -137,8 +148,9 @@ pub fn record_deploy_refs(config: &Config, repo: &Repo, commit: CommitId, when: 
     }
 }
 
-/// Starts `pushdeploy reap` in the background to remove kept files when their grace ends.
-/// Its output goes nowhere: git waits for every holder of the hook's stderr to close it.
+/// Starts `pushdeploy reap` in the background to remove the retired release (the trash) and
+/// the kept files when their grace ends, so the push is over once the link has switched. Its
+/// output goes nowhere: git waits for every holder of the hook's stderr to close it.
 fn spawn_reaper(repo: &Path) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
@@ -150,12 +162,13 @@ fn spawn_reaper(repo: &Path) {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .current_dir("/")
             .process_group(0)
             .spawn()
     });
     if let Err(err) = spawned {
         report::line(&format!(
-            "warning: cannot start `pushdeploy reap` ({err}); the kept files go at the next deploy"
+            "warning: cannot start `pushdeploy reap` ({err}); the old release and kept files go at the next deploy"
         ));
     }
 }

@@ -67,6 +67,11 @@ pub struct ConvertedFile {
 }
 
 impl Converted {
+    /// Tells whether no file is converted.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// Returns the converted bytes of `path`, if it has any.
     pub fn get(&self, path: &Path) -> Option<ConvertedFile> {
         if self.files.is_empty() { None } else { self.files.get(path).copied() }

@@ -5,6 +5,7 @@ pub mod attributes;
 pub mod build;
 pub mod cache;
 pub mod check;
+pub mod diff;
 pub mod grace;
 pub mod program;
 pub mod publish;

@@ -109,6 +109,19 @@ pub fn materialize_all(
             index.files.extend(part_index.files);
         }
     }
+    if let Some(index) = &mut index {
+        // Once everything is written: adding an entry to a directory changes it.
+        let others = trees
+            .iter()
+            .flat_map(|tree| tree.entries.iter())
+            .filter(|entry| !matches!(entry.kind, EntryKind::File { .. }));
+        for relative in std::iter::once(PathBuf::new()).chain(others.map(Entry::path)) {
+            let path =
+                if relative.as_os_str().is_empty() { dir.to_owned() } else { dir.join(&relative) };
+            let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
+            index.others.insert(relative, FileStat::of(&meta));
+        }
+    }
     Ok((written, index))
 }
 
@@ -255,17 +268,8 @@ fn write_files<'f>(
             }
             continue;
         }
-        let size = repo.blob_size(*blob).map_err(|err| blob_error(err, relative.clone()))?;
-        let head = repo.write_blob(*blob, size, &mut file).map_err(|err| match err {
-            BlobError::Io(source) => Error::Io { path: path.clone(), source },
-            err => blob_error(err, relative.clone()),
-        })?;
-        if size < 1024 && head.starts_with(LFS_POINTER) {
-            done.warnings.push(format!(
-                "{} is a Git LFS pointer: it is deployed as the pointer text, since pushdeploy does not fetch LFS objects; commit the file itself to deploy it",
-                escape_path(relative)
-            ));
-        }
+        let (size, warning) = write_blob_to(repo, *blob, &mut file, &path, relative)?;
+        done.warnings.extend(warning);
         done.files += 1;
         done.bytes += size;
         if want_index {
@@ -274,6 +278,29 @@ fn write_files<'f>(
         }
     }
     Ok(done)
+}
+
+/// Writes a blob's bytes into `file`, just created at `path` (`relative` in the release).
+/// Returns its size, and a warning when it is a Git LFS pointer.
+pub(super) fn write_blob_to(
+    repo: &Repo,
+    blob: BlobId,
+    file: &mut fs::File,
+    path: &Path,
+    relative: &Path,
+) -> Result<(u64, Option<String>), Error> {
+    let size = repo.blob_size(blob).map_err(|err| blob_error(err, relative.to_owned()))?;
+    let head = repo.write_blob(blob, size, file).map_err(|err| match err {
+        BlobError::Io(source) => Error::Io { path: path.to_owned(), source },
+        err => blob_error(err, relative.to_owned()),
+    })?;
+    let warning = (size < 1024 && head.starts_with(LFS_POINTER)).then(|| {
+        format!(
+            "{} is a Git LFS pointer: it is deployed as the pointer text, since pushdeploy does not fetch LFS objects; commit the file itself to deploy it",
+            escape_path(relative)
+        )
+    });
+    Ok((size, warning))
 }
 
 /// Hard-links `relative` from the base release when the index vouches that the file there is

@@ -21,7 +21,9 @@ use nix::time::{ClockId, clock_gettime};
 use crate::git::{BlobId, CommitId};
 use crate::target_dir::{Layout, Slot};
 
-const HEADER: &str = "pushdeploy-index 1";
+/// The header of an index; version 1 had no directories and symlinks.
+const HEADER: &str = "pushdeploy-index 2";
+const HEADER_V1: &str = "pushdeploy-index 1";
 
 /// What one materialized file looked like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,10 @@ pub struct Index {
     /// Coarse-clock time after which any change to a file makes it untrusted.
     pub sealed: Timestamp,
     pub files: HashMap<PathBuf, IndexEntry>,
+    /// The release's directories (the root as the empty path) and symlinks, as `lstat` saw
+    /// them once complete: a directory's ctime moves when anything is added to it or removed
+    /// from it, so these vouch that the release holds nothing else (see `release::diff`).
+    pub others: HashMap<PathBuf, FileStat>,
     /// Spans of ctimes that pushdeploy itself caused after the seal (removing a slot that
     /// shared inodes with this release); a ctime inside one is not a change to the file.
     pub windows: Vec<(Timestamp, Timestamp)>,
@@ -73,9 +79,14 @@ const MAX_WINDOWS: usize = 16;
 impl Index {
     /// Returns whether the file at `path` (lstat'ed as `meta`) is the recorded one, unchanged.
     pub fn trusts(&self, entry: &IndexEntry, meta: &fs::Metadata) -> bool {
+        meta.file_type().is_file() && self.unchanged(&entry.stat, meta)
+    }
+
+    /// Returns whether what `lstat` says (`meta`) is what was recorded (`stat`), untouched
+    /// since the seal but by pushdeploy itself.
+    pub fn unchanged(&self, stat: &FileStat, meta: &fs::Metadata) -> bool {
         let ctime = (meta.ctime(), meta.ctime_nsec());
-        meta.file_type().is_file()
-            && FileStat::of(meta) == entry.stat
+        FileStat::of(meta) == *stat
             && (ctime < self.sealed
                 || self.windows.iter().any(|(start, end)| (*start..=*end).contains(&ctime)))
     }
@@ -161,6 +172,15 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
         out.write_all(file.as_os_str().as_bytes())?;
         out.write_all(b"\0")?;
     }
+    for (path, stat) in &index.others {
+        write!(
+            out,
+            "- {:o} {} {} {} {} ",
+            stat.mode, stat.ino, stat.size, stat.mtime.0, stat.mtime.1
+        )?;
+        out.write_all(path.as_os_str().as_bytes())?;
+        out.write_all(b"\0")?;
+    }
     let temp = out.into_inner().map_err(|err| err.into_error())?;
     temp.as_file().sync_data()?;
     temp.persist(&path).map_err(|err| err.error)?;
@@ -172,7 +192,8 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
     let bytes = fs::read(layout.index_path(slot)).ok()?;
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
-    let mut fields = header.strip_prefix(HEADER)?.split_whitespace();
+    let rest = header.strip_prefix(HEADER).or_else(|| header.strip_prefix(HEADER_V1))?;
+    let mut fields = rest.split_whitespace();
     let commit = Some(CommitId::from_hex(fields.next()?)?);
     let sealed = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
     let time = |text: &str| -> Option<Timestamp> {
@@ -185,10 +206,21 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
         windows.push((time(start)?, time(end)?));
     }
     let mut files = HashMap::new();
+    let mut others = HashMap::new();
     for record in bytes[newline + 1..].split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let mut parts = record.splitn(7, |&b| b == b' ');
         let mut text = || std::str::from_utf8(parts.next()?).ok().map(str::to_owned);
-        let blob = BlobId::from_hex(&text()?)?;
+        let first = text()?;
+        if first == "-" {
+            let mode = u32::from_str_radix(&text()?, 8).ok()?;
+            let ino = text()?.parse().ok()?;
+            let size = text()?.parse().ok()?;
+            let mtime = (text()?.parse().ok()?, text()?.parse().ok()?);
+            let path = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
+            others.insert(path, FileStat { ino, size, mode, mtime });
+            continue;
+        }
+        let blob = BlobId::from_hex(&first)?;
         let mode = u32::from_str_radix(&text()?, 8).ok()?;
         let ino = text()?.parse().ok()?;
         let size = text()?.parse().ok()?;
@@ -196,7 +228,7 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
         let file = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
         files.insert(file, IndexEntry { blob, stat: FileStat { ino, size, mode, mtime } });
     }
-    Some(Index { commit, sealed, files, windows })
+    Some(Index { commit, sealed, files, others, windows })
 }
 
 /// Removes the index of `slot`, before the slot is emptied.

@@ -160,6 +160,12 @@ impl Layout {
         self.state.join("trash")
     }
 
+    /// Returns the lock held by whoever empties the trash (a detached `pushdeploy reap`, or
+    /// the next deploy finishing what it left).
+    pub fn trash_lock_path(&self) -> PathBuf {
+        self.state.join("trash.lock")
+    }
+
     /// The temporary link that is renamed over the live one.
     pub fn new_link(&self) -> PathBuf {
         self.target.join(format!(".{}.pushdeploy-new", self.link_name))
@@ -228,7 +234,13 @@ impl Layout {
         for dir in dirs.iter().chain(&tools) {
             check_state_entry(dir, true, uid)?;
         }
-        for file in [self.lock_path(), self.build_pgid_path(), self.state.join("history.jsonl")] {
+        let files = [
+            self.lock_path(),
+            self.trash_lock_path(),
+            self.build_pgid_path(),
+            self.state.join("history.jsonl"),
+        ];
+        for file in files {
             check_state_entry(&file, false, uid)?;
         }
         Ok(())

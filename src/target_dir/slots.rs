@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tracing::instrument;
 
 use super::layout::{Error, Layout, Live, Slot, make_state_dir};
+use super::record::ReleaseRecord;
 use super::{index, record};
 use crate::report::escape_path;
 
@@ -18,7 +19,6 @@ use crate::report::escape_path;
 #[instrument(skip_all, fields(slot = %slot))]
 pub fn prepare(layout: &Layout, slot: Slot) -> Result<PathBuf, Error> {
     clear_new_link(layout)?;
-    remove_path(&layout.trash())?;
     remove_slot(layout, slot)?;
     let dir = layout.slot_dir(slot);
     // The marker comes first: a deploy killed between the two leaves a directory that is
@@ -149,10 +149,10 @@ fn move_aside(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-/// Removes a release that is no longer live. It is first renamed into the state directory so
-/// that, if removal is interrupted, the slot is already free and the next deploy cleans up.
-/// A slot pushdeploy did not create (a release set up by hand that pushdeploy took over) is
-/// moved aside instead.
+/// Retires a release that is no longer live: it is renamed into the trash, so the slot is free
+/// at once, and [`empty_trash`] removes it later (a detached `pushdeploy reap`, or the next
+/// deploy if that one was interrupted). A slot pushdeploy did not create (a release set up by
+/// hand that pushdeploy took over) is moved aside instead.
 #[instrument(skip_all, fields(slot = %slot))]
 pub fn retire(layout: &Layout, slot: Slot) -> Result<(), Error> {
     set_aside_foreign_slot(layout, slot)?;
@@ -160,13 +160,61 @@ pub fn retire(layout: &Layout, slot: Slot) -> Result<(), Error> {
     if fs::symlink_metadata(&dir).is_err() {
         return remove_path(&layout.slot_marker(slot));
     }
+    move_to_trash(layout, &dir, slot.name())?;
+    remove_path(&layout.slot_marker(slot))
+}
+
+/// Renames a tree of pushdeploy's into the trash under a name of its own (a remover may still
+/// be emptying an earlier one). Returns whether there was anything to move.
+pub fn move_to_trash(layout: &Layout, path: &Path, what: &str) -> Result<bool, Error> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(false);
+    }
     let trash = layout.trash();
     make_state_dir(&trash)?;
-    let parked = trash.join(slot.name());
-    remove_path(&parked)?;
-    fs::rename(&dir, &parked).map_err(Error::io(&dir))?;
-    remove_path(&layout.slot_marker(slot))?;
-    remove_path(&parked)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let parked = trash.join(format!("{what}-{}-{nanos}", std::process::id()));
+    fs::rename(path, &parked).map_err(Error::io(path))?;
+    Ok(true)
+}
+
+/// Tells whether the trash holds anything to remove.
+pub fn trash_is_full(layout: &Layout) -> bool {
+    fs::read_dir(layout.trash()).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// Empties the trash, holding its lock: a remover already at work is waited for (it
+/// finishes soon, and two must not remove the same tree), and what an interrupted one left
+/// is removed. Removing drops links to inodes the releases in the slots may share, which moves
+/// their ctimes: the span of ctimes the removal may have caused is added as a window to the
+/// index of each slot in `tell`, before the lock is released (a deploy waits for the lock
+/// before it reads an index). Returns that span; `None` when the trash was empty.
+pub fn empty_trash(
+    layout: &Layout,
+    tell: &[Slot],
+) -> Result<Option<(index::Timestamp, index::Timestamp)>, Error> {
+    let trash = layout.trash();
+    if !trash.is_dir() {
+        return Ok(None);
+    }
+    let lock_path = layout.trash_lock_path();
+    let _lock = super::lock::acquire(&lock_path, |_| {})
+        .map_err(|super::lock::Error::Lock { path, source }| Error::Io { path, source })?;
+    if !trash_is_full(layout) {
+        return Ok(None);
+    }
+    let start = index::coarse_now();
+    for entry in fs::read_dir(&trash).map_err(Error::io(&trash))? {
+        let entry = entry.map_err(Error::io(&trash))?;
+        remove_path(&entry.path())?;
+    }
+    let window = (start, index::seal_time());
+    for slot in tell {
+        index::add_window(layout, *slot, window);
+    }
+    Ok(Some(window))
 }
 
 /// Removes a file, link or whole tree; a missing path is fine. Directories a build left
@@ -218,12 +266,54 @@ pub fn empty_for_release(
     prepare(layout, slot)
 }
 
+/// What the idle slot holds, for the diff route (`release::diff`).
+pub enum Kept {
+    /// No release.
+    Nothing,
+    /// A release that cannot be updated in place, and why (for the pusher).
+    Unusable(String),
+    /// A release of pushdeploy's, its record and the index that will vouch for it.
+    Usable(Box<(ReleaseRecord, index::Index)>),
+}
+
+/// Returns the release kept in `slot` (`[retire] keep_previous`), after putting back one a
+/// killed deploy parked aside, and moving aside a directory pushdeploy did not create.
+pub fn kept_release(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<Kept, Error> {
+    if let Some(live) = live {
+        remove_path(&layout.parked_dir(live.slot))?;
+    }
+    restore_parked(layout, slot)?;
+    set_aside_foreign_slot(layout, slot)?;
+    if !fs::symlink_metadata(layout.slot_dir(slot)).is_ok_and(|meta| meta.is_dir()) {
+        return Ok(Kept::Nothing);
+    }
+    let unusable = |why: &str| Ok(Kept::Unusable(why.to_owned()));
+    let Ok(Some(record)) = record::read(layout, slot) else {
+        return unusable("it has no record (a deploy into it was interrupted)");
+    };
+    let Some(index) = index::read(layout, slot) else {
+        return unusable("it has no index (it was built, or a deploy into it was interrupted)");
+    };
+    if index.commit != Some(record.commit) {
+        return unusable("its index is of another commit");
+    }
+    if !record.grace.is_empty() {
+        return unusable("it holds files kept for `retire.grace`");
+    }
+    Ok(Kept::Usable(Box::new((record, index))))
+}
+
 /// Takes back what a deploy that did not go live wrote into `slot`, and puts a release parked
 /// there back. Nothing visible changed, so nothing visible changes now either.
 pub fn discard(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
     forget(layout, slot)?;
     remove_tree(layout, slot, live)?;
     restore_parked(layout, slot)
+}
+
+/// Empties the trash (see [`empty_trash`]), telling the index of both slots.
+pub fn empty_trash_for_all(layout: &Layout) -> Result<(), Error> {
+    empty_trash(layout, &Slot::ALL).map(drop)
 }
 
 /// Forgets what `slot` holds (its record and index), before it is emptied. A slot directory
@@ -241,6 +331,8 @@ pub fn forget(layout: &Layout, slot: Slot) -> Result<(), Error> {
 /// distrust every file for it.
 fn remove_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
     let start = index::coarse_now();
+    // What a detached removal did not finish goes too, inside the same window.
+    empty_trash(layout, &[])?;
     remove_slot(layout, slot)?;
     let end = index::seal_time();
     if let Some(live) = live.filter(|live| live.slot != slot) {

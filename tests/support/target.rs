@@ -36,7 +36,12 @@ pub fn set(items: &[&str]) -> BTreeSet<String> {
 pub fn assert_no_leftovers(env: &TestEnv, context: &str) {
     let slot = env.live_slot();
     assert_eq!(names(&env.target), set(&[".pushdeploy", &slot, LINK]), "{context}");
+    // The old release is removed by a detached `pushdeploy reap` once the push is over.
     let trash = env.target.join(".pushdeploy/trash");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while trash.exists() && !names(&trash).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     if trash.exists() {
         assert_eq!(names(&trash), BTreeSet::new(), "{context}: trash left");
     }
