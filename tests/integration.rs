@@ -31,6 +31,7 @@ mod hugo;
 mod incremental;
 mod init;
 mod install;
+mod kept_releases;
 mod large_files;
 mod load_checker;
 mod log;

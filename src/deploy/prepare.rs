@@ -384,6 +384,7 @@ fn release_record(run: &Run<'_>) -> ReleaseRecord {
         link_target: link_target.to_string_lossy().into_owned(),
         built_at: history::timestamp(SystemTime::now()),
         live_since: None,
+        seq: crate::target_dir::kept::next_seq(run.layout),
         grace: Grace::default(),
     }
 }

@@ -14,7 +14,7 @@ use crate::report;
 use crate::target_dir::history::{self, Outcome, Stage};
 use crate::target_dir::index::{self, Index};
 use crate::target_dir::record::{self, ReleaseRecord};
-use crate::target_dir::{link, slots};
+use crate::target_dir::{kept, link, slots};
 
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";
@@ -43,8 +43,11 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
     };
     app::settle(run, started);
     let Run { config, layout, slot, .. } = *run;
-    // The release kept before this one is now pushed out by a good one.
-    let _ = slots::remove_path(&layout.parked_dir(slot));
+    // The release kept before this one is now pushed out by a good one: kept further back
+    // (`[retire] keep` above 2), or removed.
+    if let Err(err) = kept::retire_parked(layout, slot, config.retire.keep) {
+        report::line(&format!("warning: could not retire the release parked in {slot}: {err}"));
+    }
     record.live_since = Some(history::timestamp(SystemTime::now()));
     record.grace.start(config.retire.grace);
     if let Err(err) = record::write(layout, &record) {
