@@ -222,6 +222,22 @@ mod tests {
     }
 
     #[test]
+    fn retire_keep_counts_releases_and_keep_previous_is_two() {
+        let keep = |text: &str| {
+            let retire = parse(Path::new("p"), &format!("target = \"/s\"\n{text}")).unwrap().retire;
+            (retire.keep, retire.keep_previous)
+        };
+        assert_eq!(keep(""), (1, false));
+        assert_eq!(keep("[retire]\nkeep_previous = true\n"), (2, true));
+        assert_eq!(keep("[retire]\nkeep = 10\n"), (10, true));
+        assert_eq!(keep("[retire]\nkeep = 1\nkeep_previous = true\n"), (2, true));
+        assert_eq!(
+            parse_err("target = \"/s\"\n[retire]\nkeep = 0\n"),
+            "/r/pushdeploy.toml: line 3: `retire.keep`: 0 is not a number of releases from 1 to 1000"
+        );
+    }
+
+    #[test]
     fn retire_grace_defaults_to_zero_and_parses() {
         assert!(parse(Path::new("p"), "target = \"/s\"\n").unwrap().retire.grace.is_zero());
         let config = parse(Path::new("p"), "target = \"/s\"\n[retire]\ngrace = \"30s\"\n").unwrap();

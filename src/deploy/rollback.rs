@@ -233,6 +233,15 @@ fn bring_back(
         )
         .cause(err)
     };
+    if config.app.is_some() && chosen.record.slot != idle {
+        // A build that wrote absolute paths (a virtualenv's scripts) wrote the other slot's.
+        report::line(&format!(
+            "warning: {} was built in {}, and runs from {idle} now: a build that wrote absolute paths into the release (a virtualenv's scripts) still names {}",
+            chosen.record.commit.short(),
+            chosen.record.slot,
+            chosen.record.slot
+        ));
+    }
     kept::keep_slot(layout, idle).map_err(cannot)?;
     let record = kept::restore(layout, chosen, idle).map_err(cannot)?;
     // The renames must be on disk before the link points into the slot.
