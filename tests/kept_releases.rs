@@ -71,6 +71,7 @@ fn keep_ten_keeps_ten_releases_and_rolls_back_seven_without_a_build() {
         assert!(line.ends_with(place), "{line:?} does not end with {place:?}");
     }
     let summary = &listed[10];
+    eprintln!("{}", listed.join("\n"));
     assert!(summary.starts_with("10 releases (keep = 10), "), "{summary}");
     assert!(
         summary.ends_with(" on disk, each file counted once however many releases hard-link it"),
@@ -144,4 +145,32 @@ fn releases_report_the_disk_of_hard_linked_files_once() {
             || summary.starts_with("4 releases (keep = 4), 4.1 MB on disk"),
         "{summary}"
     );
+}
+
+#[test]
+fn releases_list_the_deploys_that_failed_their_checks_as_not_kept() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let extra = "[build]\npublish = \"public\"\n[retire]\nkeep = 3\n";
+    env.write_config(&crate::support::site::config_with(&env, extra));
+    env.write("public/index.html", "v1\n");
+    let first = env.commit_all("v1");
+    push(&env, &[]).assert_live(&first, "refs/heads/main", "blue");
+    env.remove("public");
+    env.write("index.html", "no public dir\n");
+    let broken = env.commit_all("v2 without public/");
+    push(&env, &[]).assert_failed_at("verify");
+
+    let listed = releases(&env);
+
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    assert!(listed[0].starts_with(&format!("   1  {}  ", short(&first))), "{listed:#?}");
+    assert!(listed[0].ends_with("  live (blue)  refs/heads/main"), "{listed:#?}");
+    let failed = format!("   -  {}  ", short(&broken));
+    assert!(listed[1].starts_with(&failed), "{listed:#?}");
+    assert!(
+        listed[1].contains("           -  failed its check at verify, not kept: "),
+        "{listed:#?}"
+    );
+    assert!(listed[2].starts_with("1 release (keep = 3), "), "{listed:#?}");
 }

@@ -23,7 +23,7 @@ use crate::report::{self, escape, escape_path};
 use crate::target_dir::history::{self, Stage};
 use crate::target_dir::index::{self, Index};
 use crate::target_dir::record::{self, Grace, ReleaseRecord};
-use crate::target_dir::{Layout, Live, slots};
+use crate::target_dir::{Layout, Live, kept, slots};
 
 /// A release ready in its slot: what activation needs, as plain data.
 #[derive(Debug)]
@@ -62,6 +62,11 @@ fn prepare_slot(run: &mut Run<'_>) -> Result<PathBuf, Failure> {
     let (dir, _) = run.clock.stage(Stage::Prepare, || {
         // A build orphaned by a killed deploy must not write into the slot being prepared.
         build::stop_orphans(&layout.build_pgid_path(), &layout.target);
+        // A deploy killed right after its switch left the release it pushed out parked: it
+        // is kept (`[retire] keep`) as that deploy would have kept it.
+        if let Some(live) = live {
+            kept::retire_parked(layout, live.slot, config.retire.keep)?;
+        }
         slots::empty_for_release(layout, slot, live, config.retire.keep_previous)
     });
     dir.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))

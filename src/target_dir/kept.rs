@@ -142,6 +142,9 @@ pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<Releas
     record.live_since = None;
     let to = layout.slot_dir(slot);
     let tree = kept.tree();
+    // The marker comes first, as when a slot is made: a rollback killed between the two leaves
+    // a slot still known as pushdeploy's, which the next deploy empties.
+    slots::write_slot_marker(layout, slot, "pending")?;
     fs::rename(&tree, &to).map_err(Error::io(&tree))?;
     slots::mark_slot(layout, slot)?;
     rename_if_present(&kept.dir.join("index"), &layout.index_path(slot))?;
