@@ -148,10 +148,12 @@ pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<Releas
     fs::rename(&tree, &to).map_err(Error::io(&tree))?;
     slots::mark_slot(layout, slot)?;
     rename_if_present(&kept.dir.join("index"), &layout.index_path(slot))?;
-    record::write(layout, &record).map_err(|err| Error::StateDir {
-        path: layout.record_path(slot),
-        problem: err.to_string(),
-        hint: String::new(),
+    record::write(layout, &record).map_err(|err| match err {
+        super::history::Error::Write { path, source }
+        | super::history::Error::Read { path, source } => Error::Io { path, source },
+        super::history::Error::Damaged { path, source } => {
+            Error::Io { path, source: source.into() }
+        }
     })?;
     slots::remove_path(&kept.dir)?;
     Ok(record)
