@@ -4,8 +4,9 @@
 use std::fs;
 use std::time::Instant;
 
+use crate::support::app::AppSite;
 use crate::support::site::{build_table, commit_version, push};
-use crate::support::{Cmd, TestEnv, short};
+use crate::support::{BIN, Cmd, TestEnv, short};
 
 /// Returns `pushdeploy rollback --repo BARE ARGS...`.
 fn rollback_cmd(env: &TestEnv, args: &[&str]) -> Cmd {
@@ -173,4 +174,43 @@ fn releases_list_the_deploys_that_failed_their_checks_as_not_kept() {
         "{listed:#?}"
     );
     assert!(listed[2].starts_with("1 release (keep = 3), "), "{listed:#?}");
+}
+
+#[test]
+fn an_app_rolls_back_to_a_release_kept_beyond_the_previous_one_under_systemd() {
+    let Some(site) = AppSite::new("pdkept1-") else { return };
+    site.edit_config(|config| format!("{config}\n[retire]\nkeep = 4\n"));
+    let commits: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .zip(["blue", "green", "blue", "green"])
+        .map(|(name, slot)| {
+            let commit = site.commit("ok", name);
+            site.push().assert_live(&commit, "refs/heads/main", slot);
+            commit
+        })
+        .collect();
+    // d live in green, c previous in blue (its instance kept running), b and a kept.
+    assert_eq!((site.state("blue").as_str(), site.state("green").as_str()), ("active", "active"));
+
+    let rollback = site
+        .systemd
+        .run(&site.env, BIN)
+        .args(["rollback", "--steps", "3", "--repo"])
+        .arg(&site.env.bare)
+        .success();
+
+    assert!(
+        rollback.pushdeploy_lines().contains(&format!(
+            "pushdeploy: rolling back to {}, kept in $TMP/www/.pushdeploy/kept: moving it into blue, no rebuild",
+            short(&commits[0])
+        )),
+        "{rollback}"
+    );
+    eprintln!("app rollback to a kept release: {}", rollback.final_line());
+    rollback.assert_live(&commits[0], "refs/heads/main", "blue");
+    // Blue's instance runs a now, not c, whose files were moved out from under it.
+    site.assert_serves(site.blue, &commits[0]);
+    assert_eq!((site.state("blue").as_str(), site.state("green").as_str()), ("active", "active"));
+    let listed = releases(&site.env);
+    assert!(listed.last().is_some_and(|line| line.starts_with("4 releases (keep = 4), ")));
 }
