@@ -214,3 +214,38 @@ fn an_app_rolls_back_to_a_release_kept_beyond_the_previous_one_under_systemd() {
     let listed = releases(&site.env);
     assert!(listed.last().is_some_and(|line| line.starts_with("4 releases (keep = 4), ")));
 }
+
+#[test]
+fn the_restart_strategy_rolls_back_its_one_instance_to_a_kept_release() {
+    let (port, _) = crate::support::app::free_ports();
+    let command =
+        "exec /usr/bin/gunicorn --threads 8 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
+    let args = ["--strategy", "restart", "--ports", &port.to_string(), "--app-command", command];
+    let Some(site) = AppSite::with_init("pdkept2-", &args) else { return };
+    site.edit_config(|config| format!("{config}\n[retire]\nkeep = 4\n"));
+    let commits: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .zip(["blue", "green", "blue", "green"])
+        .map(|(name, slot)| {
+            let commit = site.commit("ok", name);
+            site.push().assert_live(&commit, "refs/heads/main", slot);
+            commit
+        })
+        .collect();
+    site.assert_serves(port, &commits[3]);
+
+    let rollback = site.systemd.run(&site.env, BIN).args(["rollback", "--steps", "3", "--repo"]);
+    let rollback = rollback.arg(&site.env.bare).success();
+
+    eprintln!("restart strategy, rollback to a kept release: {}", rollback.final_line());
+    rollback.assert_live(&commits[0], "refs/heads/main", "blue");
+    site.assert_serves(port, &commits[0]);
+    let again = site.systemd.run(&site.env, BIN).args(["rollback", "--repo"]);
+    let again = again.arg(&site.env.bare).failure();
+    assert!(
+        again.pushdeploy_lines()[0]
+            == "pushdeploy: error: there is no earlier successful deploy to roll back to",
+        "{again}"
+    );
+    site.assert_serves(port, &commits[0]);
+}
