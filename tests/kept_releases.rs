@@ -249,3 +249,33 @@ fn the_restart_strategy_rolls_back_its_one_instance_to_a_kept_release() {
     );
     site.assert_serves(port, &commits[0]);
 }
+
+// A release deployed again by a rollback (no longer kept) is the newest by number; rolling
+// back from it went forward to the release the first rollback left, not further back.
+#[test]
+fn a_rollback_from_a_release_a_rollback_rebuilt_goes_further_back() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let build = format!("echo built >> '{}'", env.root.join("builds").display());
+    env.write_config(&crate::support::site::config_with(
+        &env,
+        &format!("{}\n[retire]\nkeep = 3\n", build_table(&build)),
+    ));
+    let commits: Vec<String> = (1..=5)
+        .map(|n| {
+            let commit = commit_version(&env, &format!("v{n}"));
+            let _ = push(&env, &[]);
+            commit
+        })
+        .collect();
+    // 5 live, 4 previous, 3 kept: 2 is three back and no longer kept, so it is built again.
+    let rollback = rollback_cmd(&env, &["--steps", "3"]).success();
+    rollback.assert_live(&commits[1], "refs/heads/main", "green");
+    assert_eq!(builds(&env), 6);
+
+    let again = rollback_cmd(&env, &[]).success();
+
+    again.assert_live(&commits[0], "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&commits[0]);
+    assert_eq!(builds(&env), 7);
+}

@@ -133,18 +133,25 @@ fn choose(
         return Ok(candidates.into_iter().find(|choice| choice.record().commit == commit));
     }
     let live_seq = record::read(layout, live.slot)?.map_or(0, |record| record.seq);
-    if live_seq > 0 {
+    // A release a rollback deployed again (it was no longer kept) is the newest by number,
+    // but stands where its commit was first deployed: the history says what came before.
+    let newest = candidates.iter().all(|choice| choice.record().seq < live_seq);
+    let live_by_rollback = history::read_all(layout)?
+        .iter()
+        .rev()
+        .find(|entry| entry.result == Outcome::Live)
+        .is_some_and(|entry| entry.trigger == Trigger::Rollback);
+    if live_seq > 0 && !(newest && live_by_rollback) {
         let earlier = candidates.into_iter().filter(|choice| choice.record().seq < live_seq);
         if let Some(choice) = earlier.into_iter().nth(steps.saturating_sub(1)) {
             return Ok(Some(choice));
         }
         return Ok(None);
     }
-    // Releases made before they were numbered: the previous one by the history.
+    // Releases made before they were numbered, or deployed again by a rollback: the previous
+    // one by the history.
     let Ok((previous, _)) = previous_release(layout, steps) else { return Ok(None) };
-    Ok(candidates
-        .into_iter()
-        .find(|choice| matches!(choice, Choice::Slot(_)) && choice.record().commit == previous))
+    Ok(candidates.into_iter().find(|choice| choice.record().commit == previous))
 }
 
 /// Switches back to a kept release when one matches. Returns `None` when none does (the
