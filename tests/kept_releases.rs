@@ -126,13 +126,18 @@ fn releases_report_the_disk_of_hard_linked_files_once() {
     let env = TestEnv::new();
     env.init(&[]);
     env.write_config(&crate::support::site::config_with(&env, "[retire]\nkeep = 4\n"));
-    // 4 MB that no deploy changes: each release hard-links it from the one before.
+    // 4 MB that no deploy changes: each release hard-links it from the one before, also after
+    // the oldest kept release (which holds a link to it too) is removed.
     let big: Vec<u8> =
         (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     env.write("big.bin", &big);
     for n in 1..=5 {
         commit_version(&env, &format!("v{n}"));
-        let _ = push(&env, &[]);
+        let pushed = push(&env, &[]);
+        if n > 1 {
+            let wrote = "pushdeploy: wrote 1 file and hard-linked 1 unchanged file (";
+            assert!(pushed.pushdeploy_lines().iter().any(|l| l.starts_with(wrote)), "{pushed}");
+        }
     }
     let listed = releases(&env);
     eprintln!("{}", listed.join("\n"));

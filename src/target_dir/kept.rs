@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{Error, Layout, Slot, make_state_dir};
 use super::record::{self, ReleaseRecord};
-use super::slots;
+use super::{index, slots};
 
 /// A release kept in `.pushdeploy/kept/`.
 #[derive(Debug, Clone)]
@@ -161,13 +161,23 @@ pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<Releas
 
 /// Removes the oldest kept releases beyond `keep` (the live and the previous release count,
 /// and are never in `.pushdeploy/kept/`).
+///
+/// Removing one drops links to inodes the releases in the slots may share (files hard-linked
+/// from it), which moves their ctimes: the slots' indexes are told this window is ours, so
+/// they go on vouching for those files (as removing a slot's tree does).
 pub fn prune(layout: &Layout, keep: usize) -> Result<(), Error> {
     let kept = list(layout);
     let excess = kept.len().saturating_sub(keep.saturating_sub(2));
-    for old in &kept[..excess] {
-        slots::remove_path(&old.dir)?;
+    if excess == 0 {
+        return Ok(());
     }
-    Ok(())
+    let start = index::coarse_now();
+    let removed = kept[..excess].iter().try_for_each(|old| slots::remove_path(&old.dir));
+    let window = (start, index::seal_time());
+    for slot in Slot::ALL {
+        index::add_window(layout, slot, window);
+    }
+    removed
 }
 
 /// Disk use of some trees: each one's own size, and what they use together.
