@@ -5,9 +5,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::commands::{
     badge, badge::BadgeArgs, deploy, deploy::DeployArgs, doctor, doctor::DoctorArgs, env,
     env::EnvArgs, hook, hook::HookArgs, init, init::InitArgs, log, log::LogArgs, logs,
-    logs::LogsArgs, new_site, new_site::NewSiteArgs, reap, reap::ReapArgs, recorded, rollback,
-    rollback::RollbackArgs, serve, serve::ServeArgs, show, show::ShowArgs, status,
-    status::StatusArgs, webhook_deploy, webhook_deploy::WebhookDeployArgs,
+    logs::LogsArgs, new_site, new_site::NewSiteArgs, reap, reap::ReapArgs, recorded, releases,
+    releases::ReleasesArgs, rollback, rollback::RollbackArgs, serve, serve::ServeArgs, show,
+    show::ShowArgs, status, status::StatusArgs, webhook_deploy, webhook_deploy::WebhookDeployArgs,
 };
 use crate::error::{Error, ExitCode};
 use crate::notify::{self, NotifySendArgs};
@@ -39,6 +39,7 @@ pub enum Command {
     Status(StatusArgs),
     Log(LogArgs),
     Logs(LogsArgs),
+    Releases(ReleasesArgs),
     Rollback(RollbackArgs),
     Doctor(DoctorArgs),
     Env(EnvArgs),
@@ -75,6 +76,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         cli.command,
         Command::Status(_)
             | Command::Log(_)
+            | Command::Releases(_)
             | Command::Logs(_)
             | Command::Show(_)
             | Command::Badge(_)
@@ -92,6 +94,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Status(args) => status::run(args),
         Command::Log(args) => log::run(args),
+        Command::Releases(args) => releases::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Env(args) => env::run(args),

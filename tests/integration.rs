@@ -32,6 +32,7 @@ mod incremental;
 mod incremental_diff;
 mod init;
 mod install;
+mod kept_releases;
 mod large_files;
 mod load_checker;
 mod log;

@@ -40,9 +40,10 @@ fn instant_rollback_with_keep_previous_switches_back_without_build() {
     assert_eq!((&entry["commit"], &entry["slot"]), (&a.as_str().into(), &"blue".into()));
     assert_eq!(live_ref(&env).as_deref(), Some(a.as_str()));
 
-    // The release it replaced stays kept: rolling back again is instant too.
+    // The release it replaced stays kept: going forward to it by name is instant too (a
+    // rollback without a name goes further back, and a is the oldest).
     assert!(env.target.join("green").is_dir(), "the replaced release was not kept");
-    let again = rollback_cmd(&env, None).success();
+    let again = rollback_cmd(&env, Some(&b)).success();
 
     assert_said(
         &again,
@@ -85,8 +86,15 @@ fn rollback_skips_failed_deploys() {
 
     rollback.assert_live(&a, "refs/heads/main", "blue");
     env.assert_live_equals_archive(&a);
-    let rollback_again = rollback_cmd(&env, None).success();
-    rollback_again.assert_live(&b, "refs/heads/main", "green");
+    // Rolling back twice goes two steps back, not forth to b: before a there is nothing.
+    let rollback_again = rollback_cmd(&env, None).failure();
+    assert_eq!(
+        rollback_again.pushdeploy_lines()[0],
+        "pushdeploy: error: there is no earlier successful deploy to roll back to",
+        "{rollback_again}"
+    );
+    env.assert_live_equals_archive(&a);
+    rollback_cmd(&env, Some(&b)).success().assert_live(&b, &b, "green");
     env.assert_live_equals_archive(&b);
 }
 

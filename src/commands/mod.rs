@@ -13,6 +13,7 @@ pub mod logs;
 pub mod new_site;
 pub mod reap;
 pub mod recorded;
+pub mod releases;
 pub mod rollback;
 pub mod serve;
 pub mod show;

@@ -115,6 +115,9 @@ pub fn build(source: Source, build: Option<raw::Build>) -> Result<Build, Error> 
     Ok(Build { command, publish, timeout, cache, env: build.env, git_history, allow_no_index })
 }
 
+/// The most releases `[retire] keep` may keep.
+pub const MAX_KEPT: usize = 1000;
+
 /// Returns the `[retire]` table; without one, the old release is retired at once.
 pub fn retire(source: Source, retire: Option<raw::Retire>) -> Result<Retire, Error> {
     let Some(retire) = retire else { return Ok(Retire::default()) };
@@ -122,7 +125,23 @@ pub fn retire(source: Source, retire: Option<raw::Retire>) -> Result<Retire, Err
         Some(grace) => duration(source, &grace, "retire.grace", true)?,
         None => Duration::ZERO,
     };
-    Ok(Retire { grace, keep_previous: retire.keep_previous.unwrap_or(false) })
+    let keep = match retire.keep {
+        Some(keep) => match usize::try_from(*keep.get_ref()) {
+            Ok(keep @ 1..=MAX_KEPT) => keep,
+            _ => {
+                return Err(source.invalid_at(
+                    &keep,
+                    format!(
+                        "`retire.keep`: {} is not a number of releases from 1 to {MAX_KEPT}",
+                        keep.get_ref()
+                    ),
+                ));
+            }
+        },
+        None => 1,
+    };
+    let keep = if retire.keep_previous == Some(true) { keep.max(2) } else { keep };
+    Ok(Retire { grace, keep_previous: keep >= 2, keep })
 }
 
 /// Returns a path inside the release that `key` names (`publish`, a `cache` entry).
@@ -200,6 +219,22 @@ mod tests {
         assert_eq!(config.build.cache, [Path::new("resources/_gen"), Path::new("node_modules")]);
         let err = parse_err("target = \"/s\"\n[build]\ncache = [\"/abs\"]\n");
         assert!(err.contains("line 3") && err.contains("`build.cache`"), "{err}");
+    }
+
+    #[test]
+    fn retire_keep_counts_releases_and_keep_previous_is_two() {
+        let keep = |text: &str| {
+            let retire = parse(Path::new("p"), &format!("target = \"/s\"\n{text}")).unwrap().retire;
+            (retire.keep, retire.keep_previous)
+        };
+        assert_eq!(keep(""), (1, false));
+        assert_eq!(keep("[retire]\nkeep_previous = true\n"), (2, true));
+        assert_eq!(keep("[retire]\nkeep = 10\n"), (10, true));
+        assert_eq!(keep("[retire]\nkeep = 1\nkeep_previous = true\n"), (2, true));
+        assert_eq!(
+            parse_err("target = \"/s\"\n[retire]\nkeep = 0\n"),
+            "/r/pushdeploy.toml: line 3: `retire.keep`: 0 is not a number of releases from 1 to 1000"
+        );
     }
 
     #[test]

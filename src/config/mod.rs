@@ -98,13 +98,24 @@ pub enum SubmodulePolicy {
 }
 
 /// The `[retire]` table: what happens to the release that stops being live.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Retire {
     /// How long files of the old release that the new one lacks stay reachable under the link
     /// (skew protection). Zero retires the old release at once.
     pub grace: Duration,
-    /// Keep the previous release in its slot until the next deploy, for an instant rollback.
+    /// Keep the previous release in its slot until the next deploy, for an instant rollback
+    /// (`keep_previous = true`, or `keep` of 2 or more).
     pub keep_previous: bool,
+    /// How many releases are kept, the live one included (`keep`; 2 with `keep_previous`, 1
+    /// without either): those beyond the live and the previous one wait in
+    /// `.pushdeploy/kept/` for `pushdeploy rollback`.
+    pub keep: usize,
+}
+
+impl Default for Retire {
+    fn default() -> Retire {
+        Retire { grace: Duration::ZERO, keep_previous: false, keep: 1 }
+    }
 }
 
 /// Which hook deploys: `post-receive` (the push is accepted first) or `pre-receive` (a failed

@@ -35,6 +35,7 @@ pub struct File {
 pub struct Retire {
     pub grace: Option<Spanned<String>>,
     pub keep_previous: Option<bool>,
+    pub keep: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

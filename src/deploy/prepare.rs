@@ -24,7 +24,7 @@ use crate::report::{self, escape, escape_path};
 use crate::target_dir::history::{self, Stage};
 use crate::target_dir::index::{self, Index};
 use crate::target_dir::record::{self, Grace, ReleaseRecord};
-use crate::target_dir::{Layout, Live, slots};
+use crate::target_dir::{Layout, Live, kept, slots};
 
 /// A release ready in its slot: what activation needs, as plain data.
 #[derive(Debug)]
@@ -86,8 +86,10 @@ fn new_tree(run: &Run<'_>) -> Result<(Vec<Entry>, Converted, usize), Failure> {
 /// `None` for the full route, having said why in one line when a kept release was there.
 fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     let Run { config, repo, layout, request, slot, .. } = *run;
-    // A build could change any file, and a dry run must leave the kept release as it is.
+    // A build could change any file, and a dry run must leave the kept release as it is;
+    // with `[retire] keep` above 2 the previous release is kept further back, whole.
     let applies = config.retire.keep_previous
+        && config.retire.keep <= 2
         && !request.options.dry_run
         && config.app.is_none()
         && run.build_command().is_none();
@@ -186,6 +188,11 @@ fn prepare_slot(run: &mut Run<'_>) -> Result<PathBuf, Failure> {
     let (dir, _) = run.clock.stage(Stage::Prepare, || {
         // A build orphaned by a killed deploy must not write into the slot being prepared.
         build::stop_orphans(&layout.build_pgid_path(), &layout.target);
+        // A deploy killed right after its switch left the release it pushed out parked: it
+        // is kept (`[retire] keep`) as that deploy would have kept it.
+        if let Some(live) = live {
+            kept::retire_parked(layout, live.slot, config.retire.keep)?;
+        }
         slots::empty_for_release(layout, slot, live, config.retire.keep_previous)
     });
     dir.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))
@@ -508,6 +515,7 @@ fn release_record(run: &Run<'_>) -> ReleaseRecord {
         link_target: link_target.to_string_lossy().into_owned(),
         built_at: history::timestamp(SystemTime::now()),
         live_since: None,
+        seq: crate::target_dir::kept::next_seq(run.layout),
         grace: Grace::default(),
     }
 }

@@ -14,7 +14,7 @@ use crate::report;
 use crate::target_dir::history::{self, Outcome, Stage};
 use crate::target_dir::index::{self, Index};
 use crate::target_dir::record::{self, ReleaseRecord};
-use crate::target_dir::{link, slots};
+use crate::target_dir::{kept, link, slots};
 
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";
@@ -43,10 +43,9 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
     };
     app::settle(run, started);
     let Run { config, layout, slot, .. } = *run;
-    // The release kept before this one is now pushed out by a good one; it is removed with
-    // the trash, after the push is over.
-    let parked = layout.parked_dir(slot);
-    if let Err(err) = slots::move_to_trash(layout, &parked, "parked") {
+    // The release kept before this one is now pushed out by a good one: kept further back
+    // (`[retire] keep` above 2), or moved to the trash, removed after the push is over.
+    if let Err(err) = kept::retire_parked(layout, slot, config.retire.keep) {
         report::line(&format!("warning: could not retire the release parked in {slot}: {err}"));
     }
     record.live_since = Some(history::timestamp(SystemTime::now()));

@@ -223,6 +223,7 @@ impl Layout {
             self.slots_dir(),
             self.trash(),
             self.state.join("parked"),
+            self.state.join("kept"),
             self.state.join("cache"),
             self.state.join("cache.partial"),
             self.tool_caches(),

@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod index;
+pub mod kept;
 pub mod layout;
 pub mod link;
 pub mod lock;

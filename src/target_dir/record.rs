@@ -28,6 +28,10 @@ pub struct ReleaseRecord {
     pub built_at: String,
     /// When the link was switched to it; missing until then.
     pub live_since: Option<String>,
+    /// The deploy's place in the order releases were made (1, 2, …); a rollback goes back by
+    /// it, so a rollback of a rollback goes further back. 0 in records made before it was kept.
+    #[serde(default)]
+    pub seq: u64,
     /// Files kept from older releases for skew protection.
     #[serde(default, skip_serializing_if = "Grace::is_empty")]
     pub grace: Grace,

@@ -57,7 +57,7 @@ fn identity(meta: &fs::Metadata) -> String {
 
 /// Writes a slot's marker atomically (a temporary file renamed over it), so it is never seen
 /// half-written.
-fn write_slot_marker(layout: &Layout, slot: Slot, text: &str) -> Result<(), Error> {
+pub(super) fn write_slot_marker(layout: &Layout, slot: Slot, text: &str) -> Result<(), Error> {
     use std::io::Write;
     let dir = layout.slots_dir();
     make_state_dir(&dir)?;

@@ -1,0 +1,223 @@
+//! Kept releases (`[retire] keep = N`): beyond the live release and the previous one (kept in
+//! its slot, as `keep_previous` does), the older ones wait in `.pushdeploy/kept/<seq>-<commit>/`
+//! (its tree in `release/`, its `record.json` and `index`), not served, for a rollback with no
+//! rebuild. Trees only ever move there and back by `rename(2)`: nothing is copied, and files
+//! hard-linked between releases stay shared.
+//!
+//! Only entries pushdeploy made are touched: a directory of the kept directory, not a symlink,
+//! named `<seq>-<hex>`, holding a record. Anything else there is left alone.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::layout::{Error, Layout, Slot, make_state_dir};
+use super::record::{self, ReleaseRecord};
+use super::{index, slots};
+
+/// A release kept in `.pushdeploy/kept/`.
+#[derive(Debug, Clone)]
+pub struct KeptRelease {
+    /// Its directory: `release/`, `record.json`, `index`.
+    pub dir: PathBuf,
+    /// Its record, as it was when it was last in a slot.
+    pub record: ReleaseRecord,
+}
+
+impl KeptRelease {
+    /// Returns its tree.
+    pub fn tree(&self) -> PathBuf {
+        self.dir.join("release")
+    }
+}
+
+/// Returns the directory kept releases wait in.
+pub fn kept_dir(layout: &Layout) -> PathBuf {
+    layout.state.join("kept")
+}
+
+/// Returns the releases kept in `.pushdeploy/kept/`, oldest deploy first.
+pub fn list(layout: &Layout) -> Vec<KeptRelease> {
+    let Ok(entries) = fs::read_dir(kept_dir(layout)) else { return Vec::new() };
+    let mut kept: Vec<KeptRelease> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .filter(|entry| is_kept_name(&entry.file_name().to_string_lossy()))
+        .filter_map(|entry| {
+            let dir = entry.path();
+            let text = fs::read_to_string(dir.join("record.json")).ok()?;
+            let record = serde_json::from_str(&text).ok()?;
+            let tree = fs::symlink_metadata(dir.join("release")).ok()?;
+            tree.is_dir().then_some(KeptRelease { dir, record })
+        })
+        .collect();
+    kept.sort_by_key(|kept| kept.record.seq);
+    kept
+}
+
+/// Tells whether `name` is one pushdeploy gives a kept release: `<seq>-<hex>`.
+fn is_kept_name(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(seq, commit)| {
+        !seq.is_empty()
+            && seq.bytes().all(|b| b.is_ascii_digit())
+            && !commit.is_empty()
+            && commit.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// Returns the sequence number of the next release: one more than any release pushdeploy
+/// still has (in a slot, parked, or kept).
+pub fn next_seq(layout: &Layout) -> u64 {
+    let in_slots = Slot::ALL.into_iter().filter_map(|slot| record::read(layout, slot).ok()?);
+    let parked = Slot::ALL.into_iter().filter_map(|slot| {
+        let text = fs::read_to_string(layout.parked(slot).1).ok()?;
+        serde_json::from_str::<ReleaseRecord>(&text).ok()
+    });
+    let kept = list(layout).into_iter().map(|kept| kept.record);
+    in_slots.chain(parked).chain(kept).map(|record| record.seq).max().unwrap_or(0) + 1
+}
+
+/// Returns where a release is kept: `.pushdeploy/kept/<seq>-<short commit>`.
+fn dir_for(layout: &Layout, record: &ReleaseRecord) -> PathBuf {
+    kept_dir(layout).join(format!("{:06}-{}", record.seq, record.commit.short()))
+}
+
+/// Retires the release a deploy that went live pushed out of `slot` (parked aside while it
+/// built there): kept in `.pushdeploy/kept/` when `keep` allows more than the live and the
+/// previous release, removed otherwise; then the oldest kept beyond `keep` go.
+pub fn retire_parked(layout: &Layout, slot: Slot, keep: usize) -> Result<(), Error> {
+    let parked = layout.parked_dir(slot);
+    let (tree, record_path, _) = layout.parked(slot);
+    let record = fs::read_to_string(&record_path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<ReleaseRecord>(&text).ok());
+    match record {
+        // The parked directory is laid out as a kept one is: one rename keeps it.
+        Some(record) if keep > 2 && tree.is_dir() => {
+            make_state_dir(&kept_dir(layout))?;
+            let to = dir_for(layout, &record);
+            slots::remove_path(&to)?;
+            fs::rename(&parked, &to).map_err(Error::io(&parked))?;
+        }
+        _ => {
+            slots::move_to_trash(layout, &parked, "parked")?;
+        }
+    }
+    prune(layout, keep)
+}
+
+/// Moves the release in `slot` (not live) into `.pushdeploy/kept/`, emptying the slot; a slot
+/// pushdeploy did not create is moved aside, and one without a record is removed.
+pub fn keep_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
+    slots::set_aside_foreign_slot(layout, slot)?;
+    let from = layout.slot_dir(slot);
+    let record = match record::read(layout, slot) {
+        Ok(Some(record)) if from.is_dir() => record,
+        _ => return slots::forget(layout, slot).and_then(|()| slots::remove_slot(layout, slot)),
+    };
+    make_state_dir(&kept_dir(layout))?;
+    let to = dir_for(layout, &record);
+    slots::remove_path(&to)?;
+    fs::create_dir(&to).map_err(Error::io(&to))?;
+    // The record goes last: until then the slot still has one, and stays known as a release.
+    rename_if_present(&layout.index_path(slot), &to.join("index"))?;
+    fs::rename(&from, to.join("release")).map_err(Error::io(&from))?;
+    fs::rename(layout.record_path(slot), to.join("record.json"))
+        .map_err(Error::io(&layout.record_path(slot)))?;
+    slots::remove_path(&layout.slot_marker(slot))
+}
+
+/// Puts a kept release into the empty `slot`, marks the slot as pushdeploy's and writes its
+/// record (slot and link target rewritten for the slot it is now in). Returns the record.
+pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<ReleaseRecord, Error> {
+    let mut record = kept.record.clone();
+    let old = record.slot.name();
+    record.link_target = match Path::new(&record.link_target).strip_prefix(old) {
+        Ok(rest) => {
+            Path::new(slot.name()).join(rest).to_string_lossy().trim_end_matches('/').into()
+        }
+        Err(_) => slot.name().to_owned(),
+    };
+    record.slot = slot;
+    record.live_since = None;
+    let to = layout.slot_dir(slot);
+    let tree = kept.tree();
+    // The marker comes first, as when a slot is made: a rollback killed between the two leaves
+    // a slot still known as pushdeploy's, which the next deploy empties.
+    slots::write_slot_marker(layout, slot, "pending")?;
+    fs::rename(&tree, &to).map_err(Error::io(&tree))?;
+    slots::mark_slot(layout, slot)?;
+    rename_if_present(&kept.dir.join("index"), &layout.index_path(slot))?;
+    record::write(layout, &record).map_err(|err| match err {
+        super::history::Error::Write { path, source }
+        | super::history::Error::Read { path, source } => Error::Io { path, source },
+        super::history::Error::Damaged { path, source } => {
+            Error::Io { path, source: source.into() }
+        }
+    })?;
+    slots::remove_path(&kept.dir)?;
+    Ok(record)
+}
+
+/// Removes the oldest kept releases beyond `keep` (the live and the previous release count,
+/// and are never in `.pushdeploy/kept/`).
+///
+/// Removing one drops links to inodes the releases in the slots may share (files hard-linked
+/// from it), which moves their ctimes: the slots' indexes are told this window is ours, so
+/// they go on vouching for those files (as removing a slot's tree does).
+pub fn prune(layout: &Layout, keep: usize) -> Result<(), Error> {
+    let kept = list(layout);
+    let excess = kept.len().saturating_sub(keep.saturating_sub(2));
+    if excess == 0 {
+        return Ok(());
+    }
+    let start = index::coarse_now();
+    let removed = kept[..excess].iter().try_for_each(|old| slots::remove_path(&old.dir));
+    let window = (start, index::seal_time());
+    for slot in Slot::ALL {
+        index::add_window(layout, slot, window);
+    }
+    removed
+}
+
+/// Disk use of some trees: each one's own size, and what they use together.
+#[derive(Debug, Default, Clone)]
+pub struct DiskUse {
+    /// Per tree, in the order given: the bytes of its blocks, each of its inodes once.
+    pub each: Vec<u64>,
+    /// All trees together, each inode once: files hard-linked between releases count once.
+    pub total: u64,
+}
+
+/// Measures trees with `lstat` (never following a symlink), counting allocated blocks.
+pub fn disk_use(trees: &[PathBuf]) -> DiskUse {
+    let mut everywhere = HashSet::new();
+    let mut usage = DiskUse::default();
+    for tree in trees {
+        let mut here = HashSet::new();
+        let mut own = 0;
+        for entry in walkdir::WalkDir::new(tree).follow_links(false).into_iter().flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else { continue };
+            let bytes = meta.blocks() * 512;
+            if here.insert((meta.dev(), meta.ino())) {
+                own += bytes;
+            }
+            if everywhere.insert((meta.dev(), meta.ino())) {
+                usage.total += bytes;
+            }
+        }
+        usage.each.push(own);
+    }
+    usage
+}
+
+fn rename_if_present(from: &Path, to: &Path) -> Result<(), Error> {
+    match fs::rename(from, to) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(Error::Io { path: from.into(), source: err })
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,286 @@
+//! `[retire] keep = N`: the releases before the previous one wait in `.pushdeploy/kept/`;
+//! `pushdeploy releases` lists them, `pushdeploy rollback` goes back to any with no rebuild.
+
+use std::fs;
+use std::time::Instant;
+
+use crate::support::app::AppSite;
+use crate::support::site::{build_table, commit_version, push};
+use crate::support::{BIN, Cmd, TestEnv, short};
+
+/// Returns `pushdeploy rollback --repo BARE ARGS...`.
+fn rollback_cmd(env: &TestEnv, args: &[&str]) -> Cmd {
+    env.pushdeploy().args(["rollback", "--repo"]).arg(&env.bare).args(args)
+}
+
+/// Returns the lines of `pushdeploy releases`.
+fn releases(env: &TestEnv) -> Vec<String> {
+    let output = env.pushdeploy().args(["releases", "--repo"]).arg(&env.bare).success();
+    output.stdout.lines().map(str::to_owned).collect()
+}
+
+/// Returns how many builds ran: each one appends a line to a file outside the releases.
+fn builds(env: &TestEnv) -> usize {
+    fs::read_to_string(env.root.join("builds")).map_or(0, |text| text.lines().count())
+}
+
+/// Returns the names in `.pushdeploy/kept/`.
+fn kept_names(env: &TestEnv) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(env.target.join(".pushdeploy/kept"))
+        .expect("the kept directory is readable")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn keep_ten_keeps_ten_releases_and_rolls_back_seven_without_a_build() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let build = format!("echo built >> '{}'", env.root.join("builds").display());
+    env.write_config(&crate::support::site::config_with(
+        &env,
+        &format!("{}\n[retire]\nkeep = 10\n", build_table(&build)),
+    ));
+    let commits: Vec<String> = (1..=12)
+        .map(|n| {
+            let commit = commit_version(&env, &format!("v{n}"));
+            let slot = if n % 2 == 1 { "blue" } else { "green" };
+            push(&env, &[]).assert_live(&commit, "refs/heads/main", slot);
+            commit
+        })
+        .collect();
+    assert_eq!(builds(&env), 12);
+
+    // 12 deploys leave 10 releases: live (12) and previous (11) in the slots, 10 to 3 kept.
+    let expected: Vec<String> =
+        (3..=10).rev().map(|n| format!("{n:06}-{}", short(&commits[n - 1]))).collect();
+    let mut sorted = expected.clone();
+    sorted.sort();
+    assert_eq!(kept_names(&env), sorted);
+    let listed = releases(&env);
+    assert_eq!(listed.len(), 11, "{listed:#?}");
+    for (line, n) in listed.iter().zip((3..=12).rev()) {
+        let start = format!("{n:>4}  {}  ", short(&commits[n - 1]));
+        assert!(line.starts_with(&start), "{line:?} does not start with {start:?}");
+        let place = match n {
+            12 => "  live (green)  refs/heads/main",
+            11 => "  previous (blue)  refs/heads/main",
+            _ => "  kept  refs/heads/main",
+        };
+        assert!(line.ends_with(place), "{line:?} does not end with {place:?}");
+    }
+    let summary = &listed[10];
+    eprintln!("{}", listed.join("\n"));
+    assert!(summary.starts_with("10 releases (keep = 10), "), "{summary}");
+    assert!(
+        summary.ends_with(" on disk, each file counted once however many releases hard-link it"),
+        "{summary}"
+    );
+
+    // Seven back from 12 is 5, kept in .pushdeploy/kept: moved into the idle slot, no build.
+    let started = Instant::now();
+    let rollback = rollback_cmd(&env, &["--steps", "7"]).success();
+    let took = started.elapsed();
+    eprintln!("rollback to the 7th release back took {took:?}");
+    assert!(
+        rollback.pushdeploy_lines().contains(&format!(
+            "pushdeploy: rolling back to {}, kept in $TMP/www/.pushdeploy/kept: moving it into blue, no rebuild",
+            short(&commits[4])
+        )),
+        "{rollback}"
+    );
+    rollback.assert_live(&commits[4], "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&commits[4]);
+    assert_eq!(builds(&env), 12, "a build ran for the rollback");
+    assert!(took.as_secs_f64() < 1.0, "the rollback took {took:?}");
+
+    // Rolling back again goes further back (4, then 3), not forth to 12.
+    let again = rollback_cmd(&env, &[]).success();
+    again.assert_live(&commits[3], "refs/heads/main", "green");
+    env.assert_live_equals_archive(&commits[3]);
+    let third = rollback_cmd(&env, &[]).success();
+    third.assert_live(&commits[2], "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&commits[2]);
+    assert_eq!(builds(&env), 12, "a build ran for a rollback");
+
+    // Still ten releases, none lost: 3 live, 4 previous, the rest kept.
+    let listed = releases(&env);
+    assert_eq!(listed.len(), 11, "{listed:#?}");
+    assert!(listed[10].starts_with("10 releases (keep = 10), "), "{listed:#?}");
+    let live = listed.iter().find(|line| line.contains("  live (blue)")).unwrap();
+    assert!(live.starts_with(&format!("   3  {}  ", short(&commits[2]))), "{live}");
+    let previous = listed.iter().find(|line| line.contains("  previous (green)")).unwrap();
+    assert!(previous.starts_with(&format!("   4  {}  ", short(&commits[3]))), "{previous}");
+
+    // And forward again, by name, with no build either.
+    let forward = rollback_cmd(&env, &[&commits[11]]).success();
+    forward.assert_live(&commits[11], "refs/heads/main", "green");
+    env.assert_live_equals_archive(&commits[11]);
+    assert_eq!(builds(&env), 12, "a build ran for a rollback");
+}
+
+#[test]
+fn releases_report_the_disk_of_hard_linked_files_once() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    env.write_config(&crate::support::site::config_with(&env, "[retire]\nkeep = 4\n"));
+    // 4 MB that no deploy changes: each release hard-links it from the one before, also after
+    // the oldest kept release (which holds a link to it too) is removed.
+    let big: Vec<u8> =
+        (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    env.write("big.bin", &big);
+    for n in 1..=5 {
+        commit_version(&env, &format!("v{n}"));
+        let pushed = push(&env, &[]);
+        if n > 1 {
+            let wrote = "pushdeploy: wrote 1 file and hard-linked 1 unchanged file (";
+            assert!(pushed.pushdeploy_lines().iter().any(|l| l.starts_with(wrote)), "{pushed}");
+        }
+    }
+    let listed = releases(&env);
+    eprintln!("{}", listed.join("\n"));
+    assert_eq!(listed.len(), 5, "{listed:#?}");
+    for line in &listed[..4] {
+        assert!(line.contains("    4.0 MB  ") || line.contains("    4.1 MB  "), "{line}");
+    }
+    let summary = &listed[4];
+    assert!(
+        summary.starts_with("4 releases (keep = 4), 4.0 MB on disk")
+            || summary.starts_with("4 releases (keep = 4), 4.1 MB on disk"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn releases_list_the_deploys_that_failed_their_checks_as_not_kept() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let extra = "[build]\npublish = \"public\"\n[retire]\nkeep = 3\n";
+    env.write_config(&crate::support::site::config_with(&env, extra));
+    env.write("public/index.html", "v1\n");
+    let first = env.commit_all("v1");
+    push(&env, &[]).assert_live(&first, "refs/heads/main", "blue");
+    env.remove("public");
+    env.write("index.html", "no public dir\n");
+    let broken = env.commit_all("v2 without public/");
+    push(&env, &[]).assert_failed_at("verify");
+
+    let listed = releases(&env);
+
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    assert!(listed[0].starts_with(&format!("   1  {}  ", short(&first))), "{listed:#?}");
+    assert!(listed[0].ends_with("  live (blue)  refs/heads/main"), "{listed:#?}");
+    let failed = format!("   -  {}  ", short(&broken));
+    assert!(listed[1].starts_with(&failed), "{listed:#?}");
+    assert!(
+        listed[1].contains("           -  failed its check at verify, not kept: "),
+        "{listed:#?}"
+    );
+    assert!(listed[2].starts_with("1 release (keep = 3), "), "{listed:#?}");
+}
+
+#[test]
+fn an_app_rolls_back_to_a_release_kept_beyond_the_previous_one_under_systemd() {
+    let Some(site) = AppSite::new("pdkept1-") else { return };
+    site.edit_config(|config| format!("{config}\n[retire]\nkeep = 4\n"));
+    let commits: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .zip(["blue", "green", "blue", "green"])
+        .map(|(name, slot)| {
+            let commit = site.commit("ok", name);
+            site.push().assert_live(&commit, "refs/heads/main", slot);
+            commit
+        })
+        .collect();
+    // d live in green, c previous in blue (its instance kept running), b and a kept.
+    assert_eq!((site.state("blue").as_str(), site.state("green").as_str()), ("active", "active"));
+
+    let rollback = site
+        .systemd
+        .run(&site.env, BIN)
+        .args(["rollback", "--steps", "3", "--repo"])
+        .arg(&site.env.bare)
+        .success();
+
+    assert!(
+        rollback.pushdeploy_lines().contains(&format!(
+            "pushdeploy: rolling back to {}, kept in $TMP/www/.pushdeploy/kept: moving it into blue, no rebuild",
+            short(&commits[0])
+        )),
+        "{rollback}"
+    );
+    eprintln!("app rollback to a kept release: {}", rollback.final_line());
+    rollback.assert_live(&commits[0], "refs/heads/main", "blue");
+    // Blue's instance runs a now, not c, whose files were moved out from under it.
+    site.assert_serves(site.blue, &commits[0]);
+    assert_eq!((site.state("blue").as_str(), site.state("green").as_str()), ("active", "active"));
+    let listed = releases(&site.env);
+    assert!(listed.last().is_some_and(|line| line.starts_with("4 releases (keep = 4), ")));
+}
+
+#[test]
+fn the_restart_strategy_rolls_back_its_one_instance_to_a_kept_release() {
+    let (port, _) = crate::support::app::free_ports();
+    let command =
+        "exec /usr/bin/gunicorn --threads 8 --worker-tmp-dir /dev/shm -b 127.0.0.1:$PORT app:app";
+    let args = ["--strategy", "restart", "--ports", &port.to_string(), "--app-command", command];
+    let Some(site) = AppSite::with_init("pdkept2-", &args) else { return };
+    site.edit_config(|config| format!("{config}\n[retire]\nkeep = 4\n"));
+    let commits: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .zip(["blue", "green", "blue", "green"])
+        .map(|(name, slot)| {
+            let commit = site.commit("ok", name);
+            site.push().assert_live(&commit, "refs/heads/main", slot);
+            commit
+        })
+        .collect();
+    site.assert_serves(port, &commits[3]);
+
+    let rollback = site.systemd.run(&site.env, BIN).args(["rollback", "--steps", "3", "--repo"]);
+    let rollback = rollback.arg(&site.env.bare).success();
+
+    eprintln!("restart strategy, rollback to a kept release: {}", rollback.final_line());
+    rollback.assert_live(&commits[0], "refs/heads/main", "blue");
+    site.assert_serves(port, &commits[0]);
+    let again = site.systemd.run(&site.env, BIN).args(["rollback", "--repo"]);
+    let again = again.arg(&site.env.bare).failure();
+    assert!(
+        again.pushdeploy_lines()[0]
+            == "pushdeploy: error: there is no earlier successful deploy to roll back to",
+        "{again}"
+    );
+    site.assert_serves(port, &commits[0]);
+}
+
+// A release deployed again by a rollback (no longer kept) is the newest by number; rolling
+// back from it went forward to the release the first rollback left, not further back.
+#[test]
+fn a_rollback_from_a_release_a_rollback_rebuilt_goes_further_back() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let build = format!("echo built >> '{}'", env.root.join("builds").display());
+    env.write_config(&crate::support::site::config_with(
+        &env,
+        &format!("{}\n[retire]\nkeep = 3\n", build_table(&build)),
+    ));
+    let commits: Vec<String> = (1..=5)
+        .map(|n| {
+            let commit = commit_version(&env, &format!("v{n}"));
+            let _ = push(&env, &[]);
+            commit
+        })
+        .collect();
+    // 5 live, 4 previous, 3 kept: 2 is three back and no longer kept, so it is built again.
+    let rollback = rollback_cmd(&env, &["--steps", "3"]).success();
+    rollback.assert_live(&commits[1], "refs/heads/main", "green");
+    assert_eq!(builds(&env), 6);
+
+    let again = rollback_cmd(&env, &[]).success();
+
+    again.assert_live(&commits[0], "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&commits[0]);
+    assert_eq!(builds(&env), 7);
+}
