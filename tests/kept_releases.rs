@@ -34,15 +34,22 @@ fn kept_names(env: &TestEnv) -> Vec<String> {
     names
 }
 
-#[test]
-fn keep_ten_keeps_ten_releases_and_rolls_back_seven_without_a_build() {
+/// Returns a site with `[retire] keep = KEEP` whose build appends a line to `ROOT/builds`
+/// (outside every release), so that a test can tell a rollback ran none.
+fn counting_builds(keep: usize) -> TestEnv {
     let env = TestEnv::new();
     env.init(&[]);
     let build = format!("echo built >> '{}'", env.root.join("builds").display());
     env.write_config(&crate::support::site::config_with(
         &env,
-        &format!("{}\n[retire]\nkeep = 10\n", build_table(&build)),
+        &format!("{}\n[retire]\nkeep = {keep}\n", build_table(&build)),
     ));
+    env
+}
+
+#[test]
+fn keep_ten_keeps_ten_releases_and_rolls_back_seven_without_a_build() {
+    let env = counting_builds(10);
     let commits: Vec<String> = (1..=12)
         .map(|n| {
             let commit = commit_version(&env, &format!("v{n}"));
@@ -259,13 +266,7 @@ fn the_restart_strategy_rolls_back_its_one_instance_to_a_kept_release() {
 // back from it went forward to the release the first rollback left, not further back.
 #[test]
 fn a_rollback_from_a_release_a_rollback_rebuilt_goes_further_back() {
-    let env = TestEnv::new();
-    env.init(&[]);
-    let build = format!("echo built >> '{}'", env.root.join("builds").display());
-    env.write_config(&crate::support::site::config_with(
-        &env,
-        &format!("{}\n[retire]\nkeep = 3\n", build_table(&build)),
-    ));
+    let env = counting_builds(3);
     let commits: Vec<String> = (1..=5)
         .map(|n| {
             let commit = commit_version(&env, &format!("v{n}"));

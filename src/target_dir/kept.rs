@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{Error, Layout, Slot, make_state_dir};
 use super::record::{self, ReleaseRecord};
-use super::{index, slots};
+use super::slots;
 
 /// A release kept in `.pushdeploy/kept/`.
 #[derive(Debug, Clone)]
@@ -161,25 +161,16 @@ pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<Releas
     Ok(record)
 }
 
-/// Removes the oldest kept releases beyond `keep` (the live and the previous release count,
-/// and are never in `.pushdeploy/kept/`).
-///
-/// Removing one drops links to inodes the releases in the slots may share (files hard-linked
-/// from it), which moves their ctimes: the slots' indexes are told this window is ours, so
-/// they go on vouching for those files (as removing a slot's tree does).
+/// Moves the oldest kept releases beyond `keep` into the trash (the live and the previous
+/// release count, and are never in `.pushdeploy/kept/`).
 pub fn prune(layout: &Layout, keep: usize) -> Result<(), Error> {
     let kept = list(layout);
     let excess = kept.len().saturating_sub(keep.saturating_sub(2));
-    if excess == 0 {
-        return Ok(());
-    }
-    let start = index::coarse_now();
-    let removed = kept[..excess].iter().try_for_each(|old| slots::remove_path(&old.dir));
-    let window = (start, index::seal_time());
-    for slot in Slot::ALL {
-        index::add_window(layout, slot, window);
-    }
-    removed
+    // Into the trash, as a retired slot goes: the detached remover empties it after the push
+    // and adds the window of ctimes its removal moves to the slots' indexes.
+    kept[..excess]
+        .iter()
+        .try_for_each(|old| slots::move_to_trash(layout, &old.dir, "kept").map(drop))
 }
 
 /// Disk use of some trees: each one's own size, and what they use together.
