@@ -74,9 +74,8 @@ pub fn run(args: EnvArgs) -> Result<ExitCode, Error> {
     let mut secrets = read(&app)?;
     match args.action {
         Action::List => {
-            for key in secrets.keys() {
-                println!("{key}=******");
-            }
+            let keys: String = secrets.keys().map(|key| format!("{key}=******\n")).collect();
+            report::stdout(&keys);
             if secrets.is_empty() {
                 report::line("no secrets: `pushdeploy env set KEY=VALUE` adds one");
             }
