@@ -17,6 +17,7 @@ ROWS = [
     ("bash flow: switch A↔B", "total", "bash flow, 10-file change", "#8c564b", "4 3"),
     ("bash flow + sync: switch A↔B", "total", "bash flow + sync, 10-file change", "#e377c2", "4 3"),
     ("git checkout -f: switch A↔B (in place, not atomic)", "total", "git checkout -f, 10-file change", "#000000", "2 2"),
+    ("floor of the default route: cp -al of the live release + sync -f", "total", "cp -al + sync (the default route's floor)", "#17becf", "1 2"),
 ]
 
 

@@ -363,6 +363,22 @@ run_checkout() { # run_checkout KEY REV
     say "  $key $(short_rev "$2"): $total s"
 }
 
+# The floor of the default route: a hard-linked copy of the live release (what the default route
+# does for every unchanged file, with nothing else: no tree to read, no check, no index), then
+# the same sync pushdeploy does before it switches. Removed untimed.
+run_link_floor() { # run_link_floor KEY
+    local key=$1 t0 t1 total
+    settle
+    t0=$EPOCHREALTIME
+    cp -al "$pd_target/public_html/" "$work/floor"
+    sync -f "$work/floor"
+    t1=$EPOCHREALTIME
+    rm -rf -- "$work/floor"
+    total=$(seconds_between "$t0" "$t1")
+    record "$key" "$total" - -
+    say "  $key: $total s"
+}
+
 short_rev() {
     case $1 in
     "$commit_a") echo A ;;
@@ -376,7 +392,7 @@ cycle=("$commit_a" "$commit_b" "$commit_c")
 keep_next=0
 
 # Every contender starts and ends with A live (or checked out).
-contenders=(pd_first bash_first sync_first pd_switch keep_switch bash_switch sync_switch checkout_switch)
+contenders=(pd_first bash_first sync_first pd_switch keep_switch bash_switch sync_switch checkout_switch link_floor)
 run_contender() {
     case $1 in
     pd_first)
@@ -413,6 +429,10 @@ run_contender() {
     checkout_switch)
         run_checkout checkout_switch "$commit_b"
         run_checkout checkout_switch "$commit_a"
+        ;;
+    link_floor)
+        run_link_floor link_floor
+        run_link_floor link_floor
         ;;
     esac
 }
@@ -504,6 +524,7 @@ declare -A label=(
     [bash_switch]="bash flow: switch A↔B"
     [sync_switch]="bash flow + sync: switch A↔B"
     [checkout_switch]="git checkout -f: switch A↔B (in place, not atomic)"
+    [link_floor]="floor of the default route: cp -al of the live release + sync -f"
 )
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -554,6 +575,10 @@ report() {
         "$(ratio "${med_live[keep_switch]}" "${med_total[checkout_switch]}")"
     printf '| switch, default: pushdeploy / git checkout -f | %s | | |\n' \
         "$(ratio "${med_total[pd_switch]}" "${med_total[checkout_switch]}")"
+    printf '| floor of the default route (cp -al + sync) / bash flow | %s | | |\n' \
+        "$(ratio "${med_total[link_floor]}" "${med_total[bash_switch]}")"
+    printf '| switch, default: pushdeploy / its floor (cp -al + sync) | %s | | |\n' \
+        "$(ratio "${med_total[pd_switch]}" "${med_total[link_floor]}")"
     echo
     printf 'Peak RSS of pushdeploy: %s MiB (first deploy), %s MiB (switch), %s MiB (keep_previous switch); goal ≤ 64 MiB. ' \
         "$(peak_mib pd_first)" "$(peak_mib pd_switch)" "$(peak_mib keep_switch)"
