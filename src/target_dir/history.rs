@@ -193,7 +193,12 @@ pub fn append(layout: &Layout, entry: &HistoryEntry) -> Result<(), Error> {
     let mut line = serde_json::to_vec(entry).map_err(|err| write_error(err.into()))?;
     line.push(b'\n');
     let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(write_error)?;
-    file.write_all(&line).and_then(|()| file.sync_data()).map_err(write_error)
+    file.write_all(&line).map_err(write_error)?;
+    // Made durable with the rest of the run's writes, before its outcome is told
+    // (`durable::flush`): one journal commit for them all. A line cut short by a crash is
+    // skipped when the history is read.
+    super::durable::defer(&layout.state);
+    Ok(())
 }
 
 /// Reads the whole history, oldest first. A torn last line (a crash mid-append) is skipped.

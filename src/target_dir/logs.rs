@@ -85,10 +85,11 @@ pub fn store(layout: &Layout, id: u64, text: &str, bounds: Bounds) -> Result<(),
         .prefix(&format!(".{id}.log."))
         .tempfile_in(&dir)
         .map_err(Error::io(&dir))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.as_file().sync_data())
-        .map_err(Error::io(&path))?;
+    file.write_all(text.as_bytes()).map_err(Error::io(&path))?;
     file.persist(&path).map_err(|err| Error::io(&path)(err.error))?;
+    // Synced by the caller's `durable::flush`, with the other writes of the run: a crash
+    // before then may leave the log as its id was claimed, empty.
+    super::durable::defer(&dir);
     prune(&dir, bounds)
 }
 
