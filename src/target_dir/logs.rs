@@ -55,9 +55,7 @@ pub fn recorded() -> Option<(Layout, HistoryEntry)> {
 fn claim(layout: &Layout) -> io::Result<u64> {
     make_state_dir(&layout.logs_dir()).map_err(io::Error::other)?;
     let newest_log = ids(&layout.logs_dir())?.into_iter().map(|(id, _)| id).max();
-    let newest_entry = history::read_all(layout)
-        .ok()
-        .and_then(|entries| entries.iter().rev().find_map(|entry| entry.id));
+    let newest_entry = history::newest_id(layout).ok().flatten();
     let mut id = newest_log.max(newest_entry).unwrap_or(0) + 1;
     for _ in 0..1000 {
         match OpenOptions::new()
