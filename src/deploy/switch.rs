@@ -15,7 +15,7 @@ use crate::report;
 use crate::target_dir::history::{self, Outcome, Stage};
 use crate::target_dir::index::{self, Index};
 use crate::target_dir::record::{self, ReleaseRecord};
-use crate::target_dir::{kept, link, slots};
+use crate::target_dir::{durable, kept, link, slots};
 
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";
@@ -42,6 +42,13 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
             return Err(failure);
         }
     };
+    if run.config.app.is_some() {
+        // An app's old instance drains next, for up to its stop timeout: the link's rename is
+        // made durable now, as a site's is by the flush before its live line.
+        if let Err(err) = durable::flush() {
+            report::line(&format!("warning: cannot flush the switch to disk: {err}"));
+        }
+    }
     app::settle(run, started);
     let Run { config, layout, slot, .. } = *run;
     // The release kept before this one is now pushed out by a good one: kept further back
