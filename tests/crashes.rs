@@ -128,6 +128,15 @@ fn sigkill_at_random_moments_leaves_a_complete_release_and_the_next_deploy_clean
             let now = releases.live(&env, "after the kill");
             let printed = fs::read_to_string(&progress).unwrap_or_default();
             let stage = stage_at_kill(&printed, now != live);
+            // The record and the index after the switch are renamed into place only once
+            // synced: a kill anywhere leaves the live slot's record whole, naming what it serves.
+            let record = env.target.join(format!(".pushdeploy/releases/{}.json", env.live_slot()));
+            let text = fs::read_to_string(&record).unwrap_or_default();
+            assert!(
+                text.contains(&format!("\"commit\": \"{}\"", releases.commits[now])),
+                "{phase}, trial {trial}, in {stage}: the record of the live slot does not name \
+                 its commit:\n{text}\n{printed}"
+            );
             *stages.entry(stage).or_default() += 1;
             let context = format!(
                 "{phase}, trial {trial}, killed after {delay:?} of {normal:?}, in {stage}:\n\

@@ -11,7 +11,7 @@ use crate::git::CommitId;
 use crate::notify;
 use crate::report;
 use crate::target_dir::history::{self, HistoryEntry, Outcome, Trigger};
-use crate::target_dir::{Layout, logs};
+use crate::target_dir::{Layout, durable, logs};
 
 /// The ref and commit a hook was pushed, for the entry of a run that fails before it reads
 /// the configuration.
@@ -51,17 +51,32 @@ pub fn run(
         (None, Ok(_)) => None,
     };
     let output = report::take_capture().unwrap_or_default();
-    let Some((layout, entry)) = recorded else { return Ok(code) };
+    let Some((layout, entry)) = recorded else {
+        flush();
+        crate::deploy::start_reapers();
+        return Ok(code);
+    };
     if let Some(id) = entry.id {
         let bounds = config.as_ref().map(|config| config.logs).unwrap_or_default();
         if let Err(err) = logs::store(&layout, id, &output, bounds) {
             report::line(&format!("warning: the output of this run is not kept: {err}"));
         }
     }
+    // The log, and whatever else the run wrote since its outcome was told, reach the disk
+    // before the process ends; only then does the removal of an old release start.
+    flush();
+    crate::deploy::start_reapers();
     if let Some(config) = &config {
         notify::send(config, &layout, &entry);
     }
     Ok(code)
+}
+
+/// Makes the run's deferred writes durable (`durable::flush`); a failure is a warning.
+fn flush() {
+    if let Err(err) = durable::flush() {
+        report::line(&format!("warning: cannot flush the history and log to disk: {err}"));
+    }
 }
 
 /// Records a run that ended with `err` before a deploy recorded anything, in the target the

@@ -7,9 +7,9 @@ use super::{Failure, Run};
 use crate::error::ExitCode;
 use crate::report::{self, escape, escape_path};
 use crate::target_dir::history::{self, HistoryEntry, Outcome};
-use crate::target_dir::logs;
 use crate::target_dir::record::{self, ReleaseRecord};
 use crate::target_dir::slots;
+use crate::target_dir::{durable, logs};
 
 /// A release that went live.
 pub(super) struct Switched {
@@ -99,6 +99,11 @@ pub(super) fn append(
     };
     if let Err(err) = logs::record(run.layout, entry) {
         report::line(&format!("warning: {err}"));
+    }
+    // On disk before the pusher reads the outcome: the history line, and for a deploy that
+    // went live the rename of the link and what was written since the release was synced.
+    if let Err(err) = durable::flush() {
+        report::line(&format!("warning: cannot flush the switch and its records to disk: {err}"));
     }
 }
 

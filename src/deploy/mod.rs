@@ -29,7 +29,7 @@ use crate::target_dir::lock::{self, DeployLock};
 use crate::target_dir::{self, Layout, Live, Slot};
 
 pub use prepare::{Prepared, sources_served};
-pub use switch::{LIVE_REF, record_deploy_refs};
+pub use switch::{LIVE_REF, record_deploy_refs, start_reapers};
 
 /// What to deploy.
 #[derive(Debug, Clone)]

@@ -2,7 +2,8 @@
 //! synced, the link renamed onto it; **retire**: the release it replaced removed (or kept);
 //! **record**: its index sealed, the grace's reaper started, the deploy refs and the history.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::app;
@@ -14,7 +15,7 @@ use crate::report;
 use crate::target_dir::history::{self, Outcome, Stage};
 use crate::target_dir::index::{self, Index};
 use crate::target_dir::record::{self, ReleaseRecord};
-use crate::target_dir::{kept, link, slots};
+use crate::target_dir::{durable, kept, link, slots};
 
 /// The ref that names the live commit.
 pub const LIVE_REF: &str = "refs/deploys/live";
@@ -41,6 +42,13 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
             return Err(failure);
         }
     };
+    if run.config.app.is_some() {
+        // An app's old instance drains next, for up to its stop timeout: the link's rename is
+        // made durable now, as a site's is by the flush before its live line.
+        if let Err(err) = durable::flush() {
+            report::line(&format!("warning: cannot flush the switch to disk: {err}"));
+        }
+    }
     app::settle(run, started);
     let Run { config, layout, slot, .. } = *run;
     // The release kept before this one is now pushed out by a good one: kept further back
@@ -50,9 +58,6 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
     }
     record.live_since = Some(history::timestamp(SystemTime::now()));
     record.grace.start(config.retire.grace);
-    if let Err(err) = record::write(layout, &record) {
-        report::line(&format!("warning: {err}"));
-    }
     // An instant rollback goes back to a kept release, and keeps the one it replaced.
     let retired = kept || retire(run);
     // The release that was live is kept: the links this deploy made to its files or dropped
@@ -67,13 +72,18 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
 
 /// The activate stage: the release's record, then `syncfs`, then one rename of a new link
 /// over the live one. A kept release was synced when it was first deployed.
+///
+/// The record is written under a temporary name, synced by the same `syncfs` as the release,
+/// and renamed into place before the link: whatever the link points at has its record, with
+/// one journal commit for both (a record synced on its own was one more).
 fn activate(run: &mut Run<'_>, record: &ReleaseRecord, kept: bool) -> Result<Duration, Failure> {
     let layout = run.layout;
     let failure = |err: &dyn std::fmt::Display| Failure::new(Stage::Activate, err, RETRY);
     let (activated, _) = run.clock.stage(Stage::Activate, || {
         if !kept {
-            record::write(layout, record).map_err(|err| failure(&err))?;
+            let staged = record::stage(layout, record).map_err(|err| failure(&err))?;
             link::sync_filesystem(&layout.target).map_err(|err| failure(&err))?;
+            staged.persist().map_err(|err| failure(&err))?;
         }
         link::activate(layout, Path::new(&record.link_target)).map_err(|err| failure(&err))
     });
@@ -110,19 +120,59 @@ fn retire(run: &mut Run<'_>) -> bool {
 }
 
 /// The record stage: the new release's index (sealed only once nothing of this deploy touches
-/// its files any more), the reaper of its grace, the deploy refs, the history line.
+/// its files any more) and its record as live, the deploy refs, the history line, the reaper
+/// of its grace.
+///
+/// Durability costs one `syncfs` here, where each file was synced on its own: the record and
+/// the index are written under temporary names, the history line appended, and one flush
+/// (`durable::flush`, inside `finish::append`) puts them on disk with the rename of the link,
+/// before the pusher is told. Only then are the record and the index renamed into place, so a
+/// crash leaves each whole, old or new; the renames are synced with the run's log at its end.
 fn record(run: &Run<'_>, record: &ReleaseRecord, index: Option<Index>, time_to_live: Duration) {
-    if let Some(mut index) = index {
+    let warn = |what: &str, err: &dyn std::fmt::Display| {
+        report::line(&format!("warning: cannot write the release's {what}: {err}"));
+    };
+    let staged_index = index.and_then(|mut index| {
         index.seal(record.commit);
-        if let Err(err) = index::write(run.layout, run.slot, &index) {
-            report::line(&format!("warning: cannot write the release's index: {err}"));
-        }
-    }
+        index::stage(run.layout, run.slot, &index).map_err(|err| warn("index", &err)).ok()
+    });
+    let staged_record = record::stage(run.layout, record).map_err(|err| warn("record", &err)).ok();
     record_deploy_refs(run.config, run.repo, record.commit, run.clock.started_at);
     finish::append(run, Outcome::Live, None, Some(time_to_live));
-    // Last, once the index is written: the reaper adds its removal's window to it.
+    if let Some(staged) = staged_record
+        && let Err(err) = staged.persist()
+    {
+        warn("record", &err);
+    }
+    if let Some(staged) = staged_index
+        && let Err(err) = index::persist(run.layout, run.slot, staged)
+    {
+        warn("index", &err);
+    }
+    // Once the index is in place: the reaper adds its removal's window to it.
     if !record.grace.is_empty() || slots::trash_is_full(run.layout) {
-        spawn_reaper(run.repo.path());
+        request_reaper(run.repo.path());
+    }
+}
+
+/// The repositories whose reaper this run starts when it ends ([`start_reapers`]).
+static REAPERS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Asks for `pushdeploy reap` to start once the run has ended.
+fn request_reaper(repo: &Path) {
+    let Ok(mut reapers) = REAPERS.lock() else { return spawn_reaper(repo) };
+    if !reapers.iter().any(|known| known == repo) {
+        reapers.push(repo.to_owned());
+    }
+}
+
+/// Starts the reapers the run's deploys asked for. Called last, once the run's history and
+/// log are on disk: the removal of a whole old release, started earlier, lands in the journal
+/// commit that the run's last sync waits for (tens of milliseconds at 1,000 files on ext4).
+pub fn start_reapers() {
+    let reapers = REAPERS.lock().map(|mut reapers| std::mem::take(&mut *reapers));
+    for repo in reapers.unwrap_or_default() {
+        spawn_reaper(&repo);
     }
 }
 

@@ -193,7 +193,12 @@ pub fn append(layout: &Layout, entry: &HistoryEntry) -> Result<(), Error> {
     let mut line = serde_json::to_vec(entry).map_err(|err| write_error(err.into()))?;
     line.push(b'\n');
     let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(write_error)?;
-    file.write_all(&line).and_then(|()| file.sync_data()).map_err(write_error)
+    file.write_all(&line).map_err(write_error)?;
+    // Made durable with the rest of the run's writes, before its outcome is told
+    // (`durable::flush`): one journal commit for them all. A line cut short by a crash is
+    // skipped when the history is read.
+    super::durable::defer(&layout.state);
+    Ok(())
 }
 
 /// Reads the whole history, oldest first. A torn last line (a crash mid-append) is skipped.
@@ -205,6 +210,39 @@ pub fn read_all(layout: &Layout) -> Result<Vec<HistoryEntry>, Error> {
         Err(source) => return Err(Error::Read { path, source }),
     };
     Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+}
+
+/// How much of the end of the history [`newest_id`] reads: a few hundred entries.
+const TAIL_BYTES: u64 = 128 * 1024;
+
+/// Returns the newest log id in the history, reading only its end: the history grows by a
+/// line per run, and every run asks for it.
+pub fn newest_id(layout: &Layout) -> Result<Option<u64>, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = history_path(layout);
+    let read_error = |source: io::Error| Error::Read { path: path.clone(), source };
+    let mut file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_error(source)),
+    };
+    let len = file.metadata().map_err(read_error)?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).map_err(read_error)?;
+    let text = String::from_utf8_lossy(&tail);
+    // The first line of a tail that starts mid-file is cut: skip it.
+    let whole = if start > 0 { text.split_once('\n').map_or("", |(_, rest)| rest) } else { &text };
+    let newest = whole.lines().rev().find_map(|line| {
+        serde_json::from_str::<HistoryEntry>(line).ok().and_then(|entry| entry.id)
+    });
+    match newest {
+        Some(id) => Ok(Some(id)),
+        // A tail of entries without ids (written before logs were kept): look further back.
+        None if start > 0 => Ok(read_all(layout)?.iter().rev().find_map(|entry| entry.id)),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -228,5 +266,36 @@ mod tests {
         assert!(json.contains(r#"["build",0.03]"#), "{json}");
         let dry: Outcome = serde_json::from_str(r#""dry-run""#).unwrap();
         assert_eq!(dry, Outcome::DryRun);
+    }
+
+    #[test]
+    fn newest_id_reads_the_end_of_a_long_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::at(dir.path(), "public_html");
+        fs::create_dir_all(&layout.state).unwrap();
+        assert_eq!(newest_id(&layout).unwrap(), None, "no history yet");
+        let line = |id: Option<u64>| {
+            let id = id.map(|id| format!(r#""id":{id},"#)).unwrap_or_default();
+            format!(
+                r#"{{{id}"started_at":"2026-11-25T21:21:25Z","ref":"refs/heads/main","result":"live","stages":[],"total":0.1}}"#
+            )
+        };
+        let mut text = String::new();
+        for id in 1..=2000 {
+            text += &line(Some(id));
+            text.push('\n');
+        }
+        text += &line(None);
+        text.push('\n');
+        fs::write(layout.state.join("history.jsonl"), &text).unwrap();
+        assert!(text.len() as u64 > TAIL_BYTES);
+        assert_eq!(newest_id(&layout).unwrap(), Some(2000));
+        // Only entries without ids at the end: the id is found further back.
+        for _ in 0..2000 {
+            text += &line(None);
+            text.push('\n');
+        }
+        fs::write(layout.state.join("history.jsonl"), &text).unwrap();
+        assert_eq!(newest_id(&layout).unwrap(), Some(2000));
     }
 }

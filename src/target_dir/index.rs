@@ -146,6 +146,14 @@ pub fn add_window(layout: &Layout, slot: Slot, window: (Timestamp, Timestamp)) {
 
 /// Writes the index of `slot`.
 pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
+    let staged = stage(layout, slot, index)?;
+    staged.as_file().sync_data()?;
+    persist(layout, slot, staged)
+}
+
+/// Writes the index of `slot` under a temporary name beside it, not synced: the caller syncs
+/// it (with other writes, by one `syncfs`) before [`persist`] renames it into place.
+pub fn stage(layout: &Layout, slot: Slot, index: &Index) -> io::Result<tempfile::NamedTempFile> {
     let path = layout.index_path(slot);
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
@@ -181,10 +189,12 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
         out.write_all(path.as_os_str().as_bytes())?;
         out.write_all(b"\0")?;
     }
-    let temp = out.into_inner().map_err(|err| err.into_error())?;
-    temp.as_file().sync_data()?;
-    temp.persist(&path).map_err(|err| err.error)?;
-    Ok(())
+    out.into_inner().map_err(|err| err.into_error())
+}
+
+/// Renames an index written by [`stage`] (and synced since) into place.
+pub fn persist(layout: &Layout, slot: Slot, staged: tempfile::NamedTempFile) -> io::Result<()> {
+    staged.persist(layout.index_path(slot)).map(drop).map_err(|err| err.error)
 }
 
 /// Reads the index of `slot`; `None` when there is none or it cannot be trusted to parse.

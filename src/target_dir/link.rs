@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tracing::instrument;
 
+use super::durable;
 use super::layout::{Error, Layout};
 use super::slots::clear_new_link;
 
@@ -12,18 +13,18 @@ use super::slots::clear_new_link;
 ///
 /// The new link is made beside the live one and renamed over it: at every instant the link
 /// exists and points at a complete release. Unlinking first would leave a moment with no site.
+///
+/// The rename is served at once, and made durable by the next [`durable::flush`], which comes
+/// before the pusher is told the release is live: without it a power cut could bring back the
+/// old link after that. One `syncfs` there covers the rename and the records written after it,
+/// where an `fsync` of the target directory here was a journal commit of its own.
 #[instrument(skip_all)]
 pub fn activate(layout: &Layout, link_target: &Path) -> Result<(), Error> {
     let new_link = layout.new_link();
     clear_new_link(layout)?;
     std::os::unix::fs::symlink(link_target, &new_link).map_err(Error::io(&new_link))?;
     fs::rename(&new_link, &layout.link).map_err(Error::io(&layout.link))?;
-    // The rename lives in the directory's entries: without this fsync a power cut could bring
-    // back the old link after the pusher was told the new release is live. The switch has
-    // happened either way, so a failed fsync must not be reported as a failed activation.
-    if let Err(err) = sync_dir(&layout.target) {
-        tracing::warn!("cannot fsync {}: {err}", layout.target.display());
-    }
+    durable::defer(&layout.target);
     Ok(())
 }
 
@@ -34,8 +35,4 @@ pub fn sync_filesystem(dir: &Path) -> Result<(), Error> {
     let file = File::open(dir).map_err(Error::io(dir))?;
     nix::unistd::syncfs(&file)
         .map_err(|errno| Error::Io { path: dir.to_owned(), source: errno.into() })
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|file| file.sync_all()).map_err(Error::io(dir))
 }

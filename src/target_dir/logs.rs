@@ -55,9 +55,7 @@ pub fn recorded() -> Option<(Layout, HistoryEntry)> {
 fn claim(layout: &Layout) -> io::Result<u64> {
     make_state_dir(&layout.logs_dir()).map_err(io::Error::other)?;
     let newest_log = ids(&layout.logs_dir())?.into_iter().map(|(id, _)| id).max();
-    let newest_entry = history::read_all(layout)
-        .ok()
-        .and_then(|entries| entries.iter().rev().find_map(|entry| entry.id));
+    let newest_entry = history::newest_id(layout).ok().flatten();
     let mut id = newest_log.max(newest_entry).unwrap_or(0) + 1;
     for _ in 0..1000 {
         match OpenOptions::new()
@@ -85,10 +83,11 @@ pub fn store(layout: &Layout, id: u64, text: &str, bounds: Bounds) -> Result<(),
         .prefix(&format!(".{id}.log."))
         .tempfile_in(&dir)
         .map_err(Error::io(&dir))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.as_file().sync_data())
-        .map_err(Error::io(&path))?;
+    file.write_all(text.as_bytes()).map_err(Error::io(&path))?;
     file.persist(&path).map_err(|err| Error::io(&path)(err.error))?;
+    // Synced by the caller's `durable::flush`, with the other writes of the run: a crash
+    // before then may leave the log as its id was claimed, empty.
+    super::durable::defer(&dir);
     prune(&dir, bounds)
 }
 

@@ -2,6 +2,7 @@
 //! the switch of the link, and the state pushdeploy keeps there (lock, history, records,
 //! indexes).
 
+pub mod durable;
 pub mod history;
 pub mod index;
 pub mod kept;

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,35 @@ pub fn read(layout: &Layout, slot: Slot) -> Result<Option<ReleaseRecord>, Error>
 
 /// Writes (atomically, durably) the record of what `record.slot` holds.
 pub fn write(layout: &Layout, record: &ReleaseRecord) -> Result<(), Error> {
+    let staged = stage(layout, record)?;
+    staged
+        .file
+        .as_file()
+        .sync_all()
+        .map_err(|source| Error::Write { path: staged.path.clone(), source })?;
+    staged.persist()
+}
+
+/// A record written under a temporary name beside its place, not synced yet (see [`stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    file: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl Staged {
+    /// Renames the record into place. Its contents must have been synced since [`stage`]
+    /// (a `syncfs`), or a crash could leave the new name on an empty file.
+    pub fn persist(self) -> Result<(), Error> {
+        let Staged { file, path } = self;
+        file.persist(&path).map(drop).map_err(|err| Error::Write { path, source: err.error })
+    }
+}
+
+/// Writes the record of what `record.slot` holds under a temporary name, without syncing
+/// it: the caller makes it durable together with other writes (one `syncfs`), then puts it
+/// in place with [`Staged::persist`]. A crash in between leaves the old record whole.
+pub fn stage(layout: &Layout, record: &ReleaseRecord) -> Result<Staged, Error> {
     let dir = layout.records_dir();
     let path = layout.record_path(record.slot);
     let write_error = |source: io::Error| Error::Write { path: path.clone(), source };
@@ -101,9 +131,8 @@ pub fn write(layout: &Layout, record: &ReleaseRecord) -> Result<(), Error> {
     // (a reaper whose site was just removed) from bringing a deleted target back.
     let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(write_error)?;
     let json = serde_json::to_vec_pretty(record).map_err(|err| write_error(err.into()))?;
-    file.write_all(&json).and_then(|()| file.as_file().sync_all()).map_err(write_error)?;
-    file.persist(&path).map_err(|err| write_error(err.error))?;
-    Ok(())
+    file.write_all(&json).map_err(write_error)?;
+    Ok(Staged { file, path })
 }
 
 /// Forgets what `slot` holds, before the slot is emptied.

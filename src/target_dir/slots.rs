@@ -332,11 +332,13 @@ pub fn forget(layout: &Layout, slot: Slot) -> Result<(), Error> {
 fn remove_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
     let start = index::coarse_now();
     // What a detached removal did not finish goes too, inside the same window.
-    empty_trash(layout, &[])?;
+    let trashed = empty_trash(layout, &[])?.is_some();
+    let present = fs::symlink_metadata(layout.slot_dir(slot)).is_ok();
     remove_slot(layout, slot)?;
-    let end = index::seal_time();
-    if let Some(live) = live.filter(|live| live.slot != slot) {
-        index::add_window(layout, live.slot, (start, end));
+    // The window's end waits for the clock (a tick): only when something was removed that
+    // a live release may share inodes with.
+    if let Some(live) = live.filter(|live| live.slot != slot && (trashed || present)) {
+        index::add_window(layout, live.slot, (start, index::seal_time()));
     }
     Ok(())
 }
