@@ -10,7 +10,7 @@ use super::build_env::{build_env, unlink_git_history};
 use super::{Failure, RETRY, Run};
 use crate::app::shared;
 use crate::config::{Config, SubmodulePolicy};
-use crate::git::{Entry, Repo};
+use crate::git::{Entry, EntryKind, Repo};
 use crate::release::attributes::{self, Converted};
 use crate::release::build;
 use crate::release::cache::Cache;
@@ -104,53 +104,58 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     };
     let started = std::time::Instant::now();
     let live = run.live.as_ref();
-    // The kept release (its record, index and commit's tree) is read on a thread of its own
-    // while this one reads and checks the new commit's tree: at 100,000 files each is about
-    // as long as the rest of the deploy.
+    // The kept release is vouched for (its index, and `lstat` of every entry it lists) and
+    // the changes since its commit are listed on a thread of its own while this one reads
+    // and checks the new commit's tree: at 100,000 files each is most of the deploy.
     let repo_path = repo.path();
-    let (kept, new_tree) = std::thread::scope(|scope| {
-        let kept = scope.spawn(move || {
+    let mode_mask = !config.umask;
+    let dir = layout.slot_dir(slot);
+    let (found, new_tree) = std::thread::scope(|scope| {
+        let found = scope.spawn(|| {
             // A build orphaned by a killed deploy must not write into the slot being
             // prepared; a detached removal must be over before the kept release is looked at.
             build::stop_orphans(&layout.build_pgid_path(), &layout.target);
-            let kept = slots::empty_trash_for_all(layout)
-                .and_then(|()| slots::kept_release(layout, slot, live));
-            let old = match &kept {
-                Ok(slots::Kept::Usable(kept)) => crate::git::Repo::open(repo_path)
-                    .and_then(|repo| repo.tree_entries(kept.0.commit))
-                    .ok(),
-                _ => None,
+            slots::empty_trash_for_all(layout)?;
+            let usable = match slots::kept_release(layout, slot, live)? {
+                slots::Kept::Nothing => return Ok(None),
+                slots::Kept::Unusable(why) => Err(why),
+                slots::Kept::Usable(found) => Ok(*found),
             };
-            (kept, old)
+            let usable = usable.and_then(|(record, index)| {
+                diff::vouch(&dir, &index, mode_mask)?;
+                let repo = crate::git::Repo::open(repo_path).map_err(|err| err.to_string())?;
+                let changes = repo
+                    .tree_changes(record.commit, request.commit)
+                    .map_err(|_| "its commit is not in the repository".to_owned())?;
+                diff::check_changes(&changes, &index, mode_mask)?;
+                Ok((record, index, changes))
+            });
+            Ok(Some(usable))
         });
         let new_tree = new_tree(run);
-        (kept.join(), new_tree)
+        (found.join(), new_tree)
     });
-    let Ok((kept, old)) = kept else {
+    let Ok(found) = found else {
         return Err(Failure::new(
             Stage::Prepare,
             "the thread reading the kept release panicked",
             RETRY,
         ));
     };
-    let (record, mut index) = match kept.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))? {
-        slots::Kept::Nothing => return Ok(None),
-        slots::Kept::Unusable(why) => return full_route(&why),
-        slots::Kept::Usable(kept) => *kept,
+    let found: Result<_, crate::target_dir::Error> = found;
+    let Some(usable) = found.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))? else {
+        return Ok(None);
+    };
+    let (record, mut index, changes) = match usable {
+        Ok(usable) => usable,
+        Err(why) => return full_route(&why),
     };
     let (entries, converted, all) = new_tree?;
     if entries.len() != all || !converted.is_empty() {
         return full_route("`.gitattributes` rules change the new commit's files");
     }
-    if entries.iter().any(|entry| matches!(entry.kind, crate::git::EntryKind::Submodule { .. })) {
+    if entries.iter().any(|entry| matches!(entry.kind, EntryKind::Submodule { .. })) {
         return full_route("the new commit has submodules");
-    }
-    let Some(old) = old else {
-        return full_route("its commit is not in the repository");
-    };
-    let dir = layout.slot_dir(slot);
-    if let Err(why) = diff::vouch(&dir, &old, &index, !config.umask) {
-        return full_route(&why);
     }
     run.clock.stages.push((Stage::Prepare, started.elapsed().as_secs_f64()));
 
@@ -159,7 +164,7 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
         // From here on the slot no longer holds what its record says: without its record and
         // index, a deploy killed part-way leaves a slot the next one empties (full route).
         slots::forget(layout, slot).map_err(|err| Failure::new(Stage::Materialize, err, RETRY))?;
-        diff::apply(repo, &dir, &old, &entries, &mut index).map_err(|err| {
+        diff::apply(repo, &dir, &changes, &entries, &mut index).map_err(|err| {
             let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
             Failure::new(Stage::Materialize, err, hint)
         })
@@ -206,6 +211,7 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
     // a release that is built is always written afresh.
     let no_build = run.build_command().is_none();
     let live = run.live.as_ref();
+    let mut exact = false;
     let (written, took) = run.clock.stage(Stage::Materialize, || {
         let entries = repo.tree_entries(request.commit).map_err(|err| {
             Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
@@ -227,6 +233,11 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
             check::check_tree(&release, config.symlinks).map_err(refused_path)?;
         }
         let none = Converted::default();
+        exact = entries.len() == all
+            && converted.is_empty()
+            && parts.is_empty()
+            && config.app.as_ref().is_none_or(|app| app.shared.is_empty())
+            && !entries.iter().any(|entry| matches!(entry.kind, EntryKind::Submodule { .. }));
         let mut trees = vec![Tree { repo, entries: &entries, converted: &converted }];
         trees.extend(parts.iter().map(|part| Tree {
             repo: &part.repo,
@@ -244,7 +255,11 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
         write::check_space(&trees, base.as_ref(), &layout.target).map_err(failure)?;
         write::materialize_all(&trees, dir, base.as_ref(), config.umask, no_build).map_err(failure)
     });
-    let (written, index) = written?;
+    let (written, mut index) = written?;
+    if let Some(index) = &mut index {
+        // The index then stands for the commit's tree itself (the diff route's condition).
+        index.exact = exact;
+    }
     for warning in &written.warnings {
         report::line(&format!("warning: {warning}"));
     }

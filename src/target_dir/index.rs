@@ -21,8 +21,10 @@ use nix::time::{ClockId, clock_gettime};
 use crate::git::{BlobId, CommitId};
 use crate::target_dir::{Layout, Slot};
 
-/// The header of an index; version 1 had no directories and symlinks.
-const HEADER: &str = "pushdeploy-index 2";
+/// The header of an index; version 1 had no directories and symlinks, version 2 did not say
+/// whether it lists exactly its commit's tree.
+const HEADER: &str = "pushdeploy-index 3";
+const HEADER_V2: &str = "pushdeploy-index 2";
 const HEADER_V1: &str = "pushdeploy-index 1";
 
 /// What one materialized file looked like.
@@ -68,6 +70,11 @@ pub struct Index {
     /// Spans of ctimes that pushdeploy itself caused after the seal (removing a slot that
     /// shared inodes with this release); a ctime inside one is not a change to the file.
     pub windows: Vec<(Timestamp, Timestamp)>,
+    /// Whether the release is exactly its commit's tree, entry for entry and blob for blob:
+    /// written with no `.gitattributes` conversion or export-ignore, no submodule and no
+    /// shared link. Only then does the index stand for the commit itself, so the diff route
+    /// can bring the release to another commit from the tree diff alone (`release::diff`).
+    pub exact: bool,
 }
 
 /// A (seconds, nanoseconds) time, as ctimes are kept.
@@ -152,7 +159,8 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
     let temp = tempfile::NamedTempFile::new_in(dir)?;
     let mut out = BufWriter::new(temp);
     let commit = index.commit.map_or_else(|| "unsealed".to_owned(), |commit| commit.hex());
-    write!(out, "{HEADER} {commit} {} {}", index.sealed.0, index.sealed.1)?;
+    let exact = if index.exact { "exact" } else { "inexact" };
+    write!(out, "{HEADER} {commit} {} {} {exact}", index.sealed.0, index.sealed.1)?;
     for ((s0, n0), (s1, n1)) in &index.windows {
         write!(out, " {s0}.{n0}-{s1}.{n1}")?;
     }
@@ -192,10 +200,15 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
     let bytes = fs::read(layout.index_path(slot)).ok()?;
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
-    let rest = header.strip_prefix(HEADER).or_else(|| header.strip_prefix(HEADER_V1))?;
+    let (rest, current) = match header.strip_prefix(HEADER) {
+        Some(rest) => (rest, true),
+        None => (header.strip_prefix(HEADER_V2).or_else(|| header.strip_prefix(HEADER_V1))?, false),
+    };
     let mut fields = rest.split_whitespace();
     let commit = Some(CommitId::from_hex(fields.next()?)?);
     let sealed = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    // An older index is read (for hard links), never taken as exact.
+    let exact = current && fields.next()? == "exact";
     let time = |text: &str| -> Option<Timestamp> {
         let (secs, nanos) = text.split_once('.')?;
         Some((secs.parse().ok()?, nanos.parse().ok()?))
@@ -228,7 +241,7 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
         let file = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
         files.insert(file, IndexEntry { blob, stat: FileStat { ino, size, mode, mtime } });
     }
-    Some(Index { commit, sealed, files, others, windows })
+    Some(Index { commit, sealed, files, others, windows, exact })
 }
 
 /// Removes the index of `slot`, before the slot is emptied.
