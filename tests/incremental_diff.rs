@@ -337,6 +337,31 @@ fn sigkill_while_applying_a_diff_leaves_the_live_release_and_the_next_deploy_rig
     assert_trees_equal(&live.tree, &env.snapshot_tree(env.target.join("green")));
 }
 
+#[test]
+fn after_a_rollback_with_keep_previous_the_next_deploy_takes_the_diff_route() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    keep_previous(&env);
+    write_pages(&env, 4, 30, "v1");
+    let _ = push_keeping(&env, "v1", None);
+    env.write("index.html", "<h1>v2</h1>\n");
+    let (v2, _) = push_keeping(&env, "v2", None);
+    env.write("index.html", "<h1>v3</h1>\n");
+    let (v3, _) = push_keeping(&env, "v3", None);
+
+    // Back to v2 (green), instantly; blue keeps v3.
+    let back = env.pushdeploy().args(["rollback", "--repo"]).arg(&env.bare).success();
+    back.assert_live(&v2, "refs/heads/main", "green");
+    env.assert_live_equals_archive(&v2);
+
+    // The next deploy brings v3 to v4 in blue: a few files, not the whole tree.
+    env.write("index.html", "<h1>v4</h1>\n");
+    env.write("pages/001/page-1.html", "<p>v4</p>\n");
+    let (_, push) = push_keeping(&env, "v4", Some(&v3));
+    let line = diff_route(&v3, "blue") + "wrote 2 files, removed 0";
+    assert!(push.pushdeploy_lines().iter().any(|l| l.starts_with(&line)), "{push}");
+}
+
 /// Regression: the diff route no longer reads the kept release's commit tree, so an index
 /// that does not stand for that tree (here: `export-ignore` left a file out) must not be
 /// diffed, or the file would stay missing once the rule is gone.

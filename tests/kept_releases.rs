@@ -285,3 +285,32 @@ fn a_rollback_from_a_release_a_rollback_rebuilt_goes_further_back() {
     env.assert_live_equals_archive(&commits[0]);
     assert_eq!(builds(&env), 7);
 }
+
+#[test]
+fn after_a_rollback_to_a_kept_release_the_next_deploy_links_its_files() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    env.write_config(&crate::support::site::config_with(&env, "[retire]\nkeep = 4\n"));
+    for page in 0..20 {
+        env.write(format!("pages/page-{page}.html"), format!("<p>page {page}</p>\n"));
+    }
+    let commits: Vec<String> = (1..=6)
+        .map(|n| {
+            let commit = commit_version(&env, &format!("v{n}"));
+            let _ = push(&env, &[]);
+            commit
+        })
+        .collect();
+    // Back to v3, kept in .pushdeploy/kept/ while the later deploys linked to its files and
+    // the removals of older releases unlinked from them (all pushdeploy's own ctime changes).
+    let back = rollback_cmd(&env, &[&commits[2]]).success();
+    back.assert_live(&commits[2], "refs/heads/main", "blue");
+
+    // Its index still vouches for it: the next deploy links its files, writes one.
+    let v7 = commit_version(&env, "v7");
+    let pushed = push(&env, &[]);
+    pushed.assert_live(&v7, "refs/heads/main", "green");
+    env.assert_live_equals_archive(&v7);
+    let wrote = "pushdeploy: wrote 1 file and hard-linked 20 unchanged files (";
+    assert!(pushed.pushdeploy_lines().iter().any(|l| l.starts_with(wrote)), "{pushed}");
+}

@@ -141,19 +141,46 @@ pub fn seal_time() -> Timestamp {
 
 /// Adds a window of pushdeploy's own ctime changes to the index of `slot`, if it has one.
 pub fn add_window(layout: &Layout, slot: Slot, window: (Timestamp, Timestamp)) {
-    if let Some(mut index) = read(layout, slot) {
-        index.windows.push(window);
-        let excess = index.windows.len().saturating_sub(MAX_WINDOWS);
-        index.windows.drain(..excess);
-        if write(layout, slot, &index).is_err() {
-            let _ = remove(layout, slot); // a stale index must not stay behind
-        }
+    add_windows_at(&layout.index_path(slot), &[window]);
+}
+
+/// Adds windows of pushdeploy's own ctime changes to the index at `path` (a slot's, or a kept
+/// release's), if there is one; those that end before its seal change nothing and are left out.
+pub fn add_windows_at(path: &Path, windows: &[(Timestamp, Timestamp)]) {
+    let Some(mut index) = read_at(path) else { return };
+    let before = index.windows.len();
+    let sealed = index.sealed;
+    let new: Vec<_> = windows
+        .iter()
+        .filter(|window| window.1 >= sealed && !index.windows.contains(window))
+        .copied()
+        .collect();
+    index.windows.extend(new);
+    if index.windows.len() == before {
+        return;
     }
+    let excess = index.windows.len().saturating_sub(MAX_WINDOWS);
+    index.windows.drain(..excess);
+    if write_at(path, &index).is_err() {
+        let _ = fs::remove_file(path); // a stale index must not stay behind
+    }
+}
+
+/// Returns a window's end for changes pushdeploy just made: a fine-grained reading is at
+/// or after the ctime of every change made before it (see [`seal_time`]), no wait needed.
+pub fn window_end() -> Timestamp {
+    clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(|now| (now.tv_sec(), now.tv_nsec()))
+        .unwrap_or((i64::MAX, 0))
 }
 
 /// Writes the index of `slot`.
 pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
-    let path = layout.index_path(slot);
+    write_at(&layout.index_path(slot), index)
+}
+
+/// Writes an index at `path`, atomically.
+pub fn write_at(path: &Path, index: &Index) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let temp = tempfile::NamedTempFile::new_in(dir)?;
@@ -191,13 +218,18 @@ pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
     }
     let temp = out.into_inner().map_err(|err| err.into_error())?;
     temp.as_file().sync_data()?;
-    temp.persist(&path).map_err(|err| err.error)?;
+    temp.persist(path).map_err(|err| err.error)?;
     Ok(())
 }
 
 /// Reads the index of `slot`; `None` when there is none or it cannot be trusted to parse.
 pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
-    let bytes = fs::read(layout.index_path(slot)).ok()?;
+    read_at(&layout.index_path(slot))
+}
+
+/// Reads the index at `path` (a slot's, or a kept release's).
+pub fn read_at(path: &Path) -> Option<Index> {
+    let bytes = fs::read(path).ok()?;
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let (rest, current) = match header.strip_prefix(HEADER) {

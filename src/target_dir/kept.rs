@@ -13,6 +13,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::index::{self, Timestamp};
 use super::layout::{Error, Layout, Slot, make_state_dir};
 use super::record::{self, ReleaseRecord};
 use super::slots;
@@ -99,7 +100,10 @@ pub fn retire_parked(layout: &Layout, slot: Slot, keep: usize) -> Result<(), Err
             make_state_dir(&kept_dir(layout))?;
             let to = dir_for(layout, &record);
             slots::remove_path(&to)?;
+            // The rename moves the tree's ctime: a window keeps its index trusted.
+            let start = index::coarse_now();
             fs::rename(&parked, &to).map_err(Error::io(&parked))?;
+            add_window(layout, (start, index::window_end()));
         }
         _ => {
             slots::move_to_trash(layout, &parked, "parked")?;
@@ -123,7 +127,9 @@ pub fn keep_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
     fs::create_dir(&to).map_err(Error::io(&to))?;
     // The record goes last: until then the slot still has one, and stays known as a release.
     rename_if_present(&layout.index_path(slot), &to.join("index"))?;
+    let start = index::coarse_now();
     fs::rename(&from, to.join("release")).map_err(Error::io(&from))?;
+    add_window(layout, (start, index::window_end()));
     fs::rename(layout.record_path(slot), to.join("record.json"))
         .map_err(Error::io(&layout.record_path(slot)))?;
     slots::remove_path(&layout.slot_marker(slot))
@@ -147,9 +153,13 @@ pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<Releas
     // The marker comes first, as when a slot is made: a rollback killed between the two leaves
     // a slot still known as pushdeploy's, which the next deploy empties.
     slots::write_slot_marker(layout, slot, "pending")?;
+    let start = index::coarse_now();
     fs::rename(&tree, &to).map_err(Error::io(&tree))?;
+    add_window(layout, (start, index::window_end()));
     slots::mark_slot(layout, slot)?;
     rename_if_present(&kept.dir.join("index"), &layout.index_path(slot))?;
+    // What pushdeploy did to the shared inodes while it was kept is not a change to it.
+    index::add_windows_at(&layout.index_path(slot), &windows(layout));
     record::write(layout, &record).map_err(|err| match err {
         super::history::Error::Write { path, source }
         | super::history::Error::Read { path, source } => Error::Io { path, source },
@@ -171,6 +181,54 @@ pub fn prune(layout: &Layout, keep: usize) -> Result<(), Error> {
     kept[..excess]
         .iter()
         .try_for_each(|old| slots::move_to_trash(layout, &old.dir, "kept").map(drop))
+}
+
+/// The most windows kept for the releases in `.pushdeploy/kept/`; a release kept longer than
+/// they reach back loses its index's trust (a full write later), never more.
+const MAX_WINDOWS: usize = 256;
+
+/// Returns the file of windows of ctimes pushdeploy moved in kept releases.
+fn windows_path(layout: &Layout) -> PathBuf {
+    layout.state.join("kept-windows")
+}
+
+/// Records a window of ctimes pushdeploy itself moved (linking to or unlinking from inodes the
+/// releases share, renaming a release's tree) for the releases kept in `.pushdeploy/kept/`
+/// and parked: their indexes are not rewritten at every deploy, they take the windows when a
+/// release comes back into a slot ([`restore`]).
+pub fn add_window(layout: &Layout, window: (Timestamp, Timestamp)) {
+    let mut windows = windows(layout);
+    windows.push(window);
+    let excess = windows.len().saturating_sub(MAX_WINDOWS);
+    windows.drain(..excess);
+    let text: String =
+        windows.iter().map(|((s0, n0), (s1, n1))| format!("{s0}.{n0}-{s1}.{n1}\n")).collect();
+    let path = windows_path(layout);
+    let written = tempfile::NamedTempFile::new_in(&layout.state).and_then(|mut temp| {
+        use std::io::Write;
+        temp.write_all(text.as_bytes())?;
+        temp.persist(&path).map(drop).map_err(|err| err.error)
+    });
+    if written.is_err() {
+        // Without the window, a kept release's index would take pushdeploy's own change for a
+        // hand edit: a full write later, never a wrong release. Without the file, the same.
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Returns the windows recorded for kept releases, oldest first.
+pub fn windows(layout: &Layout) -> Vec<(Timestamp, Timestamp)> {
+    let text = fs::read_to_string(windows_path(layout)).unwrap_or_default();
+    let time = |text: &str| -> Option<Timestamp> {
+        let (secs, nanos) = text.split_once('.')?;
+        Some((secs.parse().ok()?, nanos.parse().ok()?))
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (start, end) = line.split_once('-')?;
+            Some((time(start)?, time(end)?))
+        })
+        .collect()
 }
 
 /// Disk use of some trees: each one's own size, and what they use together.

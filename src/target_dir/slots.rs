@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::layout::{Error, Layout, Live, Slot, make_state_dir};
 use super::record::ReleaseRecord;
-use super::{index, record};
+use super::{index, kept, record};
 use crate::report::escape_path;
 
 /// Empties `slot` (the one that is not live) and what interrupted deploys left behind, then
@@ -214,6 +214,8 @@ pub fn empty_trash(
     for slot in tell {
         index::add_window(layout, *slot, window);
     }
+    // Kept releases share inodes with what was removed too.
+    kept::add_window(layout, window);
     Ok(Some(window))
 }
 
@@ -338,6 +340,7 @@ fn remove_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), E
     if let Some(live) = live.filter(|live| live.slot != slot) {
         index::add_window(layout, live.slot, (start, end));
     }
+    kept::add_window(layout, (start, end));
     Ok(())
 }
 
@@ -353,7 +356,11 @@ fn park_kept(layout: &Layout, slot: Slot) -> Result<(), Error> {
     let (tree, record, index) = layout.parked(slot);
     let parked = layout.parked_dir(slot);
     fs::create_dir_all(&parked).map_err(Error::io(&parked))?;
+    // The rename moves the tree's ctime: a window keeps its index trusted (parked, then
+    // kept, it takes the windows recorded for kept releases when it is back in a slot).
+    let start = index::coarse_now();
     rename(&layout.slot_dir(slot), &tree)?;
+    kept::add_window(layout, (start, index::window_end()));
     rename(&layout.record_path(slot), &record)?;
     rename_if_present(&layout.index_path(slot), &index)
 }
@@ -369,6 +376,7 @@ fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), Error> {
     mark_slot(layout, slot)?;
     rename_if_present(&record, &layout.record_path(slot))?;
     rename_if_present(&index, &layout.index_path(slot))?;
+    index::add_windows_at(&layout.index_path(slot), &kept::windows(layout));
     remove_path(&layout.parked_dir(slot))
 }
 
