@@ -82,24 +82,31 @@ fn new_tree(run: &Run<'_>) -> Result<(Vec<Entry>, Converted, usize), Failure> {
 
 /// The diff route (`release::diff`): when the idle slot holds a release kept by
 /// `[retire] keep_previous` that its index vouches for, the changes between its commit and the
-/// new one are applied to it, instead of writing the whole tree into an emptied slot. Returns
-/// `None` for the full route, having said why in one line when a kept release was there.
+/// new one are applied to it, instead of writing the whole tree into an emptied slot. With
+/// `[retire] keep` above 2 that release must survive whole (it goes to `.pushdeploy/kept/`
+/// once the deploy is live); the oldest kept release, which the deploy would discard when
+/// `kept/` is full, is recycled instead: moved into the slot and brought to the new commit.
+/// Returns `None` for the full route, having said why in one line when a kept release was
+/// there to reuse.
 fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     let Run { config, repo, layout, request, slot, .. } = *run;
-    // A build could change any file, and a dry run must leave the kept release as it is;
-    // with `[retire] keep` above 2 the previous release is kept further back, whole.
+    // A build could change any file, and a dry run must leave the kept release as it is.
     let applies = config.retire.keep_previous
-        && config.retire.keep <= 2
         && !request.options.dry_run
         && config.app.is_none()
         && run.build_command().is_none();
     if !applies {
         return Ok(None);
     }
-    let full_route = |why: &str| {
-        report::line(&format!(
-            "the release kept in {slot} is not reused: {why}; writing the whole tree"
-        ));
+    let recycling = config.retire.keep > 2;
+    let full_route = |why: &str, kept: &Kept| {
+        let which = match kept {
+            Kept::Recycled(oldest) => {
+                format!("the oldest kept release ({}) is not reused", oldest.record.commit.short())
+            }
+            Kept::InSlot => format!("the release kept in {slot} is not reused"),
+        };
+        report::line(&format!("{which}: {why}; writing the whole tree"));
         Ok(None)
     };
     let started = std::time::Instant::now();
@@ -116,13 +123,30 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
             // prepared; a detached removal must be over before the kept release is looked at.
             build::stop_orphans(&layout.build_pgid_path(), &layout.target);
             slots::empty_trash_for_all(layout)?;
-            let usable = match slots::kept_release(layout, slot, live)? {
-                slots::Kept::Nothing => return Ok(None),
-                slots::Kept::Unusable(why) => Err(why),
-                slots::Kept::Usable(found) => Ok(*found),
+            let in_slot = slots::kept_release(layout, slot, live)?;
+            let (kept, usable) = if recycling {
+                match kept::recyclable(layout, slot, config.retire.keep) {
+                    kept::Recyclable::Nothing => return Ok(None),
+                    kept::Recyclable::Unusable(oldest, why) => (Kept::Recycled(oldest), Err(why)),
+                    kept::Recyclable::Usable(found) => {
+                        let (oldest, index) = *found;
+                        let record = oldest.record.clone();
+                        (Kept::Recycled(Box::new(oldest)), Ok((record, index)))
+                    }
+                }
+            } else {
+                match in_slot {
+                    slots::Kept::Nothing => return Ok(None),
+                    slots::Kept::Unusable(why) => (Kept::InSlot, Err(why)),
+                    slots::Kept::Usable(found) => (Kept::InSlot, Ok(*found)),
+                }
+            };
+            let tree = match &kept {
+                Kept::Recycled(oldest) => oldest.tree(),
+                Kept::InSlot => dir.clone(),
             };
             let usable = usable.and_then(|(record, index)| {
-                diff::vouch(&dir, &index, mode_mask)?;
+                diff::vouch(&tree, &index, mode_mask)?;
                 let repo = crate::git::Repo::open(repo_path).map_err(|err| err.to_string())?;
                 let changes = repo
                     .tree_changes(record.commit, request.commit)
@@ -130,7 +154,7 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
                 diff::check_changes(&changes, &index, mode_mask)?;
                 Ok((record, index, changes))
             });
-            Ok(Some(usable))
+            Ok(Some((kept, usable)))
         });
         let new_tree = new_tree(run);
         (found.join(), new_tree)
@@ -143,27 +167,34 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
         ));
     };
     let found: Result<_, crate::target_dir::Error> = found;
-    let Some(usable) = found.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))? else {
+    let Some((kept, usable)) = found.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))?
+    else {
         return Ok(None);
     };
     let (record, mut index, changes) = match usable {
         Ok(usable) => usable,
-        Err(why) => return full_route(&why),
+        Err(why) => return full_route(&why, &kept),
     };
     let (entries, converted, all) = new_tree?;
     if entries.len() != all || !converted.is_empty() {
-        return full_route("`.gitattributes` rules change the new commit's files");
+        return full_route("`.gitattributes` rules change the new commit's files", &kept);
     }
     if entries.iter().any(|entry| matches!(entry.kind, EntryKind::Submodule { .. })) {
-        return full_route("the new commit has submodules");
+        return full_route("the new commit has submodules", &kept);
     }
     run.clock.stages.push((Stage::Prepare, started.elapsed().as_secs_f64()));
 
     let shared_since = Some(index::coarse_now());
     let (applied, took) = run.clock.stage(Stage::Materialize, || {
-        // From here on the slot no longer holds what its record says: without its record and
-        // index, a deploy killed part-way leaves a slot the next one empties (full route).
-        slots::forget(layout, slot).map_err(|err| Failure::new(Stage::Materialize, err, RETRY))?;
+        let failure = |err| Failure::new(Stage::Materialize, err, RETRY);
+        match &kept {
+            // The release in the slot is parked (kept once this deploy is live), the oldest
+            // kept one takes its place.
+            Kept::Recycled(oldest) => kept::recycle(layout, oldest, slot, live).map_err(failure)?,
+            // From here on the slot no longer holds what its record says: without its record
+            // and index, a deploy killed part-way leaves a slot the next one empties.
+            Kept::InSlot => slots::forget(layout, slot).map_err(failure)?,
+        }
         diff::apply(repo, &dir, &changes, &entries, &mut index).map_err(|err| {
             let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
             Failure::new(Stage::Materialize, err, hint)
@@ -173,8 +204,12 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     for warning in &applied.warnings {
         report::line(&format!("warning: {warning}"));
     }
+    let which = match &kept {
+        Kept::Recycled(_) => format!("the oldest kept release, moved into {slot}"),
+        Kept::InSlot => format!("the release kept in {slot}"),
+    };
     report::line(&format!(
-        "applied the changes since {} to the release kept in {slot}: wrote {}, removed {} ({}) in {}",
+        "applied the changes since {} to {which}: wrote {}, removed {} ({}) in {}",
         record.commit.short(),
         report::things(applied.written, "file"),
         applied.removed,
@@ -183,6 +218,14 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     ));
     let record = verify(run, &dir)?;
     Ok(Some(Prepared { record, index: Some(index), kept: false, shared_since }))
+}
+
+/// Which kept release the diff route starts from.
+enum Kept {
+    /// The one in the idle slot (`keep_previous`, `keep = 2`).
+    InSlot,
+    /// The oldest in `.pushdeploy/kept/`, which this deploy would discard (`keep` above 2).
+    Recycled(Box<kept::KeptRelease>),
 }
 
 /// The prepare stage: empties the idle slot (and whatever interrupted deploys left), after

@@ -13,8 +13,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::index::{self, Timestamp};
-use super::layout::{Error, Layout, Slot, make_state_dir};
+use super::index::{self, Index, Timestamp};
+use super::layout::{Error, Layout, Live, Slot, make_state_dir};
 use super::record::{self, ReleaseRecord};
 use super::slots;
 
@@ -195,7 +195,7 @@ fn windows_path(layout: &Layout) -> PathBuf {
 /// Records a window of ctimes pushdeploy itself moved (linking to or unlinking from inodes the
 /// releases share, renaming a release's tree) for the releases kept in `.pushdeploy/kept/`
 /// and parked: their indexes are not rewritten at every deploy, they take the windows when a
-/// release comes back into a slot ([`restore`]).
+/// release comes back into a slot ([`restore`], [`recyclable`]).
 pub fn add_window(layout: &Layout, window: (Timestamp, Timestamp)) {
     let mut windows = windows(layout);
     windows.push(window);
@@ -229,6 +229,81 @@ pub fn windows(layout: &Layout) -> Vec<(Timestamp, Timestamp)> {
             Some((time(start)?, time(end)?))
         })
         .collect()
+}
+
+/// The oldest kept release, when a deploy into `slot` would discard it: the slot holds a
+/// release (it goes to `.pushdeploy/kept/` once the deploy is live) and the kept ones are
+/// already `keep - 2`. Its index (with the windows recorded for kept releases) is returned
+/// for the diff route to vouch for it, or why it cannot be used.
+pub enum Recyclable {
+    /// Nothing would be discarded.
+    Nothing,
+    /// The release that would be discarded, unusable for the diff route, and why.
+    Unusable(Box<KeptRelease>, String),
+    /// The release and its index.
+    Usable(Box<(KeptRelease, Index)>),
+}
+
+/// Returns the kept release a deploy into `slot` would discard (see [`Recyclable`]).
+pub fn recyclable(layout: &Layout, slot: Slot, keep: usize) -> Recyclable {
+    let previous = matches!(record::read(layout, slot), Ok(Some(_)))
+        && fs::symlink_metadata(layout.slot_dir(slot)).is_ok_and(|meta| meta.is_dir());
+    let kept = list(layout);
+    let Some(oldest) = kept.first().filter(|_| previous && kept.len() >= keep.saturating_sub(2))
+    else {
+        return Recyclable::Nothing;
+    };
+    let unusable = |why: &str| Recyclable::Unusable(Box::new(oldest.clone()), why.to_owned());
+    let Some(mut index) = index::read_at(&oldest.dir.join("index")) else {
+        return unusable("it has no index (it was built)");
+    };
+    if index.commit != Some(oldest.record.commit) {
+        return unusable("its index is of another commit");
+    }
+    if !oldest.record.grace.is_empty() {
+        return unusable("it holds files kept for `retire.grace`");
+    }
+    let sealed = index.sealed;
+    index.windows.extend(windows(layout).into_iter().filter(|(_, end)| *end >= sealed));
+    Recyclable::Usable(Box::new((oldest.clone(), index)))
+}
+
+/// Removes what a deploy killed while recycling a kept release left between `kept/` and its
+/// slot (that release is lost, as it would have been).
+pub fn clear_recycled(layout: &Layout) -> Result<(), Error> {
+    slots::remove_path(&recycled_dir(layout))
+}
+
+/// Where a recycled release waits between `.pushdeploy/kept/` and its slot.
+fn recycled_dir(layout: &Layout) -> PathBuf {
+    layout.state.join("recycled")
+}
+
+/// Moves the kept release `oldest` into `slot` to be brought to a new commit (the diff
+/// route), instead of discarding it once the deploy is live. The slot's release is parked
+/// first, as for any deploy (kept once the deploy is live, put back if it fails). The slot
+/// then has no record and no index: a deploy killed from here on leaves a slot the next one
+/// empties, having put the parked release back; the recycled release is lost, as it would
+/// have been. Renames only.
+pub fn recycle(
+    layout: &Layout,
+    oldest: &KeptRelease,
+    slot: Slot,
+    live: Option<&Live>,
+) -> Result<(), Error> {
+    slots::vacate(layout, slot, live, true)?;
+    // Out of `kept/` whole (tree, record and index) in one rename, so it is never listed
+    // half there; what a killed deploy leaves in `recycled/` is removed by the next one.
+    let staging = recycled_dir(layout);
+    slots::remove_path(&staging)?;
+    fs::rename(&oldest.dir, &staging).map_err(Error::io(&oldest.dir))?;
+    slots::clear_new_link(layout)?;
+    slots::write_slot_marker(layout, slot, "pending")?;
+    let tree = staging.join("release");
+    let to = layout.slot_dir(slot);
+    fs::rename(&tree, &to).map_err(Error::io(&tree))?;
+    slots::mark_slot(layout, slot)?;
+    slots::remove_path(&staging)
 }
 
 /// Disk use of some trees: each one's own size, and what they use together.

@@ -254,18 +254,29 @@ pub fn empty_for_release(
     live: Option<&Live>,
     keep_previous: bool,
 ) -> Result<PathBuf, Error> {
+    vacate(layout, slot, live, keep_previous)?;
+    prepare(layout, slot)
+}
+
+/// Clears `slot` for a new release (see [`empty_for_release`]), leaving no directory there.
+pub fn vacate(
+    layout: &Layout,
+    slot: Slot,
+    live: Option<&Live>,
+    keep_previous: bool,
+) -> Result<(), Error> {
     // A kept release parked by a deploy that was killed goes back first; one parked from
     // the live slot is obsolete (the deploy that parked it went live).
     if let Some(live) = live {
         remove_path(&layout.parked_dir(live.slot))?;
     }
     restore_parked(layout, slot)?;
+    kept::clear_recycled(layout)?;
     if keep_previous {
         park_kept(layout, slot)?;
     }
     forget(layout, slot)?;
-    remove_tree(layout, slot, live)?;
-    prepare(layout, slot)
+    remove_tree(layout, slot, live)
 }
 
 /// What the idle slot holds, for the diff route (`release::diff`).
@@ -285,6 +296,7 @@ pub fn kept_release(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<
         remove_path(&layout.parked_dir(live.slot))?;
     }
     restore_parked(layout, slot)?;
+    kept::clear_recycled(layout)?;
     set_aside_foreign_slot(layout, slot)?;
     if !fs::symlink_metadata(layout.slot_dir(slot)).is_ok_and(|meta| meta.is_dir()) {
         return Ok(Kept::Nothing);
