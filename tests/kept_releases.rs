@@ -480,3 +480,59 @@ fn after_a_rollback_to_a_kept_release_the_next_deploy_links_its_files() {
     let wrote = "pushdeploy: wrote 1 file and hard-linked 20 unchanged files (";
     assert!(lines.iter().any(|l| l.starts_with(wrote)), "{pushed}");
 }
+
+#[test]
+fn sigkill_while_applying_a_diff_to_a_recycled_release_leaves_the_next_deploy_right() {
+    let env = keeping(4);
+    let write_all = |version: &str| {
+        for dir in 0..40 {
+            for page in 0..50 {
+                env.write(
+                    format!("pages/{dir:03}/page-{page}.html"),
+                    format!("<p>{version}</p>\n"),
+                );
+            }
+        }
+    };
+    write_all("v1");
+    let mut commits = Vec::new();
+    for n in 1..=4 {
+        commits.push(commit_version(&env, &format!("v{n}")));
+        let _ = push(&env, &[]);
+    }
+    let live = env.live_site();
+
+    // v5 changes every page: the recycled v1 gets 2,001 files rewritten.
+    write_all("v5");
+    let v5 = commit_version(&env, "v5");
+    // Its objects reach the repository through a branch that does not deploy.
+    let _ = env.push_ref("HEAD:refs/heads/staging");
+    let mut deploy = crate::support::site::deploy_cmd(&env, &v5).spawn();
+    // v1 leaves kept/ just before the diff is applied to it: kill the deploy then.
+    let oldest = env.target.join(format!(".pushdeploy/kept/000001-{}", short(&commits[0])));
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while oldest.exists() && Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+    let _ = deploy.kill();
+    let _ = deploy.wait();
+    assert_eq!(env.link_target(), live.link_target, "the link moved");
+    crate::support::assert_trees_equal(&live.tree, &env.snapshot_tree(env.live_dir()));
+
+    // The next deploy puts v3 back from where it was parked, and goes the full route (kept/
+    // holds v2 only: v1, recycled, is gone); then v3 is kept and the count is 4 again.
+    let pushed = push(&env, &[]);
+    pushed.assert_live(&v5, "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&v5);
+    assert!(!env.target.join(".pushdeploy/recycled").exists(), "{pushed}");
+    assert_release_count(&env, 4);
+    let expected: Vec<String> =
+        (2..=3).map(|n| format!("{n:06}-{}", short(&commits[n - 1]))).collect();
+    assert_eq!(kept_names(&env), expected);
+    for commit in commits[1..].iter().rev() {
+        let slot = env.idle_slot();
+        let back = rollback_cmd(&env, &[commit]).success();
+        back.assert_live(commit, "refs/heads/main", slot);
+        env.assert_live_equals_archive(commit);
+    }
+}

@@ -111,20 +111,23 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     };
     let started = std::time::Instant::now();
     let live = run.live.as_ref();
-    // The kept release is vouched for (its index, and `lstat` of every entry it lists) and
-    // the changes since its commit are listed on a thread of its own while this one reads
-    // and checks the new commit's tree: at 100,000 files each is most of the deploy.
-    let repo_path = repo.path();
+    // The kept release is vouched for (its index, and `lstat` of every entry it lists) on a
+    // thread of its own while this one reads and checks the new commit's tree, then lists
+    // the changes since the kept release's commit (sent as soon as it is known), with the
+    // repository already open and the new commit's trees in its cache: at 100,000 files the
+    // index and the new tree are each most of the deploy.
     let mode_mask = !config.umask;
     let dir = layout.slot_dir(slot);
-    let (found, new_tree) = std::thread::scope(|scope| {
-        let found = scope.spawn(|| {
+    let slot_dir = &dir;
+    let (commit_sent, commit_received) = std::sync::mpsc::channel();
+    let (found, new_tree, changes) = std::thread::scope(|scope| {
+        let found = scope.spawn(move || {
             // A build orphaned by a killed deploy must not write into the slot being
             // prepared; a detached removal must be over before the kept release is looked at.
             build::stop_orphans(&layout.build_pgid_path(), &layout.target);
             slots::empty_trash_for_all(layout)?;
-            let in_slot = slots::kept_release(layout, slot, live)?;
             let (kept, usable) = if recycling {
+                slots::settle_idle(layout, slot, live)?;
                 match kept::recyclable(layout, slot, config.retire.keep) {
                     kept::Recyclable::Nothing => return Ok(None),
                     kept::Recyclable::Unusable(oldest, why) => (Kept::Recycled(oldest), Err(why)),
@@ -135,29 +138,29 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
                     }
                 }
             } else {
-                match in_slot {
+                match slots::kept_release(layout, slot, live)? {
                     slots::Kept::Nothing => return Ok(None),
                     slots::Kept::Unusable(why) => (Kept::InSlot, Err(why)),
                     slots::Kept::Usable(found) => (Kept::InSlot, Ok(*found)),
                 }
             };
+            if let Ok((record, _)) = &usable {
+                let _ = commit_sent.send(record.commit);
+            }
             let tree = match &kept {
                 Kept::Recycled(oldest) => oldest.tree(),
-                Kept::InSlot => dir.clone(),
+                Kept::InSlot => slot_dir.clone(),
             };
             let usable = usable.and_then(|(record, index)| {
                 diff::vouch(&tree, &index, mode_mask)?;
-                let repo = crate::git::Repo::open(repo_path).map_err(|err| err.to_string())?;
-                let changes = repo
-                    .tree_changes(record.commit, request.commit)
-                    .map_err(|_| "its commit is not in the repository".to_owned())?;
-                diff::check_changes(&changes, &index, mode_mask)?;
-                Ok((record, index, changes))
+                Ok((record, index))
             });
             Ok(Some((kept, usable)))
         });
         let new_tree = new_tree(run);
-        (found.join(), new_tree)
+        // Nothing is sent when there is no usable release: the sender is gone with the thread.
+        let changes = commit_received.recv().ok().map(|old| repo.tree_changes(old, request.commit));
+        (found.join(), new_tree, changes)
     });
     let Ok(found) = found else {
         return Err(Failure::new(
@@ -171,10 +174,17 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     else {
         return Ok(None);
     };
-    let (record, mut index, changes) = match usable {
+    let (record, mut index) = match usable {
         Ok(usable) => usable,
         Err(why) => return full_route(&why, &kept),
     };
+    let changes = match changes {
+        Some(Ok(changes)) => changes,
+        _ => return full_route("its commit is not in the repository", &kept),
+    };
+    if let Err(why) = diff::check_changes(&changes, &index, mode_mask) {
+        return full_route(&why, &kept);
+    }
     let (entries, converted, all) = new_tree?;
     if entries.len() != all || !converted.is_empty() {
         return full_route("`.gitattributes` rules change the new commit's files", &kept);

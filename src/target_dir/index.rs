@@ -92,8 +92,13 @@ impl Index {
     /// Returns whether what `lstat` says (`meta`) is what was recorded (`stat`), untouched
     /// since the seal but by pushdeploy itself.
     pub fn unchanged(&self, stat: &FileStat, meta: &fs::Metadata) -> bool {
-        let ctime = (meta.ctime(), meta.ctime_nsec());
-        FileStat::of(meta) == *stat
+        self.unchanged_as(stat, &FileStat::of(meta), (meta.ctime(), meta.ctime_nsec()))
+    }
+
+    /// Returns whether an entry found as `found`, with ctime `ctime`, is what was recorded
+    /// (`stat`), untouched since the seal but by pushdeploy itself.
+    pub fn unchanged_as(&self, stat: &FileStat, found: &FileStat, ctime: Timestamp) -> bool {
+        found == stat
             && (ctime < self.sealed
                 || self.windows.iter().any(|(start, end)| (*start..=*end).contains(&ctime)))
     }

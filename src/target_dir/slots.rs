@@ -292,12 +292,7 @@ pub enum Kept {
 /// Returns the release kept in `slot` (`[retire] keep_previous`), after putting back one a
 /// killed deploy parked aside, and moving aside a directory pushdeploy did not create.
 pub fn kept_release(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<Kept, Error> {
-    if let Some(live) = live {
-        remove_path(&layout.parked_dir(live.slot))?;
-    }
-    restore_parked(layout, slot)?;
-    kept::clear_recycled(layout)?;
-    set_aside_foreign_slot(layout, slot)?;
+    settle_idle(layout, slot, live)?;
     if !fs::symlink_metadata(layout.slot_dir(slot)).is_ok_and(|meta| meta.is_dir()) {
         return Ok(Kept::Nothing);
     }
@@ -315,6 +310,17 @@ pub fn kept_release(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<
         return unusable("it holds files kept for `retire.grace`");
     }
     Ok(Kept::Usable(Box::new((record, index))))
+}
+
+/// Puts back what a killed deploy left aside (a parked release, a recycled one half-moved),
+/// and moves aside a directory pushdeploy did not create in `slot`.
+pub fn settle_idle(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
+    if let Some(live) = live {
+        remove_path(&layout.parked_dir(live.slot))?;
+    }
+    restore_parked(layout, slot)?;
+    kept::clear_recycled(layout)?;
+    set_aside_foreign_slot(layout, slot)
 }
 
 /// Takes back what a deploy that did not go live wrote into `slot`, and puts a release parked
