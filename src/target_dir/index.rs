@@ -293,3 +293,41 @@ pub fn remove(layout: &Layout, slot: Slot) -> io::Result<()> {
 pub fn stat_of(file: &File) -> io::Result<FileStat> {
     file.metadata().map(|meta| FileStat::of(&meta))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(exact: bool) -> Index {
+        let mut index = Index { exact, ..Index::default() };
+        index.seal(CommitId::from_hex("0123456789abcdef0123456789abcdef01234567").expect("hex"));
+        index
+            .others
+            .insert(PathBuf::new(), FileStat { ino: 1, size: 2, mode: 0o40755, mtime: (3, 4) });
+        index.windows.push(((5, 6), (7, 8)));
+        index
+    }
+
+    #[test]
+    fn an_index_says_whether_it_is_exactly_its_commit_and_older_ones_never_are() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("index");
+        for exact in [true, false] {
+            write_at(&path, &sample(exact)).expect("write the index");
+            let read = read_at(&path).expect("read it back");
+            assert_eq!(read.exact, exact);
+            assert_eq!(read.windows, vec![((5, 6), (7, 8))]);
+            assert_eq!(read.others.len(), 1);
+        }
+        // Version 2 wrote no such field: read for hard links, never exact.
+        write_at(&path, &sample(true)).expect("write the index");
+        let text = fs::read(&path).expect("read the file");
+        let text = String::from_utf8(text).expect("text");
+        let old =
+            text.replacen("pushdeploy-index 3", "pushdeploy-index 2", 1).replacen(" exact", "", 1);
+        fs::write(&path, old).expect("write a version 2 index");
+        let read = read_at(&path).expect("a version 2 index reads");
+        assert!(!read.exact);
+        assert_eq!(read.windows, vec![((5, 6), (7, 8))]);
+    }
+}
