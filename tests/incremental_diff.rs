@@ -336,3 +336,60 @@ fn sigkill_while_applying_a_diff_leaves_the_live_release_and_the_next_deploy_rig
     env.assert_live_equals_archive(&v3);
     assert_trees_equal(&live.tree, &env.snapshot_tree(env.target.join("green")));
 }
+
+#[test]
+fn after_a_rollback_with_keep_previous_the_next_deploy_takes_the_diff_route() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    keep_previous(&env);
+    write_pages(&env, 4, 30, "v1");
+    let _ = push_keeping(&env, "v1", None);
+    env.write("index.html", "<h1>v2</h1>\n");
+    let (v2, _) = push_keeping(&env, "v2", None);
+    env.write("index.html", "<h1>v3</h1>\n");
+    let (v3, _) = push_keeping(&env, "v3", None);
+
+    // Back to v2 (green), instantly; blue keeps v3.
+    let back = env.pushdeploy().args(["rollback", "--repo"]).arg(&env.bare).success();
+    back.assert_live(&v2, "refs/heads/main", "green");
+    env.assert_live_equals_archive(&v2);
+
+    // The next deploy brings v3 to v4 in blue: a few files, not the whole tree.
+    env.write("index.html", "<h1>v4</h1>\n");
+    env.write("pages/001/page-1.html", "<p>v4</p>\n");
+    let (_, push) = push_keeping(&env, "v4", Some(&v3));
+    let line = diff_route(&v3, "blue") + "wrote 2 files, removed 0";
+    assert!(push.pushdeploy_lines().iter().any(|l| l.starts_with(&line)), "{push}");
+}
+
+/// Regression: the diff route no longer reads the kept release's commit tree, so an index
+/// that does not stand for that tree (here: `export-ignore` left a file out) must not be
+/// diffed, or the file would stay missing once the rule is gone.
+#[test]
+fn a_release_written_with_gitattributes_rules_is_not_diffed() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    keep_previous(&env);
+    write_pages(&env, 2, 10, "v1");
+    env.write("secret.txt", "left out of the release\n");
+    env.write(".gitattributes", "secret.txt export-ignore\n");
+    let _ = push_keeping(&env, "v1", None);
+    env.write("index.html", "<h1>v2</h1>\n");
+    let _ = push_keeping(&env, "v2", None);
+
+    // v3 drops the rule: blue keeps v1, written without secret.txt.
+    env.remove(".gitattributes");
+    env.write("index.html", "<h1>v3</h1>\n");
+    let (v3, push) = push_keeping(&env, "v3", None);
+    let line = "pushdeploy: the release kept in blue is not reused: its index does not say the \
+                release is exactly its commit (written by an earlier pushdeploy, or with \
+                `.gitattributes` rules or submodules); writing the whole tree";
+    assert!(push.pushdeploy_lines().contains(&line.to_owned()), "{push}");
+    assert!(env.live_dir().join("secret.txt").is_file(), "{push}");
+
+    // v3's own release is exact again: the next deploy after it diffs it.
+    env.write("index.html", "<h1>v4</h1>\n");
+    let _ = push_keeping(&env, "v4", None);
+    env.write("index.html", "<h1>v5</h1>\n");
+    let _ = push_keeping(&env, "v5", Some(&v3));
+}

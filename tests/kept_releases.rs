@@ -2,6 +2,7 @@
 //! `pushdeploy releases` lists them, `pushdeploy rollback` goes back to any with no rebuild.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use crate::support::app::AppSite;
@@ -141,10 +142,13 @@ fn releases_report_the_disk_of_hard_linked_files_once() {
     for n in 1..=5 {
         commit_version(&env, &format!("v{n}"));
         let pushed = push(&env, &[]);
-        if n > 1 {
-            let wrote = "pushdeploy: wrote 1 file and hard-linked 1 unchanged file (";
-            assert!(pushed.pushdeploy_lines().iter().any(|l| l.starts_with(wrote)), "{pushed}");
-        }
+        // The fifth recycles the first, which kept/ would drop: the diff route.
+        let wrote = match n {
+            1 => continue,
+            5 => "pushdeploy: applied the changes since ",
+            _ => "pushdeploy: wrote 1 file and hard-linked 1 unchanged file (",
+        };
+        assert!(pushed.pushdeploy_lines().iter().any(|l| l.starts_with(wrote)), "{pushed}");
     }
     let listed = releases(&env);
     eprintln!("{}", listed.join("\n"));
@@ -284,4 +288,251 @@ fn a_rollback_from_a_release_a_rollback_rebuilt_goes_further_back() {
     again.assert_live(&commits[0], "refs/heads/main", "blue");
     env.assert_live_equals_archive(&commits[0]);
     assert_eq!(builds(&env), 7);
+}
+
+/// Writes version `n` of a small site: pages in directories, some added, changed and removed
+/// from one version to the next, an executable that flips, a symlink that moves. Returns the
+/// commit.
+fn commit_pages(env: &TestEnv, n: usize) -> String {
+    for dir in 0..3 {
+        for page in 0..8 {
+            env.write(format!("pages/{dir}/page-{page}.html"), format!("<p>page {page}</p>\n"));
+        }
+    }
+    env.write(format!("pages/{}/page-{}.html", n % 3, n % 8), format!("<p>changed in v{n}</p>\n"));
+    env.write(format!("added/v{n}.html"), format!("<p>added in v{n}</p>\n"));
+    if n > 1 {
+        env.remove(format!("added/v{}.html", n - 1));
+    }
+    let mode = if n % 2 == 0 { 0o755 } else { 0o644 };
+    env.write("bin/tool.sh", "#!/bin/sh\necho tool\n");
+    fs::set_permissions(env.work.join("bin/tool.sh"), fs::Permissions::from_mode(mode))
+        .expect("chmod the tool");
+    let _ = fs::remove_file(env.work.join("latest.html"));
+    env.symlink("latest.html", format!("added/v{n}.html"));
+    commit_version(env, &format!("v{n}"))
+}
+
+/// Returns a site with `[retire] keep = KEEP` and no build (the diff route's condition).
+fn keeping(keep: usize) -> TestEnv {
+    let env = TestEnv::new();
+    env.init(&[]);
+    env.write_config(&crate::support::site::config_with(
+        &env,
+        &format!("[retire]\nkeep = {keep}\n"),
+    ));
+    env
+}
+
+/// Returns the line of a deploy that recycled the oldest kept release (of `commit`) into
+/// `slot`, up to its counts.
+fn recycled(commit: &str, slot: &str) -> String {
+    format!(
+        "pushdeploy: applied the changes since {} to the oldest kept release, moved into {slot}: ",
+        short(commit)
+    )
+}
+
+/// Pushes version `n`; asserts it is live in `slot`, equals its archive, and (when `from` is
+/// given) took the diff route from the recycled release of that commit, writing no whole tree.
+#[track_caller]
+fn push_version(env: &TestEnv, n: usize, slot: &str, from: Option<&str>) -> String {
+    let commit = commit_pages(env, n);
+    let pushed = push(env, &[]);
+    pushed.assert_live(&commit, "refs/heads/main", slot);
+    env.assert_live_equals_archive(&commit);
+    let lines = pushed.pushdeploy_lines();
+    if let Some(from) = from {
+        let line = recycled(from, slot);
+        assert!(lines.iter().any(|l| l.starts_with(&line)), "v{n}: no `{line}`\n{pushed}");
+        assert!(!lines.iter().any(|l| l.starts_with("pushdeploy: wrote ")), "{pushed}");
+    }
+    commit
+}
+
+/// Asserts `pushdeploy releases` lists `count` releases, `keep` as configured.
+#[track_caller]
+fn assert_release_count(env: &TestEnv, count: usize) {
+    let listed = releases(env);
+    assert_eq!(listed.len(), count + 1, "{listed:#?}");
+    let summary = format!("{count} releases (keep = {count}), ");
+    assert!(listed[count].starts_with(&summary), "{listed:#?}");
+}
+
+#[test]
+fn once_kept_is_full_a_deploy_recycles_the_oldest_kept_release_by_the_diff_route() {
+    let env = keeping(4);
+    let mut commits = vec![String::new()]; // 1-based
+    // Until kept/ holds 2 (keep - 2), each deploy writes a tree.
+    for n in 1..=4 {
+        let slot = if n % 2 == 1 { "blue" } else { "green" };
+        commits.push(push_version(&env, n, slot, None));
+    }
+    // From then on the release kept/ would drop (n - 4) is brought to the new commit.
+    for n in 5..=8 {
+        let slot = if n % 2 == 1 { "blue" } else { "green" };
+        let from = commits[n - 4].clone();
+        commits.push(push_version(&env, n, slot, Some(&from)));
+        assert_release_count(&env, 4);
+    }
+    let expected: Vec<String> = (5..=6).map(|n| format!("{n:06}-{}", short(&commits[n]))).collect();
+    assert_eq!(kept_names(&env), expected);
+
+    // Every kept release still equals its commit: roll back to each, newest first.
+    for n in (5..=7).rev() {
+        let slot = if n % 2 == 1 { "blue" } else { "green" };
+        let back = rollback_cmd(&env, &[&commits[n]]).success();
+        back.assert_live(&commits[n], "refs/heads/main", slot);
+        env.assert_live_equals_archive(&commits[n]);
+        assert_release_count(&env, 4);
+    }
+}
+
+#[test]
+fn after_a_rollback_to_a_kept_release_later_deploys_still_take_the_diff_route() {
+    let env = keeping(4);
+    let mut commits = vec![String::new()];
+    for n in 1..=6 {
+        let slot = if n % 2 == 1 { "blue" } else { "green" };
+        commits.push(push_version(&env, n, slot, None));
+    }
+    // Live 6 (green), previous 5 (blue), kept 3 and 4. Back to 3: into blue, 5 kept.
+    let back = rollback_cmd(&env, &[&commits[3]]).success();
+    back.assert_live(&commits[3], "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&commits[3]);
+
+    // 7 recycles 4 (the renames and removals since it was written are pushdeploy's own), 8
+    // recycles 5 and keeps 3, which the rollback brought back; by number 3 is then the oldest
+    // kept, and 9 recycles it: its index still vouches for it.
+    let order = [(7, "green", 4), (8, "blue", 5), (9, "green", 3), (10, "blue", 6)];
+    for (n, slot, from) in order {
+        let from = commits[from].clone();
+        commits.push(push_version(&env, n, slot, Some(&from)));
+        assert_release_count(&env, 4);
+    }
+}
+
+#[test]
+fn a_hand_edit_in_the_oldest_kept_release_forces_the_full_route() {
+    let env = keeping(4);
+    let mut commits = vec![String::new()];
+    for n in 1..=4 {
+        let slot = if n % 2 == 1 { "blue" } else { "green" };
+        commits.push(push_version(&env, n, slot, None));
+    }
+    // kept/ holds 1 and 2; 1 is the next to be recycled. An editor writes a new file and
+    // renames it over the old one (in place would change the releases sharing the inode).
+    let tree = env.target.join(format!(".pushdeploy/kept/000001-{}/release", short(&commits[1])));
+    let temp = tree.join("pages/2/.page-5.html.swp");
+    fs::write(&temp, "<p>edited by hand</p>\n").expect("write the edit");
+    fs::rename(&temp, tree.join("pages/2/page-5.html")).expect("rename the edit into place");
+
+    let commit = commit_pages(&env, 5);
+    let pushed = push(&env, &[]);
+    pushed.assert_live(&commit, "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&commit);
+    let line = format!(
+        "pushdeploy: the oldest kept release ({}) is not reused: pages/2 was changed since it \
+         was deployed; writing the whole tree",
+        short(&commits[1])
+    );
+    assert!(pushed.pushdeploy_lines().contains(&line), "{pushed}");
+    assert_release_count(&env, 4);
+}
+
+#[test]
+fn after_a_rollback_to_a_kept_release_the_next_deploy_links_its_files() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    env.write_config(&crate::support::site::config_with(&env, "[retire]\nkeep = 4\n"));
+    for page in 0..20 {
+        env.write(format!("pages/page-{page}.html"), format!("<p>page {page}</p>\n"));
+    }
+    let commits: Vec<String> = (1..=6)
+        .map(|n| {
+            let commit = commit_version(&env, &format!("v{n}"));
+            let _ = push(&env, &[]);
+            commit
+        })
+        .collect();
+    // Back to v3, kept in .pushdeploy/kept/ while the later deploys linked to its files and
+    // the removals of older releases unlinked from them (all pushdeploy's own ctime changes).
+    let back = rollback_cmd(&env, &[&commits[2]]).success();
+    back.assert_live(&commits[2], "refs/heads/main", "blue");
+
+    // The next deploy would recycle v4, the oldest kept; a file added by hand to it sends the
+    // deploy down the full route, which links from the live release (v3) what it can.
+    let oldest = env.target.join(format!(".pushdeploy/kept/000004-{}/release", short(&commits[3])));
+    fs::write(oldest.join("by-hand.html"), "hand\n").expect("add a file by hand");
+
+    // v3's index still vouches for it: the next deploy links its files, writes one.
+    let v7 = commit_version(&env, "v7");
+    let pushed = push(&env, &[]);
+    pushed.assert_live(&v7, "refs/heads/main", "green");
+    env.assert_live_equals_archive(&v7);
+    let lines = pushed.pushdeploy_lines();
+    let full = format!(
+        "pushdeploy: the oldest kept release ({}) is not reused: its top directory was changed \
+         since it was deployed; writing the whole tree",
+        short(&commits[3])
+    );
+    assert!(lines.contains(&full), "{pushed}");
+    let wrote = "pushdeploy: wrote 1 file and hard-linked 20 unchanged files (";
+    assert!(lines.iter().any(|l| l.starts_with(wrote)), "{pushed}");
+}
+
+#[test]
+fn sigkill_while_applying_a_diff_to_a_recycled_release_leaves_the_next_deploy_right() {
+    let env = keeping(4);
+    let write_all = |version: &str| {
+        for dir in 0..40 {
+            for page in 0..50 {
+                env.write(
+                    format!("pages/{dir:03}/page-{page}.html"),
+                    format!("<p>{version}</p>\n"),
+                );
+            }
+        }
+    };
+    write_all("v1");
+    let mut commits = Vec::new();
+    for n in 1..=4 {
+        commits.push(commit_version(&env, &format!("v{n}")));
+        let _ = push(&env, &[]);
+    }
+    let live = env.live_site();
+
+    // v5 changes every page: the recycled v1 gets 2,001 files rewritten.
+    write_all("v5");
+    let v5 = commit_version(&env, "v5");
+    // Its objects reach the repository through a branch that does not deploy.
+    let _ = env.push_ref("HEAD:refs/heads/staging");
+    let mut deploy = crate::support::site::deploy_cmd(&env, &v5).spawn();
+    // v1 leaves kept/ just before the diff is applied to it: kill the deploy then.
+    let oldest = env.target.join(format!(".pushdeploy/kept/000001-{}", short(&commits[0])));
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while oldest.exists() && Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+    let _ = deploy.kill();
+    let _ = deploy.wait();
+    assert_eq!(env.link_target(), live.link_target, "the link moved");
+    crate::support::assert_trees_equal(&live.tree, &env.snapshot_tree(env.live_dir()));
+
+    // The next deploy puts v3 back from where it was parked, and goes the full route (kept/
+    // holds v2 only: v1, recycled, is gone); then v3 is kept and the count is 4 again.
+    let pushed = push(&env, &[]);
+    pushed.assert_live(&v5, "refs/heads/main", "blue");
+    env.assert_live_equals_archive(&v5);
+    assert!(!env.target.join(".pushdeploy/recycled").exists(), "{pushed}");
+    assert_release_count(&env, 4);
+    let expected: Vec<String> =
+        (2..=3).map(|n| format!("{n:06}-{}", short(&commits[n - 1]))).collect();
+    assert_eq!(kept_names(&env), expected);
+    for commit in commits[1..].iter().rev() {
+        let slot = env.idle_slot();
+        let back = rollback_cmd(&env, &[commit]).success();
+        back.assert_live(commit, "refs/heads/main", slot);
+        env.assert_live_equals_archive(commit);
+    }
 }

@@ -10,7 +10,7 @@ use super::build_env::{build_env, unlink_git_history};
 use super::{Failure, RETRY, Run};
 use crate::app::shared;
 use crate::config::{Config, SubmodulePolicy};
-use crate::git::{Entry, Repo};
+use crate::git::{Entry, EntryKind, Repo};
 use crate::release::attributes::{self, Converted};
 use crate::release::build;
 use crate::release::cache::Cache;
@@ -82,84 +82,130 @@ fn new_tree(run: &Run<'_>) -> Result<(Vec<Entry>, Converted, usize), Failure> {
 
 /// The diff route (`release::diff`): when the idle slot holds a release kept by
 /// `[retire] keep_previous` that its index vouches for, the changes between its commit and the
-/// new one are applied to it, instead of writing the whole tree into an emptied slot. Returns
-/// `None` for the full route, having said why in one line when a kept release was there.
+/// new one are applied to it, instead of writing the whole tree into an emptied slot. With
+/// `[retire] keep` above 2 that release must survive whole (it goes to `.pushdeploy/kept/`
+/// once the deploy is live); the oldest kept release, which the deploy would discard when
+/// `kept/` is full, is recycled instead: moved into the slot and brought to the new commit.
+/// Returns `None` for the full route, having said why in one line when a kept release was
+/// there to reuse.
 fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     let Run { config, repo, layout, request, slot, .. } = *run;
-    // A build could change any file, and a dry run must leave the kept release as it is;
-    // with `[retire] keep` above 2 the previous release is kept further back, whole.
+    // A build could change any file, and a dry run must leave the kept release as it is.
     let applies = config.retire.keep_previous
-        && config.retire.keep <= 2
         && !request.options.dry_run
         && config.app.is_none()
         && run.build_command().is_none();
     if !applies {
         return Ok(None);
     }
-    let full_route = |why: &str| {
-        report::line(&format!(
-            "the release kept in {slot} is not reused: {why}; writing the whole tree"
-        ));
+    let recycling = config.retire.keep > 2;
+    let full_route = |why: &str, kept: &Kept| {
+        let which = match kept {
+            Kept::Recycled(oldest) => {
+                format!("the oldest kept release ({}) is not reused", oldest.record.commit.short())
+            }
+            Kept::InSlot => format!("the release kept in {slot} is not reused"),
+        };
+        report::line(&format!("{which}: {why}; writing the whole tree"));
         Ok(None)
     };
     let started = std::time::Instant::now();
     let live = run.live.as_ref();
-    // The kept release (its record, index and commit's tree) is read on a thread of its own
-    // while this one reads and checks the new commit's tree: at 100,000 files each is about
-    // as long as the rest of the deploy.
-    let repo_path = repo.path();
-    let (kept, new_tree) = std::thread::scope(|scope| {
-        let kept = scope.spawn(move || {
+    // The kept release is vouched for (its index, and `lstat` of every entry it lists) on a
+    // thread of its own while this one reads and checks the new commit's tree, then lists
+    // the changes since the kept release's commit (sent as soon as it is known), with the
+    // repository already open and the new commit's trees in its cache: at 100,000 files the
+    // index and the new tree are each most of the deploy.
+    let mode_mask = !config.umask;
+    let dir = layout.slot_dir(slot);
+    let slot_dir = &dir;
+    let (commit_sent, commit_received) = std::sync::mpsc::channel();
+    let (found, new_tree, changes) = std::thread::scope(|scope| {
+        let found = scope.spawn(move || {
             // A build orphaned by a killed deploy must not write into the slot being
             // prepared; a detached removal must be over before the kept release is looked at.
             build::stop_orphans(&layout.build_pgid_path(), &layout.target);
-            let kept = slots::empty_trash_for_all(layout)
-                .and_then(|()| slots::kept_release(layout, slot, live));
-            let old = match &kept {
-                Ok(slots::Kept::Usable(kept)) => crate::git::Repo::open(repo_path)
-                    .and_then(|repo| repo.tree_entries(kept.0.commit))
-                    .ok(),
-                _ => None,
+            slots::empty_trash_for_all(layout)?;
+            let (kept, usable) = if recycling {
+                slots::settle_idle(layout, slot, live)?;
+                match kept::recyclable(layout, slot, config.retire.keep) {
+                    kept::Recyclable::Nothing => return Ok(None),
+                    kept::Recyclable::Unusable(oldest, why) => (Kept::Recycled(oldest), Err(why)),
+                    kept::Recyclable::Usable(found) => {
+                        let (oldest, index) = *found;
+                        let record = oldest.record.clone();
+                        (Kept::Recycled(Box::new(oldest)), Ok((record, index)))
+                    }
+                }
+            } else {
+                match slots::kept_release(layout, slot, live)? {
+                    slots::Kept::Nothing => return Ok(None),
+                    slots::Kept::Unusable(why) => (Kept::InSlot, Err(why)),
+                    slots::Kept::Usable(found) => (Kept::InSlot, Ok(*found)),
+                }
             };
-            (kept, old)
+            if let Ok((record, _)) = &usable {
+                let _ = commit_sent.send(record.commit);
+            }
+            let tree = match &kept {
+                Kept::Recycled(oldest) => oldest.tree(),
+                Kept::InSlot => slot_dir.clone(),
+            };
+            let usable = usable.and_then(|(record, index)| {
+                diff::vouch(&tree, &index, mode_mask)?;
+                Ok((record, index))
+            });
+            Ok(Some((kept, usable)))
         });
         let new_tree = new_tree(run);
-        (kept.join(), new_tree)
+        // Nothing is sent when there is no usable release: the sender is gone with the thread.
+        let changes = commit_received.recv().ok().map(|old| repo.tree_changes(old, request.commit));
+        (found.join(), new_tree, changes)
     });
-    let Ok((kept, old)) = kept else {
+    let Ok(found) = found else {
         return Err(Failure::new(
             Stage::Prepare,
             "the thread reading the kept release panicked",
             RETRY,
         ));
     };
-    let (record, mut index) = match kept.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))? {
-        slots::Kept::Nothing => return Ok(None),
-        slots::Kept::Unusable(why) => return full_route(&why),
-        slots::Kept::Usable(kept) => *kept,
+    let found: Result<_, crate::target_dir::Error> = found;
+    let Some((kept, usable)) = found.map_err(|err| Failure::new(Stage::Prepare, err, RETRY))?
+    else {
+        return Ok(None);
     };
+    let (record, mut index) = match usable {
+        Ok(usable) => usable,
+        Err(why) => return full_route(&why, &kept),
+    };
+    let changes = match changes {
+        Some(Ok(changes)) => changes,
+        _ => return full_route("its commit is not in the repository", &kept),
+    };
+    if let Err(why) = diff::check_changes(&changes, &index, mode_mask) {
+        return full_route(&why, &kept);
+    }
     let (entries, converted, all) = new_tree?;
     if entries.len() != all || !converted.is_empty() {
-        return full_route("`.gitattributes` rules change the new commit's files");
+        return full_route("`.gitattributes` rules change the new commit's files", &kept);
     }
-    if entries.iter().any(|entry| matches!(entry.kind, crate::git::EntryKind::Submodule { .. })) {
-        return full_route("the new commit has submodules");
-    }
-    let Some(old) = old else {
-        return full_route("its commit is not in the repository");
-    };
-    let dir = layout.slot_dir(slot);
-    if let Err(why) = diff::vouch(&dir, &old, &index, !config.umask) {
-        return full_route(&why);
+    if entries.iter().any(|entry| matches!(entry.kind, EntryKind::Submodule { .. })) {
+        return full_route("the new commit has submodules", &kept);
     }
     run.clock.stages.push((Stage::Prepare, started.elapsed().as_secs_f64()));
 
     let shared_since = Some(index::coarse_now());
     let (applied, took) = run.clock.stage(Stage::Materialize, || {
-        // From here on the slot no longer holds what its record says: without its record and
-        // index, a deploy killed part-way leaves a slot the next one empties (full route).
-        slots::forget(layout, slot).map_err(|err| Failure::new(Stage::Materialize, err, RETRY))?;
-        diff::apply(repo, &dir, &old, &entries, &mut index).map_err(|err| {
+        let failure = |err| Failure::new(Stage::Materialize, err, RETRY);
+        match &kept {
+            // The release in the slot is parked (kept once this deploy is live), the oldest
+            // kept one takes its place.
+            Kept::Recycled(oldest) => kept::recycle(layout, oldest, slot, live).map_err(failure)?,
+            // From here on the slot no longer holds what its record says: without its record
+            // and index, a deploy killed part-way leaves a slot the next one empties.
+            Kept::InSlot => slots::forget(layout, slot).map_err(failure)?,
+        }
+        diff::apply(repo, &dir, &changes, &entries, &mut index).map_err(|err| {
             let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
             Failure::new(Stage::Materialize, err, hint)
         })
@@ -168,8 +214,12 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     for warning in &applied.warnings {
         report::line(&format!("warning: {warning}"));
     }
+    let which = match &kept {
+        Kept::Recycled(_) => format!("the oldest kept release, moved into {slot}"),
+        Kept::InSlot => format!("the release kept in {slot}"),
+    };
     report::line(&format!(
-        "applied the changes since {} to the release kept in {slot}: wrote {}, removed {} ({}) in {}",
+        "applied the changes since {} to {which}: wrote {}, removed {} ({}) in {}",
         record.commit.short(),
         report::things(applied.written, "file"),
         applied.removed,
@@ -178,6 +228,14 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     ));
     let record = verify(run, &dir)?;
     Ok(Some(Prepared { record, index: Some(index), kept: false, shared_since }))
+}
+
+/// Which kept release the diff route starts from.
+enum Kept {
+    /// The one in the idle slot (`keep_previous`, `keep = 2`).
+    InSlot,
+    /// The oldest in `.pushdeploy/kept/`, which this deploy would discard (`keep` above 2).
+    Recycled(Box<kept::KeptRelease>),
 }
 
 /// The prepare stage: empties the idle slot (and whatever interrupted deploys left), after
@@ -206,6 +264,7 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
     // a release that is built is always written afresh.
     let no_build = run.build_command().is_none();
     let live = run.live.as_ref();
+    let mut exact = false;
     let (written, took) = run.clock.stage(Stage::Materialize, || {
         let entries = repo.tree_entries(request.commit).map_err(|err| {
             Failure::new(Stage::Materialize, err, "check the repository with `git fsck`")
@@ -227,6 +286,11 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
             check::check_tree(&release, config.symlinks).map_err(refused_path)?;
         }
         let none = Converted::default();
+        exact = entries.len() == all
+            && converted.is_empty()
+            && parts.is_empty()
+            && config.app.as_ref().is_none_or(|app| app.shared.is_empty())
+            && !entries.iter().any(|entry| matches!(entry.kind, EntryKind::Submodule { .. }));
         let mut trees = vec![Tree { repo, entries: &entries, converted: &converted }];
         trees.extend(parts.iter().map(|part| Tree {
             repo: &part.repo,
@@ -244,7 +308,11 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
         write::check_space(&trees, base.as_ref(), &layout.target).map_err(failure)?;
         write::materialize_all(&trees, dir, base.as_ref(), config.umask, no_build).map_err(failure)
     });
-    let (written, index) = written?;
+    let (written, mut index) = written?;
+    if let Some(index) = &mut index {
+        // The index then stands for the commit's tree itself (the diff route's condition).
+        index.exact = exact;
+    }
     for warning in &written.warnings {
         report::line(&format!("warning: {warning}"));
     }

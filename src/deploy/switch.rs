@@ -64,7 +64,10 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
     // from them moved their ctimes, which its index must not take for changes.
     let kept_old = run.live.as_ref().filter(|old| old.slot != slot && config.retire.keep_previous);
     if let (Some(old), Some(start)) = (kept_old, shared_since) {
-        index::add_window(layout, old.slot, (start, index::seal_time()));
+        let window = (start, index::seal_time());
+        index::add_window(layout, old.slot, window);
+        // The releases in `.pushdeploy/kept/` share those inodes too.
+        kept::add_window(layout, window);
     }
     self::record(run, &record, index.filter(|_| retired), time_to_live);
     Ok(Switched { record, time_to_live, kept })

@@ -12,6 +12,15 @@ mod ids;
 
 pub use ids::{BlobId, CommitId, Entry, EntryKind};
 
+/// One path that differs between two commits' trees ([`Repo::tree_changes`]): what it was
+/// (`None`: added) and what it is (`None`: removed). Never a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: PathBuf,
+    pub old: Option<EntryKind>,
+    pub new: Option<EntryKind>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{} is not a git repository: {}", path.display(), source.message())]
@@ -290,6 +299,64 @@ impl Repo {
             Some(err) => Err(err),
             None => Ok(entries),
         }
+    }
+
+    /// Lists what differs between two commits' trees: every file, symlink and submodule that
+    /// was added, removed or changed (content, mode or kind), with no rename detection. A
+    /// directory appears only through the paths under it. libgit2 compares subtrees by their
+    /// ids and skips the unchanged ones, so this costs what changed, not the tree's size.
+    pub fn tree_changes(&self, old: CommitId, new: CommitId) -> Result<Vec<Change>, Error> {
+        let tree_of = |commit: CommitId| {
+            self.inner
+                .find_commit(commit.0)
+                .and_then(|commit| commit.tree())
+                .map_err(|source| self.read_error("the commit's tree", source))
+        };
+        let (old_tree, new_tree) = (tree_of(old)?, tree_of(new)?);
+        let mut options = git2::DiffOptions::new();
+        // A file that becomes a symlink (or a submodule) is one change, not a removal and an
+        // addition of the same path.
+        options.include_typechange(true).ignore_submodules(false);
+        let diff = self
+            .inner
+            .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), Some(&mut options))
+            .map_err(|source| self.read_error("the changes between two commits", source))?;
+        let mut changes = Vec::with_capacity(diff.deltas().len());
+        for delta in diff.deltas() {
+            let side = |file: git2::DiffFile<'_>| -> Result<Option<EntryKind>, Error> {
+                Ok(match file.mode() {
+                    git2::FileMode::Blob | git2::FileMode::BlobGroupWritable => {
+                        Some(EntryKind::File { executable: false, blob: BlobId(file.id()) })
+                    }
+                    git2::FileMode::BlobExecutable => {
+                        Some(EntryKind::File { executable: true, blob: BlobId(file.id()) })
+                    }
+                    git2::FileMode::Link => {
+                        let blob = self
+                            .inner
+                            .find_blob(file.id())
+                            .map_err(|source| self.read_error("a symlink", source))?;
+                        Some(EntryKind::Symlink { target: blob.content().to_vec() })
+                    }
+                    git2::FileMode::Commit => {
+                        Some(EntryKind::Submodule { commit: CommitId(file.id()) })
+                    }
+                    git2::FileMode::Tree | git2::FileMode::Unreadable => None,
+                })
+            };
+            let path = delta.new_file().path_bytes().or(delta.old_file().path_bytes());
+            let Some(path) = path else { continue };
+            let path = PathBuf::from(OsString::from_vec(path.to_vec()));
+            let (old, new) = match delta.status() {
+                git2::Delta::Added => (None, side(delta.new_file())?),
+                git2::Delta::Deleted => (side(delta.old_file())?, None),
+                _ => (side(delta.old_file())?, side(delta.new_file())?),
+            };
+            if old.is_some() || new.is_some() {
+                changes.push(Change { path, old, new });
+            }
+        }
+        Ok(changes)
     }
 
     /// Tells whether the repository holds `commit` (as a commit).

@@ -1,18 +1,20 @@
 //! The diff route: a release kept in the idle slot (`[retire] keep_previous`) is brought from
 //! its commit to the new one by applying the tree diff, so a deploy costs what it changes.
 //!
-//! Only a release its index vouches for is updated: every entry of its commit's tree is in
-//! the index with the same blob and mode, and `lstat` says each file, directory and symlink is
-//! the one recorded, untouched since the seal (a directory's ctime moves when anything is
-//! added to it or removed from it, so nothing else is there either). The release then equals
-//! `git archive` of its commit, and after the diff, of the new one.
+//! Only a release its index vouches for is updated: the index says the release is exactly its
+//! commit's tree (written with no `.gitattributes` conversion and no submodule), and `lstat`
+//! says each file, directory and symlink it lists is the one recorded, untouched since the
+//! seal (a directory's ctime moves when anything is added to it or removed from it, so nothing
+//! else is there either). The release then equals `git archive` of its commit, and after the
+//! changes libgit2's tree-to-tree diff lists are applied, of the new one. Neither commit's
+//! tree is walked here: the cost is the `lstat` of each entry and the changes themselves.
 //!
 //! The unchanged files may share inodes with the live release (it was hard-linked from this
 //! one, or this one from it), so nothing is ever written in place: a changed file is written
 //! as a new inode under a temporary name and renamed over the old one, and a mode change is a
 //! new file too (a `chmod` would change the live file).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
@@ -20,11 +22,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::fstatat;
 use tracing::instrument;
 
 use super::Error;
 use super::write::write_blob_to;
-use crate::git::{Entry, EntryKind, Repo};
+use crate::git::{Change, Entry, EntryKind, Repo};
 use crate::report::escape_path;
 use crate::target_dir::index::{FileStat, Index, IndexEntry};
 
@@ -39,141 +43,208 @@ pub struct Applied {
     pub warnings: Vec<String>,
 }
 
-/// Tells whether `index` vouches that `dir` holds exactly `old` (its commit's checked tree)
-/// with files of mode `0o666`/`0o777` masked by `mode_mask`. Returns why not, in words for the
-/// pusher, when it does not.
+/// Tells whether `index` vouches that `dir` holds exactly its commit's tree, with files of
+/// mode `0o666`/`0o777` masked by `mode_mask`. Returns why not, in words for the pusher, when
+/// it does not.
+///
+/// The commit's tree is not read: an index marked exact was written by pushdeploy for exactly
+/// that tree (no `.gitattributes` conversion, no submodule), so `lstat` of every entry it
+/// lists (each as recorded, untouched since the seal) is enough. An index without the mark
+/// (written before it existed, or with conversions) is not trusted for the diff route.
 #[instrument(skip_all)]
-pub fn vouch(dir: &Path, old: &[Entry], index: &Index, mode_mask: u32) -> Result<(), String> {
-    if index.others.is_empty() {
-        return Err("its index predates this check".to_owned());
-    }
-    if index.files.len() + index.others.len() != old.len() + 1 {
-        return Err("its index does not match its commit".to_owned());
+pub fn vouch(dir: &Path, index: &Index, mode_mask: u32) -> Result<(), String> {
+    if !index.exact {
+        return Err("its index does not say the release is exactly its commit (written by an \
+                    earlier pushdeploy, or with `.gitattributes` rules or submodules)"
+            .to_owned());
     }
     let root = index.others.get(Path::new("")).ok_or("its index has no root")?;
-    let trusted = |path: &Path, stat: &FileStat| {
-        fs::symlink_metadata(path).is_ok_and(|meta| index.unchanged(stat, &meta))
-    };
-    if !trusted(dir, root) {
+    let root_trusted = fs::symlink_metadata(dir).is_ok_and(|meta| index.unchanged(root, &meta));
+    if !root_trusted {
         return Err("its top directory was changed since it was deployed".to_owned());
     }
-    // Checks one entry: in the index as its commit has it, and unchanged on disk.
-    let check = |entry: &Entry| -> Result<(), String> {
-        let relative = entry.path();
-        let stat = match &entry.kind {
-            EntryKind::File { executable, blob } => {
-                let mode = if *executable { 0o777 } else { 0o666 } & mode_mask;
-                match index.files.get(&relative) {
-                    Some(IndexEntry { blob: known, stat })
-                        if known == blob && stat.mode & 0o7777 == mode =>
-                    {
-                        stat
-                    }
-                    _ => {
-                        return Err(format!(
-                            "{} is not as its commit has it",
-                            escape_path(&relative)
-                        ));
-                    }
-                }
-            }
-            EntryKind::Dir | EntryKind::Symlink { .. } => match index.others.get(&relative) {
-                Some(stat) => stat,
-                None => return Err(format!("{} is not in its index", escape_path(&relative))),
-            },
-            EntryKind::Submodule { .. } => return Err("it has submodules".to_owned()),
-        };
-        if trusted(&dir.join(&relative), stat) {
-            Ok(())
-        } else {
-            Err(format!("{} was changed since it was deployed", escape_path(&relative)))
-        }
-    };
-    // lstat is most of the cost at 100,000 files: a few threads share it, in tree order so
-    // that the first problem found is the first in the tree.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let chunk = old.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = old
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().try_for_each(check)))
-            .collect();
-        handles.into_iter().try_for_each(|handle| {
-            handle.join().unwrap_or_else(|_| Err("a check panicked".to_owned()))
+    // Each entry is looked up from the release's directory (fstatat), not from `/`: at
+    // 100,000 entries the path walk and the joined paths were a good part of the cost.
+    let root_dir = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
+        .open(dir)
+        .map_err(|err| format!("its top directory cannot be opened: {err}"))?;
+    let trusted = |relative: &Path, stat: &FileStat| {
+        fstatat(&root_dir, relative, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|found| {
+            let found_stat = FileStat {
+                ino: found.st_ino,
+                size: u64::try_from(found.st_size).unwrap_or(u64::MAX),
+                mode: found.st_mode,
+                mtime: (found.st_mtime, found.st_mtime_nsec),
+            };
+            index.unchanged_as(stat, &found_stat, (found.st_ctime, found.st_ctime_nsec))
         })
-    })
+    };
+    // A umask changed since the release was written would give its files other modes.
+    let modes = [0o666 & mode_mask, 0o777 & mode_mask];
+    let files = index.files.iter().map(|(path, entry)| (path, &entry.stat, true));
+    let others = index.others.iter().map(|(path, stat)| (path, stat, false));
+    let entries: Vec<(&PathBuf, &FileStat, bool)> =
+        files.chain(others).filter(|(path, _, _)| !path.as_os_str().is_empty()).collect();
+    // Checks some entries; returns the first problem in byte order (a directory before what
+    // it holds), so that the one reported does not depend on the order of the index.
+    let check = |part: &[(&PathBuf, &FileStat, bool)]| -> Option<(PathBuf, &'static str)> {
+        let mut first: Option<(PathBuf, &'static str)> = None;
+        for (relative, stat, file) in part {
+            let problem = if *file && !modes.contains(&(stat.mode & 0o7777)) {
+                "has a mode the configured umask does not give"
+            } else if !trusted(relative, stat) {
+                "was changed since it was deployed"
+            } else {
+                continue;
+            };
+            if first.as_ref().is_none_or(|(path, _)| {
+                relative.as_os_str().as_bytes() < path.as_os_str().as_bytes()
+            }) {
+                first = Some(((*relative).clone(), problem));
+            }
+        }
+        first
+    };
+    // lstat is most of the cost at 100,000 files: a few threads share it.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let chunk = entries.len().div_ceil(threads).max(1);
+    let problems: Vec<Option<(PathBuf, &str)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            entries.chunks(chunk).map(|part| scope.spawn(move || check(part))).collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| Some((PathBuf::new(), "could not be checked")))
+            })
+            .collect()
+    });
+    match problems
+        .into_iter()
+        .flatten()
+        .min_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()))
+    {
+        Some((path, problem)) => Err(format!("{} {problem}", escape_path(&path))),
+        None => Ok(()),
+    }
 }
+
+/// Tells whether the changes from the release's commit (`changes`, from
+/// `Repo::tree_changes`) start from what `index` holds: each changed or removed entry is
+/// there as the commit had it, and each added one is not (but for a directory it replaces).
+/// Returns why not.
+pub fn check_changes(changes: &[Change], index: &Index, mode_mask: u32) -> Result<(), String> {
+    for change in changes {
+        let relative = &change.path;
+        let matches = match &change.old {
+            Some(EntryKind::File { executable, blob }) => {
+                let mode = if *executable { 0o777 } else { 0o666 } & mode_mask;
+                index
+                    .files
+                    .get(relative)
+                    .is_some_and(|known| known.blob == *blob && known.stat.mode & 0o7777 == mode)
+            }
+            Some(EntryKind::Symlink { .. }) => {
+                index.others.get(relative).is_some_and(|stat| stat.mode & S_IFMT == S_IFLNK)
+            }
+            Some(EntryKind::Dir | EntryKind::Submodule { .. }) => false,
+            None => {
+                !index.files.contains_key(relative)
+                    && index.others.get(relative).is_none_or(|stat| stat.mode & S_IFMT == S_IFDIR)
+            }
+        };
+        if !matches {
+            return Err(format!("{} is not as its commit has it", escape_path(relative)));
+        }
+    }
+    Ok(())
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFLNK: u32 = 0o120000;
 
 /// Tells whether two entries are of the same kind (a file stays a file, and so on).
 fn same_kind(a: &EntryKind, b: &EntryKind) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
-/// Brings `dir`, which [`vouch`] found to hold `old`, to `new` (checked with
-/// `check::check_tree`), and `index` with it: removed entries go first (deepest first), then
-/// new directories, symlinks and files are made in tree order, changed ones under a
+/// Brings `dir`, which [`vouch`] and [`check_changes`] found to hold the commit `changes`
+/// start from, to `new` (the new commit's tree, checked with `check::check_tree`), and `index`
+/// with it. Removed entries go first (what a directory holds before the directory), then new
+/// directories (parents first), then new and changed files and symlinks, changed ones under a
 /// temporary name renamed over the old. The directories whose entries changed are recorded
-/// again once all is done.
+/// again once all is done. Only the changes and the new tree's directories are looked at,
+/// never the whole of either tree.
 #[instrument(skip_all)]
 pub fn apply(
     repo: &Repo,
     dir: &Path,
-    old: &[Entry],
+    changes: &[Change],
     new: &[Entry],
     index: &mut Index,
 ) -> Result<Applied, Error> {
-    // Keyed by the path's bytes: hashing a `Path` walks its components, far slower.
-    let old_paths: Vec<PathBuf> = old.iter().map(Entry::path).collect();
-    let new_paths: Vec<PathBuf> = new.iter().map(Entry::path).collect();
-    let old_kinds: HashMap<&[u8], &EntryKind> = old_paths
-        .iter()
-        .zip(old)
-        .map(|(path, entry)| (path.as_os_str().as_bytes(), &entry.kind))
-        .collect();
-    let new_kinds: HashMap<&[u8], &EntryKind> = new_paths
-        .iter()
-        .zip(new)
-        .map(|(path, entry)| (path.as_os_str().as_bytes(), &entry.kind))
-        .collect();
+    let new_dirs: HashSet<PathBuf> =
+        new.iter().filter(|entry| matches!(entry.kind, EntryKind::Dir)).map(Entry::path).collect();
     let mut applied = Applied::default();
     let mut touched: HashSet<PathBuf> = HashSet::new();
     let parent_of = |path: &Path| path.parent().map(Path::to_owned).unwrap_or_default();
 
-    // Gone, or of another kind: removed, what a directory holds before the directory.
-    for (relative, entry) in old_paths.iter().zip(old).rev() {
-        let stays = new_kinds
-            .get(relative.as_os_str().as_bytes())
-            .is_some_and(|kind| same_kind(kind, &entry.kind));
-        if stays {
+    // Gone, or of another kind: removed. Then the directories the new tree lacks, what a
+    // directory holds before the directory (in reverse byte order a path comes after its
+    // parent's).
+    for change in changes {
+        let (Some(old), new) = (&change.old, &change.new) else { continue };
+        if new.as_ref().is_some_and(|new| same_kind(new, old)) {
             continue;
         }
-        let path = dir.join(relative);
-        match entry.kind {
-            EntryKind::Dir => fs::remove_dir(&path),
-            _ => fs::remove_file(&path),
-        }
-        .map_err(Error::io(&path))?;
-        index.files.remove(relative);
-        index.others.remove(relative);
-        touched.insert(parent_of(relative));
+        let path = dir.join(&change.path);
+        fs::remove_file(&path).map_err(Error::io(&path))?;
+        index.files.remove(&change.path);
+        index.others.remove(&change.path);
+        touched.insert(parent_of(&change.path));
+        applied.removed += 1;
+    }
+    let is_dir = |stat: &FileStat| stat.mode & S_IFMT == S_IFDIR;
+    let mut gone: Vec<PathBuf> = index
+        .others
+        .iter()
+        .filter(|(relative, stat)| {
+            is_dir(stat) && !relative.as_os_str().is_empty() && !new_dirs.contains(*relative)
+        })
+        .map(|(relative, _)| relative.clone())
+        .collect();
+    gone.sort_unstable_by(|a, b| b.as_os_str().as_bytes().cmp(a.as_os_str().as_bytes()));
+    for relative in gone {
+        let path = dir.join(&relative);
+        fs::remove_dir(&path).map_err(Error::io(&path))?;
+        index.others.remove(&relative);
+        touched.insert(parent_of(&relative));
         applied.removed += 1;
     }
 
     let mut dirs = DirBuilder::new();
     dirs.mode(0o777);
-    for (relative, entry) in new_paths.iter().zip(new) {
-        let before = old_kinds
-            .get(relative.as_os_str().as_bytes())
-            .filter(|kind| same_kind(kind, &entry.kind));
-        if before == Some(&&entry.kind) {
-            continue; // the same directory, or the same file or symlink
-        }
-        let relative = relative.clone();
-        let path = dir.join(&relative);
-        match &entry.kind {
-            EntryKind::Dir => {
-                dirs.create(&path).map_err(Error::io(&path))?;
-            }
+    let mut made: Vec<&PathBuf> = new_dirs
+        .iter()
+        .filter(|relative| !index.others.get(*relative).is_some_and(is_dir))
+        .collect();
+    made.sort_unstable_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    for relative in made {
+        let path = dir.join(relative);
+        dirs.create(&path).map_err(Error::io(&path))?;
+        touched.insert(parent_of(relative));
+        touched.insert(relative.clone());
+    }
+
+    for change in changes {
+        let Some(kind) = &change.new else { continue };
+        let before = change.old.as_ref().filter(|old| same_kind(old, kind));
+        let relative = &change.path;
+        let path = dir.join(relative);
+        match kind {
+            EntryKind::Dir => {} // never a change; directories were made above
             EntryKind::Symlink { target } => {
                 let target = OsStr::from_bytes(target);
                 match before {
@@ -191,8 +262,7 @@ pub fn apply(
                     None => (create(&path).map_err(Error::io(&path))?, path.clone()),
                     Some(_) => temp_beside(&path, create)?,
                 };
-                let (size, warning) =
-                    write_blob_to(repo, *blob, &mut file, &written_at, &relative)?;
+                let (size, warning) = write_blob_to(repo, *blob, &mut file, &written_at, relative)?;
                 let meta = file.metadata().map_err(Error::io(&written_at))?;
                 if written_at != path {
                     fs::rename(&written_at, &path).map_err(Error::io(&path))?;
@@ -213,18 +283,14 @@ pub fn apply(
                 });
             }
         }
-        touched.insert(parent_of(&relative));
-        if matches!(entry.kind, EntryKind::Dir) {
-            touched.insert(relative);
-        }
+        touched.insert(parent_of(relative));
     }
 
     // A directory removed with what it held is not recorded again.
-    let is_dir = |relative: &Path| {
-        relative.as_os_str().is_empty()
-            || matches!(new_kinds.get(relative.as_os_str().as_bytes()), Some(EntryKind::Dir))
-    };
-    for relative in touched.into_iter().filter(|relative| is_dir(relative)) {
+    for relative in touched
+        .into_iter()
+        .filter(|relative| relative.as_os_str().is_empty() || new_dirs.contains(relative))
+    {
         let path =
             if relative.as_os_str().is_empty() { dir.to_owned() } else { dir.join(&relative) };
         let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;

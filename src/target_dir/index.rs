@@ -21,8 +21,10 @@ use nix::time::{ClockId, clock_gettime};
 use crate::git::{BlobId, CommitId};
 use crate::target_dir::{Layout, Slot};
 
-/// The header of an index; version 1 had no directories and symlinks.
-const HEADER: &str = "pushdeploy-index 2";
+/// The header of an index; version 1 had no directories and symlinks, version 2 did not say
+/// whether it lists exactly its commit's tree.
+const HEADER: &str = "pushdeploy-index 3";
+const HEADER_V2: &str = "pushdeploy-index 2";
 const HEADER_V1: &str = "pushdeploy-index 1";
 
 /// What one materialized file looked like.
@@ -68,6 +70,11 @@ pub struct Index {
     /// Spans of ctimes that pushdeploy itself caused after the seal (removing a slot that
     /// shared inodes with this release); a ctime inside one is not a change to the file.
     pub windows: Vec<(Timestamp, Timestamp)>,
+    /// Whether the release is exactly its commit's tree, entry for entry and blob for blob:
+    /// written with no `.gitattributes` conversion or export-ignore, no submodule and no
+    /// shared link. Only then does the index stand for the commit itself, so the diff route
+    /// can bring the release to another commit from the tree diff alone (`release::diff`).
+    pub exact: bool,
 }
 
 /// A (seconds, nanoseconds) time, as ctimes are kept.
@@ -85,8 +92,13 @@ impl Index {
     /// Returns whether what `lstat` says (`meta`) is what was recorded (`stat`), untouched
     /// since the seal but by pushdeploy itself.
     pub fn unchanged(&self, stat: &FileStat, meta: &fs::Metadata) -> bool {
-        let ctime = (meta.ctime(), meta.ctime_nsec());
-        FileStat::of(meta) == *stat
+        self.unchanged_as(stat, &FileStat::of(meta), (meta.ctime(), meta.ctime_nsec()))
+    }
+
+    /// Returns whether an entry found as `found`, with ctime `ctime`, is what was recorded
+    /// (`stat`), untouched since the seal but by pushdeploy itself.
+    pub fn unchanged_as(&self, stat: &FileStat, found: &FileStat, ctime: Timestamp) -> bool {
+        found == stat
             && (ctime < self.sealed
                 || self.windows.iter().any(|(start, end)| (*start..=*end).contains(&ctime)))
     }
@@ -134,33 +146,61 @@ pub fn seal_time() -> Timestamp {
 
 /// Adds a window of pushdeploy's own ctime changes to the index of `slot`, if it has one.
 pub fn add_window(layout: &Layout, slot: Slot, window: (Timestamp, Timestamp)) {
-    if let Some(mut index) = read(layout, slot) {
-        index.windows.push(window);
-        let excess = index.windows.len().saturating_sub(MAX_WINDOWS);
-        index.windows.drain(..excess);
-        if write(layout, slot, &index).is_err() {
-            let _ = remove(layout, slot); // a stale index must not stay behind
-        }
+    add_windows_at(&layout.index_path(slot), &[window]);
+}
+
+/// Adds windows of pushdeploy's own ctime changes to the index at `path` (a slot's, or a kept
+/// release's), if there is one; those that end before its seal change nothing and are left out.
+pub fn add_windows_at(path: &Path, windows: &[(Timestamp, Timestamp)]) {
+    let Some(mut index) = read_at(path) else { return };
+    let before = index.windows.len();
+    let sealed = index.sealed;
+    let new: Vec<_> = windows
+        .iter()
+        .filter(|window| window.1 >= sealed && !index.windows.contains(window))
+        .copied()
+        .collect();
+    index.windows.extend(new);
+    if index.windows.len() == before {
+        return;
+    }
+    let excess = index.windows.len().saturating_sub(MAX_WINDOWS);
+    index.windows.drain(..excess);
+    if write_at(path, &index).is_err() {
+        let _ = fs::remove_file(path); // a stale index must not stay behind
     }
 }
 
-/// Writes the index of `slot`.
-pub fn write(layout: &Layout, slot: Slot, index: &Index) -> io::Result<()> {
-    let staged = stage(layout, slot, index)?;
+/// Returns a window's end for changes pushdeploy just made: a fine-grained reading is at
+/// or after the ctime of every change made before it (see [`seal_time`]), no wait needed.
+pub fn window_end() -> Timestamp {
+    clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(|now| (now.tv_sec(), now.tv_nsec()))
+        .unwrap_or((i64::MAX, 0))
+}
+
+/// Writes an index at `path`, atomically and synced.
+pub fn write_at(path: &Path, index: &Index) -> io::Result<()> {
+    let staged = stage_at(path, index)?;
     staged.as_file().sync_data()?;
-    persist(layout, slot, staged)
+    staged.persist(path).map(drop).map_err(|err| err.error)
 }
 
 /// Writes the index of `slot` under a temporary name beside it, not synced: the caller syncs
 /// it (with other writes, by one `syncfs`) before [`persist`] renames it into place.
 pub fn stage(layout: &Layout, slot: Slot, index: &Index) -> io::Result<tempfile::NamedTempFile> {
-    let path = layout.index_path(slot);
+    stage_at(&layout.index_path(slot), index)
+}
+
+/// Writes an index for `path` under a temporary name beside it, not synced.
+fn stage_at(path: &Path, index: &Index) -> io::Result<tempfile::NamedTempFile> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let temp = tempfile::NamedTempFile::new_in(dir)?;
     let mut out = BufWriter::new(temp);
     let commit = index.commit.map_or_else(|| "unsealed".to_owned(), |commit| commit.hex());
-    write!(out, "{HEADER} {commit} {} {}", index.sealed.0, index.sealed.1)?;
+    let exact = if index.exact { "exact" } else { "inexact" };
+    write!(out, "{HEADER} {commit} {} {} {exact}", index.sealed.0, index.sealed.1)?;
     for ((s0, n0), (s1, n1)) in &index.windows {
         write!(out, " {s0}.{n0}-{s1}.{n1}")?;
     }
@@ -199,13 +239,23 @@ pub fn persist(layout: &Layout, slot: Slot, staged: tempfile::NamedTempFile) -> 
 
 /// Reads the index of `slot`; `None` when there is none or it cannot be trusted to parse.
 pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
-    let bytes = fs::read(layout.index_path(slot)).ok()?;
+    read_at(&layout.index_path(slot))
+}
+
+/// Reads the index at `path` (a slot's, or a kept release's).
+pub fn read_at(path: &Path) -> Option<Index> {
+    let bytes = fs::read(path).ok()?;
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
-    let rest = header.strip_prefix(HEADER).or_else(|| header.strip_prefix(HEADER_V1))?;
+    let (rest, current) = match header.strip_prefix(HEADER) {
+        Some(rest) => (rest, true),
+        None => (header.strip_prefix(HEADER_V2).or_else(|| header.strip_prefix(HEADER_V1))?, false),
+    };
     let mut fields = rest.split_whitespace();
     let commit = Some(CommitId::from_hex(fields.next()?)?);
     let sealed = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    // An older index is read (for hard links), never taken as exact.
+    let exact = current && fields.next()? == "exact";
     let time = |text: &str| -> Option<Timestamp> {
         let (secs, nanos) = text.split_once('.')?;
         Some((secs.parse().ok()?, nanos.parse().ok()?))
@@ -238,7 +288,7 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
         let file = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
         files.insert(file, IndexEntry { blob, stat: FileStat { ino, size, mode, mtime } });
     }
-    Some(Index { commit, sealed, files, others, windows })
+    Some(Index { commit, sealed, files, others, windows, exact })
 }
 
 /// Removes the index of `slot`, before the slot is emptied.
@@ -252,4 +302,42 @@ pub fn remove(layout: &Layout, slot: Slot) -> io::Result<()> {
 /// Returns the metadata of an open file, for the index.
 pub fn stat_of(file: &File) -> io::Result<FileStat> {
     file.metadata().map(|meta| FileStat::of(&meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(exact: bool) -> Index {
+        let mut index = Index { exact, ..Index::default() };
+        index.seal(CommitId::from_hex("0123456789abcdef0123456789abcdef01234567").expect("hex"));
+        index
+            .others
+            .insert(PathBuf::new(), FileStat { ino: 1, size: 2, mode: 0o40755, mtime: (3, 4) });
+        index.windows.push(((5, 6), (7, 8)));
+        index
+    }
+
+    #[test]
+    fn an_index_says_whether_it_is_exactly_its_commit_and_older_ones_never_are() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("index");
+        for exact in [true, false] {
+            write_at(&path, &sample(exact)).expect("write the index");
+            let read = read_at(&path).expect("read it back");
+            assert_eq!(read.exact, exact);
+            assert_eq!(read.windows, vec![((5, 6), (7, 8))]);
+            assert_eq!(read.others.len(), 1);
+        }
+        // Version 2 wrote no such field: read for hard links, never exact.
+        write_at(&path, &sample(true)).expect("write the index");
+        let text = fs::read(&path).expect("read the file");
+        let text = String::from_utf8(text).expect("text");
+        let old =
+            text.replacen("pushdeploy-index 3", "pushdeploy-index 2", 1).replacen(" exact", "", 1);
+        fs::write(&path, old).expect("write a version 2 index");
+        let read = read_at(&path).expect("a version 2 index reads");
+        assert!(!read.exact);
+        assert_eq!(read.windows, vec![((5, 6), (7, 8))]);
+    }
 }

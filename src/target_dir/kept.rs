@@ -13,7 +13,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::layout::{Error, Layout, Slot, make_state_dir};
+use super::index::{self, Index, Timestamp};
+use super::layout::{Error, Layout, Live, Slot, make_state_dir};
 use super::record::{self, ReleaseRecord};
 use super::slots;
 
@@ -99,7 +100,10 @@ pub fn retire_parked(layout: &Layout, slot: Slot, keep: usize) -> Result<(), Err
             make_state_dir(&kept_dir(layout))?;
             let to = dir_for(layout, &record);
             slots::remove_path(&to)?;
+            // The rename moves the tree's ctime: a window keeps its index trusted.
+            let start = index::coarse_now();
             fs::rename(&parked, &to).map_err(Error::io(&parked))?;
+            add_window(layout, (start, index::window_end()));
         }
         _ => {
             slots::move_to_trash(layout, &parked, "parked")?;
@@ -123,7 +127,9 @@ pub fn keep_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
     fs::create_dir(&to).map_err(Error::io(&to))?;
     // The record goes last: until then the slot still has one, and stays known as a release.
     rename_if_present(&layout.index_path(slot), &to.join("index"))?;
+    let start = index::coarse_now();
     fs::rename(&from, to.join("release")).map_err(Error::io(&from))?;
+    add_window(layout, (start, index::window_end()));
     fs::rename(layout.record_path(slot), to.join("record.json"))
         .map_err(Error::io(&layout.record_path(slot)))?;
     slots::remove_path(&layout.slot_marker(slot))
@@ -147,9 +153,13 @@ pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<Releas
     // The marker comes first, as when a slot is made: a rollback killed between the two leaves
     // a slot still known as pushdeploy's, which the next deploy empties.
     slots::write_slot_marker(layout, slot, "pending")?;
+    let start = index::coarse_now();
     fs::rename(&tree, &to).map_err(Error::io(&tree))?;
+    add_window(layout, (start, index::window_end()));
     slots::mark_slot(layout, slot)?;
     rename_if_present(&kept.dir.join("index"), &layout.index_path(slot))?;
+    // What pushdeploy did to the shared inodes while it was kept is not a change to it.
+    index::add_windows_at(&layout.index_path(slot), &windows(layout));
     record::write(layout, &record).map_err(|err| match err {
         super::history::Error::Write { path, source }
         | super::history::Error::Read { path, source } => Error::Io { path, source },
@@ -171,6 +181,129 @@ pub fn prune(layout: &Layout, keep: usize) -> Result<(), Error> {
     kept[..excess]
         .iter()
         .try_for_each(|old| slots::move_to_trash(layout, &old.dir, "kept").map(drop))
+}
+
+/// The most windows kept for the releases in `.pushdeploy/kept/`; a release kept longer than
+/// they reach back loses its index's trust (a full write later), never more.
+const MAX_WINDOWS: usize = 256;
+
+/// Returns the file of windows of ctimes pushdeploy moved in kept releases.
+fn windows_path(layout: &Layout) -> PathBuf {
+    layout.state.join("kept-windows")
+}
+
+/// Records a window of ctimes pushdeploy itself moved (linking to or unlinking from inodes the
+/// releases share, renaming a release's tree) for the releases kept in `.pushdeploy/kept/`
+/// and parked: their indexes are not rewritten at every deploy, they take the windows when a
+/// release comes back into a slot ([`restore`], [`recyclable`]).
+pub fn add_window(layout: &Layout, window: (Timestamp, Timestamp)) {
+    let mut windows = windows(layout);
+    windows.push(window);
+    let excess = windows.len().saturating_sub(MAX_WINDOWS);
+    windows.drain(..excess);
+    let text: String =
+        windows.iter().map(|((s0, n0), (s1, n1))| format!("{s0}.{n0}-{s1}.{n1}\n")).collect();
+    let path = windows_path(layout);
+    let written = tempfile::NamedTempFile::new_in(&layout.state).and_then(|mut temp| {
+        use std::io::Write;
+        temp.write_all(text.as_bytes())?;
+        temp.persist(&path).map(drop).map_err(|err| err.error)
+    });
+    if written.is_err() {
+        // Without the window, a kept release's index would take pushdeploy's own change for a
+        // hand edit: a full write later, never a wrong release. Without the file, the same.
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Returns the windows recorded for kept releases, oldest first.
+pub fn windows(layout: &Layout) -> Vec<(Timestamp, Timestamp)> {
+    let text = fs::read_to_string(windows_path(layout)).unwrap_or_default();
+    let time = |text: &str| -> Option<Timestamp> {
+        let (secs, nanos) = text.split_once('.')?;
+        Some((secs.parse().ok()?, nanos.parse().ok()?))
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (start, end) = line.split_once('-')?;
+            Some((time(start)?, time(end)?))
+        })
+        .collect()
+}
+
+/// The oldest kept release, when a deploy into `slot` would discard it: the slot holds a
+/// release (it goes to `.pushdeploy/kept/` once the deploy is live) and the kept ones are
+/// already `keep - 2`. Its index (with the windows recorded for kept releases) is returned
+/// for the diff route to vouch for it, or why it cannot be used.
+pub enum Recyclable {
+    /// Nothing would be discarded.
+    Nothing,
+    /// The release that would be discarded, unusable for the diff route, and why.
+    Unusable(Box<KeptRelease>, String),
+    /// The release and its index.
+    Usable(Box<(KeptRelease, Index)>),
+}
+
+/// Returns the kept release a deploy into `slot` would discard (see [`Recyclable`]).
+pub fn recyclable(layout: &Layout, slot: Slot, keep: usize) -> Recyclable {
+    let previous = matches!(record::read(layout, slot), Ok(Some(_)))
+        && fs::symlink_metadata(layout.slot_dir(slot)).is_ok_and(|meta| meta.is_dir());
+    let kept = list(layout);
+    let Some(oldest) = kept.first().filter(|_| previous && kept.len() >= keep.saturating_sub(2))
+    else {
+        return Recyclable::Nothing;
+    };
+    let unusable = |why: &str| Recyclable::Unusable(Box::new(oldest.clone()), why.to_owned());
+    let Some(mut index) = index::read_at(&oldest.dir.join("index")) else {
+        return unusable("it has no index (it was built)");
+    };
+    if index.commit != Some(oldest.record.commit) {
+        return unusable("its index is of another commit");
+    }
+    if !oldest.record.grace.is_empty() {
+        return unusable("it holds files kept for `retire.grace`");
+    }
+    let sealed = index.sealed;
+    index.windows.extend(windows(layout).into_iter().filter(|(_, end)| *end >= sealed));
+    Recyclable::Usable(Box::new((oldest.clone(), index)))
+}
+
+/// Removes what a deploy killed while recycling a kept release left between `kept/` and its
+/// slot (that release is lost, as it would have been).
+pub fn clear_recycled(layout: &Layout) -> Result<(), Error> {
+    slots::remove_path(&recycled_dir(layout))
+}
+
+/// Where a recycled release waits between `.pushdeploy/kept/` and its slot.
+fn recycled_dir(layout: &Layout) -> PathBuf {
+    layout.state.join("recycled")
+}
+
+/// Moves the kept release `oldest` into `slot` to be brought to a new commit (the diff
+/// route), instead of discarding it once the deploy is live. The slot's release is parked
+/// first, as for any deploy (kept once the deploy is live, put back if it fails). The slot
+/// then has no record and no index: a deploy killed from here on leaves a slot the next one
+/// empties, having put the parked release back; the recycled release is lost, as it would
+/// have been. Renames only.
+pub fn recycle(
+    layout: &Layout,
+    oldest: &KeptRelease,
+    slot: Slot,
+    live: Option<&Live>,
+) -> Result<(), Error> {
+    slots::vacate(layout, slot, live, true)?;
+    // Out of `kept/` whole (tree, record and index) in one rename, so it is never listed
+    // half there; what a killed deploy leaves in `recycled/` is removed by the next one.
+    let staging = recycled_dir(layout);
+    slots::remove_path(&staging)?;
+    fs::rename(&oldest.dir, &staging).map_err(Error::io(&oldest.dir))?;
+    slots::clear_new_link(layout)?;
+    slots::write_slot_marker(layout, slot, "pending")?;
+    let tree = staging.join("release");
+    let to = layout.slot_dir(slot);
+    fs::rename(&tree, &to).map_err(Error::io(&tree))?;
+    slots::mark_slot(layout, slot)?;
+    slots::remove_path(&staging)
 }
 
 /// Disk use of some trees: each one's own size, and what they use together.

@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::layout::{Error, Layout, Live, Slot, make_state_dir};
 use super::record::ReleaseRecord;
-use super::{index, record};
+use super::{index, kept, record};
 use crate::report::escape_path;
 
 /// Empties `slot` (the one that is not live) and what interrupted deploys left behind, then
@@ -214,6 +214,8 @@ pub fn empty_trash(
     for slot in tell {
         index::add_window(layout, *slot, window);
     }
+    // Kept releases share inodes with what was removed too.
+    kept::add_window(layout, window);
     Ok(Some(window))
 }
 
@@ -252,18 +254,29 @@ pub fn empty_for_release(
     live: Option<&Live>,
     keep_previous: bool,
 ) -> Result<PathBuf, Error> {
+    vacate(layout, slot, live, keep_previous)?;
+    prepare(layout, slot)
+}
+
+/// Clears `slot` for a new release (see [`empty_for_release`]), leaving no directory there.
+pub fn vacate(
+    layout: &Layout,
+    slot: Slot,
+    live: Option<&Live>,
+    keep_previous: bool,
+) -> Result<(), Error> {
     // A kept release parked by a deploy that was killed goes back first; one parked from
     // the live slot is obsolete (the deploy that parked it went live).
     if let Some(live) = live {
         remove_path(&layout.parked_dir(live.slot))?;
     }
     restore_parked(layout, slot)?;
+    kept::clear_recycled(layout)?;
     if keep_previous {
         park_kept(layout, slot)?;
     }
     forget(layout, slot)?;
-    remove_tree(layout, slot, live)?;
-    prepare(layout, slot)
+    remove_tree(layout, slot, live)
 }
 
 /// What the idle slot holds, for the diff route (`release::diff`).
@@ -279,11 +292,7 @@ pub enum Kept {
 /// Returns the release kept in `slot` (`[retire] keep_previous`), after putting back one a
 /// killed deploy parked aside, and moving aside a directory pushdeploy did not create.
 pub fn kept_release(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<Kept, Error> {
-    if let Some(live) = live {
-        remove_path(&layout.parked_dir(live.slot))?;
-    }
-    restore_parked(layout, slot)?;
-    set_aside_foreign_slot(layout, slot)?;
+    settle_idle(layout, slot, live)?;
     if !fs::symlink_metadata(layout.slot_dir(slot)).is_ok_and(|meta| meta.is_dir()) {
         return Ok(Kept::Nothing);
     }
@@ -301,6 +310,17 @@ pub fn kept_release(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<
         return unusable("it holds files kept for `retire.grace`");
     }
     Ok(Kept::Usable(Box::new((record, index))))
+}
+
+/// Puts back what a killed deploy left aside (a parked release, a recycled one half-moved),
+/// and moves aside a directory pushdeploy did not create in `slot`.
+pub fn settle_idle(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), Error> {
+    if let Some(live) = live {
+        remove_path(&layout.parked_dir(live.slot))?;
+    }
+    restore_parked(layout, slot)?;
+    kept::clear_recycled(layout)?;
+    set_aside_foreign_slot(layout, slot)
 }
 
 /// Takes back what a deploy that did not go live wrote into `slot`, and puts a release parked
@@ -335,10 +355,13 @@ fn remove_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), E
     let trashed = empty_trash(layout, &[])?.is_some();
     let present = fs::symlink_metadata(layout.slot_dir(slot)).is_ok();
     remove_slot(layout, slot)?;
-    // The window's end waits for the clock (a tick): only when something was removed that
-    // a live release may share inodes with.
-    if let Some(live) = live.filter(|live| live.slot != slot && (trashed || present)) {
-        index::add_window(layout, live.slot, (start, index::seal_time()));
+    // Only when something was removed that a live or kept release may share inodes with.
+    if trashed || present {
+        let window = (start, index::window_end());
+        if let Some(live) = live.filter(|live| live.slot != slot) {
+            index::add_window(layout, live.slot, window);
+        }
+        kept::add_window(layout, window);
     }
     Ok(())
 }
@@ -355,7 +378,11 @@ fn park_kept(layout: &Layout, slot: Slot) -> Result<(), Error> {
     let (tree, record, index) = layout.parked(slot);
     let parked = layout.parked_dir(slot);
     fs::create_dir_all(&parked).map_err(Error::io(&parked))?;
+    // The rename moves the tree's ctime: a window keeps its index trusted (parked, then
+    // kept, it takes the windows recorded for kept releases when it is back in a slot).
+    let start = index::coarse_now();
     rename(&layout.slot_dir(slot), &tree)?;
+    kept::add_window(layout, (start, index::window_end()));
     rename(&layout.record_path(slot), &record)?;
     rename_if_present(&layout.index_path(slot), &index)
 }
@@ -371,6 +398,7 @@ fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), Error> {
     mark_slot(layout, slot)?;
     rename_if_present(&record, &layout.record_path(slot))?;
     rename_if_present(&index, &layout.index_path(slot))?;
+    index::add_windows_at(&layout.index_path(slot), &kept::windows(layout));
     remove_path(&layout.parked_dir(slot))
 }
 
