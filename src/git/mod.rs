@@ -1,16 +1,16 @@
 //! Every git2 call pushdeploy makes. No git2 type leaks out of this module.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult};
 
 mod ids;
 
-pub use ids::{BlobId, CommitId, Entry, EntryKind};
+pub use ids::{BlobId, CommitId, Entry, EntryKind, Parents};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -258,12 +258,13 @@ impl Repo {
             .and_then(|commit| commit.tree())
             .map_err(|source| self.read_error("the commit's tree", source))?;
         let mut entries = Vec::new();
+        let mut parents = Parents::default();
         let mut failure = None;
         tree.walk(TreeWalkMode::PreOrder, |root, entry| {
             // libgit2 hands the parent as "a/b/" text; tree paths are bytes on unix.
-            let parent = PathBuf::from(OsString::from_vec(
-                root.as_bytes().strip_suffix(b"/").unwrap_or(root.as_bytes()).to_vec(),
-            ));
+            let root = root.as_bytes();
+            let parent =
+                parents.get(Path::new(OsStr::from_bytes(root.strip_suffix(b"/").unwrap_or(root))));
             let name = OsString::from_vec(entry.name_bytes().to_vec());
             let kind = match (entry.kind(), entry.filemode()) {
                 (Some(ObjectType::Tree), _) => EntryKind::Dir,
@@ -286,6 +287,8 @@ impl Repo {
             TreeWalkResult::Ok
         })
         .map_err(|source| self.read_error("the commit's tree", source))?;
+        // The vector doubled as it grew: up to a third of it would be unused to the end.
+        entries.shrink_to_fit();
         match failure {
             Some(err) => Err(err),
             None => Ok(entries),

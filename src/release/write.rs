@@ -1,6 +1,7 @@
 //! Writing a commit's tree into a slot: files, directories, symlinks, as `git archive` would,
 //! hard-linking what an unmodified earlier release already holds.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
@@ -30,11 +31,7 @@ pub struct Written {
 /// filesystem: each file to write counts whole 4 KiB blocks, as does each directory; files the
 /// base release can lend count nothing. A file `.gitattributes` converts counts its converted
 /// bytes, which are lent only by a release that holds those bytes.
-pub fn check_space(
-    trees: &[Tree<'_>],
-    base: Option<&Base<'_>>,
-    target: &Path,
-) -> Result<(), Error> {
+pub fn check_space(trees: &[Tree<'_>], base: Option<&Base>, target: &Path) -> Result<(), Error> {
     const BLOCK: u64 = 4096;
     let lent = |path: &Path, blob: Option<BlobId>| {
         base.and_then(|base| base.index.files.get(path))
@@ -79,10 +76,11 @@ pub struct Tree<'a> {
     pub converted: &'a Converted,
 }
 
-/// A complete, unmodified release that files can be hard-linked from.
-pub struct Base<'a> {
+/// A complete, unmodified release that files can be hard-linked from. Its index becomes the
+/// new release's: most of a release is linked from the one before, with the same entries.
+pub struct Base {
     pub dir: PathBuf,
-    pub index: &'a Index,
+    pub index: Index,
 }
 
 /// Writes checked trees into `dir` with [`materialize`], one after the other: the commit's
@@ -91,42 +89,75 @@ pub struct Base<'a> {
 pub fn materialize_all(
     trees: &[Tree<'_>],
     dir: &Path,
-    base: Option<&Base<'_>>,
+    base: Option<Base>,
     umask: u32,
     want_index: bool,
 ) -> Result<(Written, Option<Index>), Error> {
     let mut written = Written::default();
-    let mut index = want_index.then(Index::default);
+    let mut fresh = Vec::new();
     for tree in trees {
         // Blob ids are content hashes in every repository, so linking by blob stays valid.
-        let (part, part_index) =
-            materialize(tree.repo, tree.entries, tree.converted, dir, base, umask, want_index)?;
+        let part = materialize(tree.repo, tree.entries, tree.converted, dir, base.as_ref(), umask)?;
         written.files += part.files;
         written.linked += part.linked;
         written.bytes += part.bytes;
         written.warnings.extend(part.warnings);
-        if let (Some(index), Some(part_index)) = (&mut index, part_index) {
-            index.files.extend(part_index.files);
+        fresh.extend(part.index);
+    }
+    if !want_index {
+        return Ok((written, None));
+    }
+    let mut index = Index::default();
+    // A linked file's entry is the base's, unchanged: the base's index is the new one but for
+    // the files written, which are put in it, and the base's files the trees no longer hold.
+    // A second index of every file would double the memory a switch takes.
+    match base {
+        Some(base) if written.linked > 0 => index.files = base.index.files,
+        _ => index.files.reserve(fresh.len()),
+    }
+    let mut indexed = written.linked as usize;
+    for part in fresh {
+        for (path, entry) in part {
+            match entry {
+                Some(entry) => {
+                    index.files.insert(path, entry);
+                    indexed += 1;
+                }
+                None => {
+                    index.files.remove(&path);
+                }
+            }
         }
     }
-    if let Some(index) = &mut index {
-        // Once everything is written: adding an entry to a directory changes it.
-        let others = trees
+    if index.files.len() != indexed {
+        // Some of the base's files are gone from the trees: keep only the trees' files.
+        let files: HashSet<(&Path, &OsStr)> = trees
             .iter()
             .flat_map(|tree| tree.entries.iter())
-            .filter(|entry| !matches!(entry.kind, EntryKind::File { .. }));
-        for relative in std::iter::once(PathBuf::new()).chain(others.map(Entry::path)) {
-            let path =
-                if relative.as_os_str().is_empty() { dir.to_owned() } else { dir.join(&relative) };
-            let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
-            index.others.insert(relative, FileStat::of(&meta));
-        }
+            .filter(|entry| matches!(entry.kind, EntryKind::File { .. }))
+            .map(|entry| (&*entry.parent, &*entry.name))
+            .collect();
+        index.files.retain(|path, _| {
+            path.parent().zip(path.file_name()).is_some_and(|key| files.contains(&key))
+        });
     }
-    Ok((written, index))
+    // Once everything is written: adding an entry to a directory changes it.
+    let others = trees
+        .iter()
+        .flat_map(|tree| tree.entries.iter())
+        .filter(|entry| !matches!(entry.kind, EntryKind::File { .. }));
+    for relative in std::iter::once(PathBuf::new()).chain(others.map(Entry::path)) {
+        let path =
+            if relative.as_os_str().is_empty() { dir.to_owned() } else { dir.join(&relative) };
+        let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
+        index.others.insert(relative, FileStat::of(&meta));
+    }
+    Ok((written, Some(index)))
 }
 
 /// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
-/// written and, with `want_index`, the new release's index.
+/// written, with the index entry of each file written rather than linked (`None` for one
+/// that is not indexed).
 ///
 /// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
 /// written through a symlink, even one the tree itself just created. A file whose blob, mode
@@ -139,14 +170,14 @@ fn materialize(
     entries: &[Entry],
     converted: &Converted,
     dir: &Path,
-    base: Option<&Base<'_>>,
+    base: Option<&Base>,
     umask: u32,
-    want_index: bool,
-) -> Result<(Written, Option<Index>), Error> {
-    let mut written = Written::default();
+) -> Result<FilesWritten<Vec<Fresh>>, Error> {
+    let mut written = FilesWritten::<Vec<Fresh>>::default();
     let mut dirs = DirBuilder::new();
     dirs.mode(0o777);
-    let mut files = Vec::new();
+    let count = entries.iter().filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
+    let mut files = Vec::with_capacity(count);
     for entry in entries {
         let path = dir.join(entry.path());
         match &entry.kind {
@@ -161,16 +192,14 @@ fn materialize(
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
                     .map_err(Error::io(&path))?;
             }
-            EntryKind::File { executable, blob } => {
-                files.push(PendingFile { path: entry.path(), executable: *executable, blob: *blob })
-            }
+            EntryKind::File { .. } => files.push(entry),
         }
     }
 
     let mode_mask = !umask;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
-        vec![write_files(repo, files.iter(), converted, dir, base, mode_mask, want_index)]
+    let results: Vec<Result<FilesWritten<Fresh>, Error>> = if threads == 1 || files.len() < 64 {
+        vec![write_files(repo, files.iter().copied(), converted, dir, base, mode_mask)]
     } else {
         let repo_path = repo.path();
         std::thread::scope(|scope| {
@@ -181,8 +210,8 @@ fn materialize(
                         // A libgit2 repository handle is not shared between threads.
                         let repo =
                             Repo::open(repo_path).map_err(|source| Error::Reopen { source })?;
-                        let mine = files.iter().skip(worker).step_by(threads);
-                        write_files(&repo, mine, converted, dir, base, mode_mask, want_index)
+                        let mine = files.iter().copied().skip(worker).step_by(threads);
+                        write_files(&repo, mine, converted, dir, base, mode_mask)
                     })
                 })
                 .collect();
@@ -192,64 +221,59 @@ fn materialize(
                 .collect()
         })
     };
-    let mut index = want_index.then(Index::default);
     for result in results {
         let part = result?;
         written.files += part.files;
         written.linked += part.linked;
         written.bytes += part.bytes;
         written.warnings.extend(part.warnings);
-        if let Some(index) = &mut index {
-            index.files.extend(part.index);
-        }
+        written.index.push(part.index);
     }
-    Ok((written, index))
+    Ok(written)
 }
 
 /// How every Git LFS pointer file starts.
 const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
 
-/// A file of the tree, waiting to be written.
-struct PendingFile {
-    path: PathBuf,
-    executable: bool,
-    blob: BlobId,
-}
+/// The files a writer wrote rather than linked, each with its index entry (`None`: written
+/// from bytes whose blob id is unknown, so not indexed).
+type Fresh = Vec<(PathBuf, Option<IndexEntry>)>;
 
-/// What one writer thread did.
+/// What one writer thread did, with its index entries `I`.
 #[derive(Default)]
-struct FilesWritten {
+struct FilesWritten<I> {
     warnings: Vec<String>,
     files: u64,
     linked: u64,
     bytes: u64,
-    index: Vec<(PathBuf, IndexEntry)>,
+    index: I,
 }
 
 fn write_files<'f>(
     repo: &Repo,
-    files: impl Iterator<Item = &'f PendingFile>,
+    files: impl Iterator<Item = &'f Entry>,
     converted: &Converted,
     dir: &Path,
-    base: Option<&Base<'_>>,
+    base: Option<&Base>,
     mode_mask: u32,
-    want_index: bool,
-) -> Result<FilesWritten, Error> {
-    let mut done = FilesWritten::default();
-    for PendingFile { path: relative, executable, blob } in files {
+) -> Result<FilesWritten<Fresh>, Error> {
+    // Sized up front (the iterators over the file list know their length): a vector that
+    // doubles as it grows leaves up to half of itself unused, and a first deploy indexes all.
+    let index = Vec::with_capacity(files.size_hint().0);
+    let mut done = FilesWritten { index, ..FilesWritten::default() };
+    for entry in files {
+        let EntryKind::File { executable, blob } = &entry.kind else { continue };
+        let relative = &entry.path();
         let path = dir.join(relative);
         let mode = if *executable { 0o777 } else { 0o666 };
         // The index keys a file by the blob id of its bytes on disk: a converted file's own.
         let conversion = converted.get(relative);
         let id = conversion.map_or(Some(*blob), |file| file.id);
         let linked = id.and_then(|id| link_unchanged(base, relative, id, mode & mode_mask, &path));
-        if let (Some(stat), Some(id)) = (linked, id) {
+        if let Some(stat) = linked {
             done.files += 1;
             done.linked += 1;
             done.bytes += stat.size;
-            if want_index {
-                done.index.push((relative.clone(), IndexEntry { blob: id, stat }));
-            }
             continue;
         }
         let mut file = OpenOptions::new()
@@ -262,20 +286,22 @@ fn write_files<'f>(
             converted.write_to(conversion, &mut file).map_err(Error::io(&path))?;
             done.files += 1;
             done.bytes += conversion.len;
-            if let (true, Some(blob)) = (want_index, conversion.id) {
-                let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-                done.index.push((relative.clone(), IndexEntry { blob, stat }));
-            }
+            let entry = match conversion.id {
+                Some(blob) => {
+                    let stat = index::stat_of(&file).map_err(Error::io(&path))?;
+                    Some(IndexEntry { blob, stat })
+                }
+                None => None,
+            };
+            done.index.push((relative.clone(), entry));
             continue;
         }
         let (size, warning) = write_blob_to(repo, *blob, &mut file, &path, relative)?;
         done.warnings.extend(warning);
         done.files += 1;
         done.bytes += size;
-        if want_index {
-            let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-            done.index.push((relative.clone(), IndexEntry { blob: *blob, stat }));
-        }
+        let stat = index::stat_of(&file).map_err(Error::io(&path))?;
+        done.index.push((relative.clone(), Some(IndexEntry { blob: *blob, stat })));
     }
     Ok(done)
 }
@@ -306,7 +332,7 @@ pub(super) fn write_blob_to(
 /// Hard-links `relative` from the base release when the index vouches that the file there is
 /// this very blob with this mode, unmodified. Returns its stat when it did.
 fn link_unchanged(
-    base: Option<&Base<'_>>,
+    base: Option<&Base>,
     relative: &Path,
     blob: BlobId,
     mode: u32,
