@@ -1,12 +1,13 @@
 //! Writing a commit's tree into a slot: files, directories, symlinks, as `git archive` would,
 //! hard-linking what an unmodified earlier release already holds.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tracing::instrument;
 
@@ -94,41 +95,43 @@ pub fn materialize_all(
     want_index: bool,
 ) -> Result<(Written, Option<Index>), Error> {
     let mut written = Written::default();
-    let mut fresh = Vec::new();
+    // The writers put the files they write into one map; with no base that is every file.
+    let fresh = Mutex::new(Fresh::default());
+    if want_index && base.is_none() {
+        let files = trees.iter().flat_map(|tree| tree.entries.iter());
+        let count = files.filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
+        lock(&fresh).indexed.reserve(count);
+    }
     for tree in trees {
         // Blob ids are content hashes in every repository, so linking by blob stays valid.
-        let part = materialize(tree.repo, tree.entries, tree.converted, dir, base.as_ref(), umask)?;
+        let sink = want_index.then_some(&fresh);
+        let part =
+            materialize(tree.repo, tree.entries, tree.converted, dir, base.as_ref(), umask, sink)?;
         written.files += part.files;
         written.linked += part.linked;
         written.bytes += part.bytes;
         written.warnings.extend(part.warnings);
-        fresh.extend(part.index);
     }
     if !want_index {
         return Ok((written, None));
     }
+    let fresh = fresh.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let indexed = written.linked as usize + fresh.indexed.len();
     let mut index = Index::default();
     // A linked file's entry is the base's, unchanged: the base's index is the new one but for
     // the files written, which are put in it, and the base's files the trees no longer hold.
     // A second index of every file would double the memory a switch takes.
-    match base {
-        Some(base) if written.linked > 0 => index.files = base.index.files,
-        _ => index.files.reserve(fresh.len()),
-    }
-    let mut indexed = written.linked as usize;
-    for part in fresh {
-        for (path, entry) in part {
-            match entry {
-                Some(entry) => {
-                    index.files.insert(path, entry);
-                    indexed += 1;
-                }
-                None => {
-                    index.files.remove(&path);
-                }
+    index.files = match base {
+        Some(base) if written.linked > 0 => {
+            let mut files = base.index.files;
+            for path in &fresh.unindexed {
+                files.remove(path);
             }
+            files.extend(fresh.indexed);
+            files
         }
-    }
+        _ => fresh.indexed,
+    };
     if index.files.len() != indexed {
         // Some of the base's files are gone from the trees: keep only the trees' files.
         let files: HashSet<(&Path, &OsStr)> = trees
@@ -156,8 +159,7 @@ pub fn materialize_all(
 }
 
 /// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
-/// written, with the index entry of each file written rather than linked (`None` for one
-/// that is not indexed).
+/// written; each file written rather than linked goes into `fresh`, when given.
 ///
 /// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
 /// written through a symlink, even one the tree itself just created. A file whose blob, mode
@@ -172,8 +174,9 @@ fn materialize(
     dir: &Path,
     base: Option<&Base>,
     umask: u32,
-) -> Result<FilesWritten<Vec<Fresh>>, Error> {
-    let mut written = FilesWritten::<Vec<Fresh>>::default();
+    fresh: Option<&Mutex<Fresh>>,
+) -> Result<FilesWritten, Error> {
+    let mut written = FilesWritten::default();
     let mut dirs = DirBuilder::new();
     dirs.mode(0o777);
     let count = entries.iter().filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
@@ -198,8 +201,8 @@ fn materialize(
 
     let mode_mask = !umask;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let results: Vec<Result<FilesWritten<Fresh>, Error>> = if threads == 1 || files.len() < 64 {
-        vec![write_files(repo, files.iter().copied(), converted, dir, base, mode_mask)]
+    let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
+        vec![write_files(repo, files.iter().copied(), converted, dir, base, mode_mask, fresh)]
     } else {
         let repo_path = repo.path();
         std::thread::scope(|scope| {
@@ -211,7 +214,7 @@ fn materialize(
                         let repo =
                             Repo::open(repo_path).map_err(|source| Error::Reopen { source })?;
                         let mine = files.iter().copied().skip(worker).step_by(threads);
-                        write_files(&repo, mine, converted, dir, base, mode_mask)
+                        write_files(&repo, mine, converted, dir, base, mode_mask, fresh)
                     })
                 })
                 .collect();
@@ -227,7 +230,6 @@ fn materialize(
         written.linked += part.linked;
         written.bytes += part.bytes;
         written.warnings.extend(part.warnings);
-        written.index.push(part.index);
     }
     Ok(written)
 }
@@ -235,18 +237,26 @@ fn materialize(
 /// How every Git LFS pointer file starts.
 const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
 
-/// The files a writer wrote rather than linked, each with its index entry (`None`: written
-/// from bytes whose blob id is unknown, so not indexed).
-type Fresh = Vec<(PathBuf, Option<IndexEntry>)>;
-
-/// What one writer thread did, with its index entries `I`.
+/// The files the writers wrote rather than linked.
 #[derive(Default)]
-struct FilesWritten<I> {
+struct Fresh {
+    indexed: HashMap<PathBuf, IndexEntry>,
+    /// Written from bytes whose blob id is unknown, so not indexed.
+    unindexed: Vec<PathBuf>,
+}
+
+/// Locks what the writers share; a writer that panicked holding it fails the deploy anyway.
+fn lock(fresh: &Mutex<Fresh>) -> MutexGuard<'_, Fresh> {
+    fresh.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What one writer thread did.
+#[derive(Default)]
+struct FilesWritten {
     warnings: Vec<String>,
     files: u64,
     linked: u64,
     bytes: u64,
-    index: I,
 }
 
 fn write_files<'f>(
@@ -256,11 +266,9 @@ fn write_files<'f>(
     dir: &Path,
     base: Option<&Base>,
     mode_mask: u32,
-) -> Result<FilesWritten<Fresh>, Error> {
-    // Sized up front (the iterators over the file list know their length): a vector that
-    // doubles as it grows leaves up to half of itself unused, and a first deploy indexes all.
-    let index = Vec::with_capacity(files.size_hint().0);
-    let mut done = FilesWritten { index, ..FilesWritten::default() };
+    fresh: Option<&Mutex<Fresh>>,
+) -> Result<FilesWritten, Error> {
+    let mut done = FilesWritten::default();
     for entry in files {
         let EntryKind::File { executable, blob } = &entry.kind else { continue };
         let relative = &entry.path();
@@ -286,22 +294,24 @@ fn write_files<'f>(
             converted.write_to(conversion, &mut file).map_err(Error::io(&path))?;
             done.files += 1;
             done.bytes += conversion.len;
-            let entry = match conversion.id {
-                Some(blob) => {
+            match (fresh, conversion.id) {
+                (Some(fresh), Some(blob)) => {
                     let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-                    Some(IndexEntry { blob, stat })
+                    lock(fresh).indexed.insert(relative.clone(), IndexEntry { blob, stat });
                 }
-                None => None,
-            };
-            done.index.push((relative.clone(), entry));
+                (Some(fresh), None) => lock(fresh).unindexed.push(relative.clone()),
+                (None, _) => {}
+            }
             continue;
         }
         let (size, warning) = write_blob_to(repo, *blob, &mut file, &path, relative)?;
         done.warnings.extend(warning);
         done.files += 1;
         done.bytes += size;
-        let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-        done.index.push((relative.clone(), Some(IndexEntry { blob: *blob, stat })));
+        if let Some(fresh) = fresh {
+            let stat = index::stat_of(&file).map_err(Error::io(&path))?;
+            lock(fresh).indexed.insert(relative.clone(), IndexEntry { blob: *blob, stat });
+        }
     }
     Ok(done)
 }
