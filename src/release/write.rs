@@ -1,7 +1,7 @@
 //! Writing a commit's tree into a slot: files, directories, symlinks, as `git archive` would,
 //! hard-linking what an unmodified earlier release already holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
@@ -16,6 +16,7 @@ use super::{Error, blob_error};
 use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
 use crate::report::escape_path;
 use crate::target_dir::index::{self, FileStat, Index, IndexEntry};
+use crate::target_dir::path_map::PathMap;
 
 /// What materializing wrote.
 #[derive(Debug, Default, Clone)]
@@ -240,7 +241,7 @@ const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
 /// The files the writers wrote rather than linked.
 #[derive(Default)]
 struct Fresh {
-    indexed: HashMap<PathBuf, IndexEntry>,
+    indexed: PathMap<IndexEntry>,
     /// Written from bytes whose blob id is unknown, so not indexed.
     unindexed: Vec<PathBuf>,
 }

@@ -8,7 +8,6 @@
 //! cannot set it back, so any write after the seal is caught even if the writer restores mtime.
 //! Only releases that ran no build get an index: a build could change a file before the seal.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -19,6 +18,7 @@ use std::path::{Path, PathBuf};
 use nix::time::{ClockId, clock_gettime};
 
 use crate::git::{BlobId, CommitId};
+use crate::target_dir::path_map::PathMap;
 use crate::target_dir::{Layout, Slot};
 
 /// The header of an index; version 1 had no directories and symlinks.
@@ -60,11 +60,11 @@ pub struct Index {
     pub commit: Option<CommitId>,
     /// Coarse-clock time after which any change to a file makes it untrusted.
     pub sealed: Timestamp,
-    pub files: HashMap<PathBuf, IndexEntry>,
+    pub files: PathMap<IndexEntry>,
     /// The release's directories (the root as the empty path) and symlinks, as `lstat` saw
     /// them once complete: a directory's ctime moves when anything is added to it or removed
     /// from it, so these vouch that the release holds nothing else (see `release::diff`).
-    pub others: HashMap<PathBuf, FileStat>,
+    pub others: PathMap<FileStat>,
     /// Spans of ctimes that pushdeploy itself caused after the seal (removing a slot that
     /// shared inodes with this release); a ctime inside one is not a change to the file.
     pub windows: Vec<(Timestamp, Timestamp)>,
@@ -212,8 +212,8 @@ pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
         let (start, end) = window.split_once('-')?;
         windows.push((time(start)?, time(end)?));
     }
-    let mut files = HashMap::with_capacity(usize::try_from(estimate).unwrap_or(0));
-    let mut others = HashMap::new();
+    let mut files = PathMap::with_capacity(usize::try_from(estimate).unwrap_or(0));
+    let mut others = PathMap::default();
     let mut record = line;
     loop {
         record.clear();
@@ -327,8 +327,8 @@ mod tests {
         fs::write(&path, v1).unwrap();
         let index = read(&layout, Slot::Blue).unwrap();
         assert_eq!(index.files.len(), 2);
-        assert_eq!(index.files[Path::new("a/b")].stat, stat(7));
-        assert_eq!(index.files[Path::new("c")].stat.mode, 0o100755);
+        assert_eq!(index.files.get(Path::new("a/b")).unwrap().stat, stat(7));
+        assert_eq!(index.files.get(Path::new("c")).unwrap().stat.mode, 0o100755);
         assert!(index.others.is_empty() && index.windows.is_empty());
         // No newline after the header, a bad record, an unsealed index: none is trusted.
         for bad in [
