@@ -173,3 +173,56 @@ fn a_build_writing_into_files_never_changes_the_live_release() {
     let index = fs::read_to_string(env.live_dir().join("index.html")).unwrap();
     assert_eq!(index, "<h1>home</h1>\n");
 }
+
+/// Returns the paths of the files the live release's index lists.
+fn indexed_files(env: &TestEnv) -> Vec<String> {
+    let index = env.target.join(format!(".pushdeploy/releases/{}.index", env.live_slot()));
+    let bytes = fs::read(&index).unwrap_or_else(|e| panic!("read {}: {e}", index.display()));
+    let body = &bytes[bytes.iter().position(|&b| b == b'\n').expect("a header") + 1..];
+    let mut files: Vec<String> = body
+        .split(|&b| b == 0)
+        .filter(|record| !record.is_empty() && !record.starts_with(b"- "))
+        .map(|record| {
+            String::from_utf8_lossy(record.splitn(7, |&b| b == b' ').nth(6).expect("a path")).into()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Returns the paths of the regular files of the live release.
+fn live_files(env: &TestEnv) -> Vec<String> {
+    let live = env.live_dir();
+    let mut files: Vec<String> = walkdir::WalkDir::new(&live)
+        .into_iter()
+        .map(|entry| entry.expect("walk the live release"))
+        .filter(|entry| entry.file_type().is_file())
+        .map(|entry| {
+            entry
+                .path()
+                .strip_prefix(&live)
+                .expect("under the release")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_linked_switch_indexes_exactly_its_own_files() {
+    // The new index is built from the live release's: files the commit removed must leave it.
+    let env = TestEnv::new();
+    env.init(&[]);
+    write_site(&env);
+    let _ = push_and_check(&env, "first");
+    assert_eq!(indexed_files(&env), live_files(&env));
+    env.remove("about.html");
+    env.remove("pages/03/page-3.html");
+    env.write("index.html", "<h1>home, again</h1>\n");
+    env.write("new.html", "<p>new</p>\n");
+    let second = push_and_check(&env, "second");
+    assert_eq!(linked(&second), FILES + 1 - 1, "{second}");
+    assert_eq!(indexed_files(&env), live_files(&env));
+}

@@ -297,16 +297,16 @@ fn materialize(run: &mut Run<'_>, dir: &Path) -> Result<Option<Index>, Failure> 
             entries: &part.entries,
             converted: &none,
         }));
-        let base_index = live.filter(|_| no_build).and_then(|live| trusted_index(layout, live));
-        let base = base_index
-            .as_ref()
+        let base = live
+            .filter(|_| no_build)
+            .and_then(|live| trusted_index(layout, live))
             .map(|(live, index)| Base { dir: layout.slot_dir(live.slot), index });
         let failure = |err: crate::release::Error| {
             let hint = if err.is_no_space() { free_space_hint(layout) } else { RETRY.to_owned() };
             Failure::new(Stage::Materialize, err, hint)
         };
         write::check_space(&trees, base.as_ref(), &layout.target).map_err(failure)?;
-        write::materialize_all(&trees, dir, base.as_ref(), config.umask, no_build).map_err(failure)
+        write::materialize_all(&trees, dir, base, config.umask, no_build).map_err(failure)
     });
     let (written, mut index) = written?;
     if let Some(index) = &mut index {

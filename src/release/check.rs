@@ -259,15 +259,14 @@ pub fn served(root: &Path, served: &Path, allowed: &[(PathBuf, PathBuf)]) -> Res
 /// symlink resolves inside the release.
 #[instrument(skip_all)]
 pub fn check_tree(entries: &[Entry], symlinks: SymlinkPolicy) -> Result<(), Error> {
-    let mut index: HashMap<PathBuf, &EntryKind> = HashMap::with_capacity(entries.len());
+    let mut index = TreeIndex(HashMap::with_capacity(entries.len()));
     for entry in entries {
-        let path = entry.path();
         if let Err(why) = check_name(&entry.name) {
-            return Err(Error::Refused { path: entry.parent.join(&entry.name), why: why.into() });
+            return Err(Error::Refused { path: entry.path(), why: why.into() });
         }
-        if index.insert(path.clone(), &entry.kind).is_some() {
+        if index.0.insert((&entry.parent, &entry.name), &entry.kind).is_some() {
             return Err(Error::Refused {
-                path,
+                path: entry.path(),
                 why: "the tree holds two entries of this name".into(),
             });
         }
@@ -309,10 +308,14 @@ fn check_name(name: &OsStr) -> Result<(), &'static str> {
     }
 }
 
-/// The pushed tree, by path, as the resolver sees it.
-impl Tree for HashMap<PathBuf, &EntryKind> {
+/// The pushed tree as the resolver sees it, keyed by directory and name as borrowed from the
+/// entries: a key of its own per entry (a path) cost as much memory as the entries themselves.
+struct TreeIndex<'a>(HashMap<(&'a Path, &'a OsStr), &'a EntryKind>);
+
+impl Tree for TreeIndex<'_> {
     fn node(&self, path: &Path) -> io::Result<Node> {
-        Ok(match self.get(path) {
+        let key = path.parent().zip(path.file_name());
+        Ok(match key.and_then(|key| self.0.get(&key)) {
             Some(EntryKind::Symlink { target }) => Node::Symlink(target.clone()),
             Some(EntryKind::Dir | EntryKind::Submodule { .. }) => Node::Dir,
             Some(EntryKind::File { .. }) => Node::Other,
@@ -398,12 +401,12 @@ mod tree_tests {
     use super::*;
 
     fn dir(parent: &str, name: &str) -> Entry {
-        Entry { parent: parent.into(), name: name.into(), kind: EntryKind::Dir }
+        Entry { parent: Path::new(parent).into(), name: name.into(), kind: EntryKind::Dir }
     }
 
     fn link(parent: &str, name: &str, target: &str) -> Entry {
         Entry {
-            parent: parent.into(),
+            parent: Path::new(parent).into(),
             name: name.into(),
             kind: EntryKind::Symlink { target: target.as_bytes().to_vec() },
         }

@@ -85,11 +85,11 @@ pub fn vouch(dir: &Path, index: &Index, mode_mask: u32) -> Result<(), String> {
     let modes = [0o666 & mode_mask, 0o777 & mode_mask];
     let files = index.files.iter().map(|(path, entry)| (path, &entry.stat, true));
     let others = index.others.iter().map(|(path, stat)| (path, stat, false));
-    let entries: Vec<(&PathBuf, &FileStat, bool)> =
+    let entries: Vec<(&Path, &FileStat, bool)> =
         files.chain(others).filter(|(path, _, _)| !path.as_os_str().is_empty()).collect();
     // Checks some entries; returns the first problem in byte order (a directory before what
     // it holds), so that the one reported does not depend on the order of the index.
-    let check = |part: &[(&PathBuf, &FileStat, bool)]| -> Option<(PathBuf, &'static str)> {
+    let check = |part: &[(&Path, &FileStat, bool)]| -> Option<(PathBuf, &'static str)> {
         let mut first: Option<(PathBuf, &'static str)> = None;
         for (relative, stat, file) in part {
             let problem = if *file && !modes.contains(&(stat.mode & 0o7777)) {
@@ -102,7 +102,7 @@ pub fn vouch(dir: &Path, index: &Index, mode_mask: u32) -> Result<(), String> {
             if first.as_ref().is_none_or(|(path, _)| {
                 relative.as_os_str().as_bytes() < path.as_os_str().as_bytes()
             }) {
-                first = Some(((*relative).clone(), problem));
+                first = Some((relative.to_path_buf(), problem));
             }
         }
         first
@@ -213,7 +213,7 @@ pub fn apply(
         .filter(|(relative, stat)| {
             is_dir(stat) && !relative.as_os_str().is_empty() && !new_dirs.contains(*relative)
         })
-        .map(|(relative, _)| relative.clone())
+        .map(|(relative, _)| relative.to_owned())
         .collect();
     gone.sort_unstable_by(|a, b| b.as_os_str().as_bytes().cmp(a.as_os_str().as_bytes()));
     for relative in gone {
@@ -228,7 +228,7 @@ pub fn apply(
     dirs.mode(0o777);
     let mut made: Vec<&PathBuf> = new_dirs
         .iter()
-        .filter(|relative| !index.others.get(*relative).is_some_and(is_dir))
+        .filter(|relative| !index.others.get(relative).is_some_and(is_dir))
         .collect();
     made.sort_unstable_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
     for relative in made {

@@ -1,11 +1,13 @@
 //! Writing a commit's tree into a slot: files, directories, symlinks, as `git archive` would,
 //! hard-linking what an unmodified earlier release already holds.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tracing::instrument;
 
@@ -14,6 +16,7 @@ use super::{Error, blob_error};
 use crate::git::{BlobError, BlobId, CommitId, Entry, EntryKind, Repo};
 use crate::report::escape_path;
 use crate::target_dir::index::{self, FileStat, Index, IndexEntry};
+use crate::target_dir::path_map::PathMap;
 
 /// What materializing wrote.
 #[derive(Debug, Default, Clone)]
@@ -30,11 +33,7 @@ pub struct Written {
 /// filesystem: each file to write counts whole 4 KiB blocks, as does each directory; files the
 /// base release can lend count nothing. A file `.gitattributes` converts counts its converted
 /// bytes, which are lent only by a release that holds those bytes.
-pub fn check_space(
-    trees: &[Tree<'_>],
-    base: Option<&Base<'_>>,
-    target: &Path,
-) -> Result<(), Error> {
+pub fn check_space(trees: &[Tree<'_>], base: Option<&Base>, target: &Path) -> Result<(), Error> {
     const BLOCK: u64 = 4096;
     let lent = |path: &Path, blob: Option<BlobId>| {
         base.and_then(|base| base.index.files.get(path))
@@ -79,10 +78,11 @@ pub struct Tree<'a> {
     pub converted: &'a Converted,
 }
 
-/// A complete, unmodified release that files can be hard-linked from.
-pub struct Base<'a> {
+/// A complete, unmodified release that files can be hard-linked from. Its index becomes the
+/// new release's: most of a release is linked from the one before, with the same entries.
+pub struct Base {
     pub dir: PathBuf,
-    pub index: &'a Index,
+    pub index: Index,
 }
 
 /// Writes checked trees into `dir` with [`materialize`], one after the other: the commit's
@@ -91,42 +91,76 @@ pub struct Base<'a> {
 pub fn materialize_all(
     trees: &[Tree<'_>],
     dir: &Path,
-    base: Option<&Base<'_>>,
+    base: Option<Base>,
     umask: u32,
     want_index: bool,
 ) -> Result<(Written, Option<Index>), Error> {
     let mut written = Written::default();
-    let mut index = want_index.then(Index::default);
+    // The writers put the files they write into one map; with no base that is every file.
+    let fresh = Mutex::new(Fresh::default());
+    if want_index && base.is_none() {
+        let files = trees.iter().flat_map(|tree| tree.entries.iter());
+        let count = files.filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
+        lock(&fresh).indexed.reserve(count);
+    }
     for tree in trees {
         // Blob ids are content hashes in every repository, so linking by blob stays valid.
-        let (part, part_index) =
-            materialize(tree.repo, tree.entries, tree.converted, dir, base, umask, want_index)?;
+        let sink = want_index.then_some(&fresh);
+        let part =
+            materialize(tree.repo, tree.entries, tree.converted, dir, base.as_ref(), umask, sink)?;
         written.files += part.files;
         written.linked += part.linked;
         written.bytes += part.bytes;
         written.warnings.extend(part.warnings);
-        if let (Some(index), Some(part_index)) = (&mut index, part_index) {
-            index.files.extend(part_index.files);
-        }
     }
-    if let Some(index) = &mut index {
-        // Once everything is written: adding an entry to a directory changes it.
-        let others = trees
+    if !want_index {
+        return Ok((written, None));
+    }
+    let fresh = fresh.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let indexed = written.linked as usize + fresh.indexed.len();
+    let mut index = Index::default();
+    // A linked file's entry is the base's, unchanged: the base's index is the new one but for
+    // the files written, which are put in it, and the base's files the trees no longer hold.
+    // A second index of every file would double the memory a switch takes.
+    index.files = match base {
+        Some(base) if written.linked > 0 => {
+            let mut files = base.index.files;
+            for path in &fresh.unindexed {
+                files.remove(path);
+            }
+            files.extend(fresh.indexed);
+            files
+        }
+        _ => fresh.indexed,
+    };
+    if index.files.len() != indexed {
+        // Some of the base's files are gone from the trees: keep only the trees' files.
+        let files: HashSet<(&Path, &OsStr)> = trees
             .iter()
             .flat_map(|tree| tree.entries.iter())
-            .filter(|entry| !matches!(entry.kind, EntryKind::File { .. }));
-        for relative in std::iter::once(PathBuf::new()).chain(others.map(Entry::path)) {
-            let path =
-                if relative.as_os_str().is_empty() { dir.to_owned() } else { dir.join(&relative) };
-            let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
-            index.others.insert(relative, FileStat::of(&meta));
-        }
+            .filter(|entry| matches!(entry.kind, EntryKind::File { .. }))
+            .map(|entry| (&*entry.parent, &*entry.name))
+            .collect();
+        index.files.retain(|path, _| {
+            path.parent().zip(path.file_name()).is_some_and(|key| files.contains(&key))
+        });
     }
-    Ok((written, index))
+    // Once everything is written: adding an entry to a directory changes it.
+    let others = trees
+        .iter()
+        .flat_map(|tree| tree.entries.iter())
+        .filter(|entry| !matches!(entry.kind, EntryKind::File { .. }));
+    for relative in std::iter::once(PathBuf::new()).chain(others.map(Entry::path)) {
+        let path =
+            if relative.as_os_str().is_empty() { dir.to_owned() } else { dir.join(&relative) };
+        let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
+        index.others.insert(relative, FileStat::of(&meta));
+    }
+    Ok((written, Some(index)))
 }
 
 /// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
-/// written and, with `want_index`, the new release's index.
+/// written; each file written rather than linked goes into `fresh`, when given.
 ///
 /// Every file is created with `O_EXCL` and every directory with `mkdir`, so nothing is ever
 /// written through a symlink, even one the tree itself just created. A file whose blob, mode
@@ -139,14 +173,15 @@ fn materialize(
     entries: &[Entry],
     converted: &Converted,
     dir: &Path,
-    base: Option<&Base<'_>>,
+    base: Option<&Base>,
     umask: u32,
-    want_index: bool,
-) -> Result<(Written, Option<Index>), Error> {
-    let mut written = Written::default();
+    fresh: Option<&Mutex<Fresh>>,
+) -> Result<FilesWritten, Error> {
+    let mut written = FilesWritten::default();
     let mut dirs = DirBuilder::new();
     dirs.mode(0o777);
-    let mut files = Vec::new();
+    let count = entries.iter().filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
+    let mut files = Vec::with_capacity(count);
     for entry in entries {
         let path = dir.join(entry.path());
         match &entry.kind {
@@ -161,16 +196,14 @@ fn materialize(
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
                     .map_err(Error::io(&path))?;
             }
-            EntryKind::File { executable, blob } => {
-                files.push(PendingFile { path: entry.path(), executable: *executable, blob: *blob })
-            }
+            EntryKind::File { .. } => files.push(entry),
         }
     }
 
     let mode_mask = !umask;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
-        vec![write_files(repo, files.iter(), converted, dir, base, mode_mask, want_index)]
+        vec![write_files(repo, files.iter().copied(), converted, dir, base, mode_mask, fresh)]
     } else {
         let repo_path = repo.path();
         std::thread::scope(|scope| {
@@ -181,8 +214,8 @@ fn materialize(
                         // A libgit2 repository handle is not shared between threads.
                         let repo =
                             Repo::open(repo_path).map_err(|source| Error::Reopen { source })?;
-                        let mine = files.iter().skip(worker).step_by(threads);
-                        write_files(&repo, mine, converted, dir, base, mode_mask, want_index)
+                        let mine = files.iter().copied().skip(worker).step_by(threads);
+                        write_files(&repo, mine, converted, dir, base, mode_mask, fresh)
                     })
                 })
                 .collect();
@@ -192,28 +225,30 @@ fn materialize(
                 .collect()
         })
     };
-    let mut index = want_index.then(Index::default);
     for result in results {
         let part = result?;
         written.files += part.files;
         written.linked += part.linked;
         written.bytes += part.bytes;
         written.warnings.extend(part.warnings);
-        if let Some(index) = &mut index {
-            index.files.extend(part.index);
-        }
     }
-    Ok((written, index))
+    Ok(written)
 }
 
 /// How every Git LFS pointer file starts.
 const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
 
-/// A file of the tree, waiting to be written.
-struct PendingFile {
-    path: PathBuf,
-    executable: bool,
-    blob: BlobId,
+/// The files the writers wrote rather than linked.
+#[derive(Default)]
+struct Fresh {
+    indexed: PathMap<IndexEntry>,
+    /// Written from bytes whose blob id is unknown, so not indexed.
+    unindexed: Vec<PathBuf>,
+}
+
+/// Locks what the writers share; a writer that panicked holding it fails the deploy anyway.
+fn lock(fresh: &Mutex<Fresh>) -> MutexGuard<'_, Fresh> {
+    fresh.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What one writer thread did.
@@ -223,33 +258,31 @@ struct FilesWritten {
     files: u64,
     linked: u64,
     bytes: u64,
-    index: Vec<(PathBuf, IndexEntry)>,
 }
 
 fn write_files<'f>(
     repo: &Repo,
-    files: impl Iterator<Item = &'f PendingFile>,
+    files: impl Iterator<Item = &'f Entry>,
     converted: &Converted,
     dir: &Path,
-    base: Option<&Base<'_>>,
+    base: Option<&Base>,
     mode_mask: u32,
-    want_index: bool,
+    fresh: Option<&Mutex<Fresh>>,
 ) -> Result<FilesWritten, Error> {
     let mut done = FilesWritten::default();
-    for PendingFile { path: relative, executable, blob } in files {
+    for entry in files {
+        let EntryKind::File { executable, blob } = &entry.kind else { continue };
+        let relative = &entry.path();
         let path = dir.join(relative);
         let mode = if *executable { 0o777 } else { 0o666 };
         // The index keys a file by the blob id of its bytes on disk: a converted file's own.
         let conversion = converted.get(relative);
         let id = conversion.map_or(Some(*blob), |file| file.id);
         let linked = id.and_then(|id| link_unchanged(base, relative, id, mode & mode_mask, &path));
-        if let (Some(stat), Some(id)) = (linked, id) {
+        if let Some(stat) = linked {
             done.files += 1;
             done.linked += 1;
             done.bytes += stat.size;
-            if want_index {
-                done.index.push((relative.clone(), IndexEntry { blob: id, stat }));
-            }
             continue;
         }
         let mut file = OpenOptions::new()
@@ -262,9 +295,13 @@ fn write_files<'f>(
             converted.write_to(conversion, &mut file).map_err(Error::io(&path))?;
             done.files += 1;
             done.bytes += conversion.len;
-            if let (true, Some(blob)) = (want_index, conversion.id) {
-                let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-                done.index.push((relative.clone(), IndexEntry { blob, stat }));
+            match (fresh, conversion.id) {
+                (Some(fresh), Some(blob)) => {
+                    let stat = index::stat_of(&file).map_err(Error::io(&path))?;
+                    lock(fresh).indexed.insert(relative.clone(), IndexEntry { blob, stat });
+                }
+                (Some(fresh), None) => lock(fresh).unindexed.push(relative.clone()),
+                (None, _) => {}
             }
             continue;
         }
@@ -272,9 +309,9 @@ fn write_files<'f>(
         done.warnings.extend(warning);
         done.files += 1;
         done.bytes += size;
-        if want_index {
+        if let Some(fresh) = fresh {
             let stat = index::stat_of(&file).map_err(Error::io(&path))?;
-            done.index.push((relative.clone(), IndexEntry { blob: *blob, stat }));
+            lock(fresh).indexed.insert(relative.clone(), IndexEntry { blob: *blob, stat });
         }
     }
     Ok(done)
@@ -306,7 +343,7 @@ pub(super) fn write_blob_to(
 /// Hard-links `relative` from the base release when the index vouches that the file there is
 /// this very blob with this mode, unmodified. Returns its stat when it did.
 fn link_unchanged(
-    base: Option<&Base<'_>>,
+    base: Option<&Base>,
     relative: &Path,
     blob: BlobId,
     mode: u32,

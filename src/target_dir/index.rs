@@ -8,10 +8,9 @@
 //! cannot set it back, so any write after the seal is caught even if the writer restores mtime.
 //! Only releases that ran no build get an index: a build could change a file before the seal.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +18,7 @@ use std::path::{Path, PathBuf};
 use nix::time::{ClockId, clock_gettime};
 
 use crate::git::{BlobId, CommitId};
+use crate::target_dir::path_map::PathMap;
 use crate::target_dir::{Layout, Slot};
 
 /// The header of an index; version 1 had no directories and symlinks, version 2 did not say
@@ -62,11 +62,11 @@ pub struct Index {
     pub commit: Option<CommitId>,
     /// Coarse-clock time after which any change to a file makes it untrusted.
     pub sealed: Timestamp,
-    pub files: HashMap<PathBuf, IndexEntry>,
+    pub files: PathMap<IndexEntry>,
     /// The release's directories (the root as the empty path) and symlinks, as `lstat` saw
     /// them once complete: a directory's ctime moves when anything is added to it or removed
     /// from it, so these vouch that the release holds nothing else (see `release::diff`).
-    pub others: HashMap<PathBuf, FileStat>,
+    pub others: PathMap<FileStat>,
     /// Spans of ctimes that pushdeploy itself caused after the seal (removing a slot that
     /// shared inodes with this release); a ctime inside one is not a change to the file.
     pub windows: Vec<(Timestamp, Timestamp)>,
@@ -238,15 +238,22 @@ pub fn persist(layout: &Layout, slot: Slot, staged: tempfile::NamedTempFile) -> 
 }
 
 /// Reads the index of `slot`; `None` when there is none or it cannot be trusted to parse.
+///
+/// The file is read a record at a time: holding all of it besides the maps made of it would
+/// add a tenth to the memory of a deploy.
 pub fn read(layout: &Layout, slot: Slot) -> Option<Index> {
     read_at(&layout.index_path(slot))
 }
 
-/// Reads the index at `path` (a slot's, or a kept release's).
+/// Reads the index at `path` (a slot's, or a kept release's), a record at a time.
 pub fn read_at(path: &Path) -> Option<Index> {
-    let bytes = fs::read(path).ok()?;
-    let newline = bytes.iter().position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
+    let file = File::open(path).ok()?;
+    // About what a record takes at 100,000 files: enough to size the map in one go there.
+    let estimate = file.metadata().map_or(0, |meta| meta.len() / 128);
+    let mut input = BufReader::new(file);
+    let mut line = Vec::new();
+    input.read_until(b'\n', &mut line).ok()?;
+    let header = std::str::from_utf8(line.strip_suffix(b"\n")?).ok()?;
     let (rest, current) = match header.strip_prefix(HEADER) {
         Some(rest) => (rest, true),
         None => (header.strip_prefix(HEADER_V2).or_else(|| header.strip_prefix(HEADER_V1))?, false),
@@ -265,30 +272,43 @@ pub fn read_at(path: &Path) -> Option<Index> {
         let (start, end) = window.split_once('-')?;
         windows.push((time(start)?, time(end)?));
     }
-    let mut files = HashMap::new();
-    let mut others = HashMap::new();
-    for record in bytes[newline + 1..].split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let mut parts = record.splitn(7, |&b| b == b' ');
-        let mut text = || std::str::from_utf8(parts.next()?).ok().map(str::to_owned);
-        let first = text()?;
-        if first == "-" {
-            let mode = u32::from_str_radix(&text()?, 8).ok()?;
-            let ino = text()?.parse().ok()?;
-            let size = text()?.parse().ok()?;
-            let mtime = (text()?.parse().ok()?, text()?.parse().ok()?);
-            let path = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
-            others.insert(path, FileStat { ino, size, mode, mtime });
+    let mut files = PathMap::with_capacity(usize::try_from(estimate).unwrap_or(0));
+    let mut others = PathMap::default();
+    let mut record = line;
+    loop {
+        record.clear();
+        if input.read_until(0, &mut record).ok()? == 0 {
+            break;
+        }
+        let bytes = record.strip_suffix(b"\0").unwrap_or(&record);
+        if bytes.is_empty() {
             continue;
         }
-        let blob = BlobId::from_hex(&first)?;
-        let mode = u32::from_str_radix(&text()?, 8).ok()?;
-        let ino = text()?.parse().ok()?;
-        let size = text()?.parse().ok()?;
-        let mtime = (text()?.parse().ok()?, text()?.parse().ok()?);
-        let file = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
-        files.insert(file, IndexEntry { blob, stat: FileStat { ino, size, mode, mtime } });
+        match parse_record(bytes)? {
+            (None, stat, path) => {
+                others.insert(path, stat);
+            }
+            (Some(blob), stat, path) => {
+                files.insert(path, IndexEntry { blob, stat });
+            }
+        }
     }
     Some(Index { commit, sealed, files, others, windows, exact })
+}
+
+/// Parses one record: `BLOB MODE INO SIZE SECS NANOS PATH` for a file, with `-` for the blob
+/// for a directory or symlink.
+fn parse_record(record: &[u8]) -> Option<(Option<BlobId>, FileStat, PathBuf)> {
+    let mut parts = record.splitn(7, |&b| b == b' ');
+    let mut text = || std::str::from_utf8(parts.next()?).ok();
+    let first = text()?;
+    let blob = if first == "-" { None } else { Some(BlobId::from_hex(first)?) };
+    let mode = u32::from_str_radix(text()?, 8).ok()?;
+    let ino = text()?.parse().ok()?;
+    let size = text()?.parse().ok()?;
+    let mtime = (text()?.parse().ok()?, text()?.parse().ok()?);
+    let path = PathBuf::from(OsString::from_vec(parts.next()?.to_vec()));
+    Some((blob, FileStat { ino, size, mode, mtime }, path))
 }
 
 /// Removes the index of `slot`, before the slot is emptied.
@@ -306,9 +326,82 @@ pub fn stat_of(file: &File) -> io::Result<FileStat> {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsStr;
+
     use super::*;
 
-    fn sample(exact: bool) -> Index {
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    const BLOB: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+    fn stat(ino: u64) -> FileStat {
+        FileStat { ino, size: 2000 + ino, mode: 0o100644, mtime: (1_700_000_000, 123_456_789) }
+    }
+
+    fn sample() -> Index {
+        let mut index = Index {
+            commit: CommitId::from_hex(COMMIT),
+            sealed: (1_700_000_100, 5),
+            windows: vec![((1_700_000_200, 1), (1_700_000_201, 999_999_999))],
+            ..Index::default()
+        };
+        let blob = BlobId::from_hex(BLOB).unwrap();
+        let names: [&[u8]; 4] = [b"index.html", b"a/b c/page.html", b"x/\xff\xfe", b"d/-"];
+        for (ino, name) in names.into_iter().enumerate() {
+            let path = PathBuf::from(OsStr::from_bytes(name));
+            index.files.insert(path, IndexEntry { blob, stat: stat(ino as u64) });
+        }
+        for (ino, dir) in ["", "a", "a/b c", "x", "d", "link"].into_iter().enumerate() {
+            index.others.insert(PathBuf::from(dir), stat(100 + ino as u64));
+        }
+        index
+    }
+
+    fn assert_same(read: &Index, written: &Index) {
+        assert_eq!(read.commit, written.commit);
+        assert_eq!(read.sealed, written.sealed);
+        assert_eq!(read.windows, written.windows);
+        assert_eq!(read.files, written.files);
+        assert_eq!(read.others, written.others);
+    }
+
+    #[test]
+    fn an_index_reads_back_as_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::at(tmp.path(), "public_html");
+        let index = sample();
+        write_at(&layout.index_path(Slot::Blue), &index).unwrap();
+        assert_same(&read(&layout, Slot::Blue).unwrap(), &index);
+        assert!(read(&layout, Slot::Green).is_none());
+    }
+
+    #[test]
+    fn older_and_cut_files_read_as_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::at(tmp.path(), "public_html");
+        let path = layout.index_path(Slot::Blue);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Version 1: files only, and a last record without its NUL.
+        let v1 = format!(
+            "pushdeploy-index 1 {COMMIT} 1700000100 5\n{BLOB} 100644 7 2007 1700000000 123456789 a/b\0{BLOB} 100755 8 2008 1700000000 1 c"
+        );
+        fs::write(&path, v1).unwrap();
+        let index = read(&layout, Slot::Blue).unwrap();
+        assert_eq!(index.files.len(), 2);
+        assert_eq!(index.files.get(Path::new("a/b")).unwrap().stat, stat(7));
+        assert_eq!(index.files.get(Path::new("c")).unwrap().stat.mode, 0o100755);
+        assert!(index.others.is_empty() && index.windows.is_empty());
+        // No newline after the header, a bad record, an unsealed index: none is trusted.
+        for bad in [
+            format!("pushdeploy-index 2 {COMMIT} 1 2"),
+            format!("pushdeploy-index 2 {COMMIT} 1 2\n{BLOB} 100644 x 1 1 1 a\0"),
+            "pushdeploy-index 2 unsealed 0 0\n".to_owned(),
+        ] {
+            fs::write(&path, bad).unwrap();
+            assert!(read(&layout, Slot::Blue).is_none());
+        }
+    }
+
+    fn sample_exact(exact: bool) -> Index {
         let mut index = Index { exact, ..Index::default() };
         index.seal(CommitId::from_hex("0123456789abcdef0123456789abcdef01234567").expect("hex"));
         index
@@ -323,14 +416,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("index");
         for exact in [true, false] {
-            write_at(&path, &sample(exact)).expect("write the index");
+            write_at(&path, &sample_exact(exact)).expect("write the index");
             let read = read_at(&path).expect("read it back");
             assert_eq!(read.exact, exact);
             assert_eq!(read.windows, vec![((5, 6), (7, 8))]);
             assert_eq!(read.others.len(), 1);
         }
         // Version 2 wrote no such field: read for hard links, never exact.
-        write_at(&path, &sample(true)).expect("write the index");
+        write_at(&path, &sample_exact(true)).expect("write the index");
         let text = fs::read(&path).expect("read the file");
         let text = String::from_utf8(text).expect("text");
         let old =

@@ -10,6 +10,7 @@ pub mod layout;
 pub mod link;
 pub mod lock;
 pub mod logs;
+pub mod path_map;
 pub mod record;
 pub mod slots;
 

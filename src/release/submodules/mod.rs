@@ -120,10 +120,11 @@ fn fill(
         let mut sub_entries = sub
             .tree_entries(commit)
             .map_err(|source| Error::Read { path: path.clone(), source })?;
+        let mut parents = git::Parents::default();
         for entry in &mut sub_entries {
             entry.parent = match entry.parent.as_os_str().is_empty() {
-                true => path.clone(),
-                false => path.join(&entry.parent),
+                true => parents.get(&path),
+                false => parents.get(&path.join(&entry.parent)),
             };
         }
         entries[i].kind = EntryKind::Dir;
@@ -142,7 +143,7 @@ fn read_gitmodules(
     prefix: &Path,
     entries: &[Entry],
 ) -> Result<Vec<gitmodules::Module>, Error> {
-    let file = entries.iter().find(|entry| entry.parent == prefix && entry.name == ".gitmodules");
+    let file = entries.iter().find(|entry| *entry.parent == *prefix && entry.name == ".gitmodules");
     let Some(Entry { kind: EntryKind::File { blob, .. }, .. }) = file else {
         return Ok(Vec::new());
     };
