@@ -134,6 +134,9 @@ pub fn materialize_all(
             Ok(())
         })();
         writing.store(false, Ordering::Relaxed);
+        if let Some(flusher) = &flusher {
+            flusher.thread().unpark();
+        }
         let flushed =
             flusher.map_or(Ok(()), |flusher| flusher.join().unwrap_or(Err(Error::WriterPanicked)));
         wrote.and(flushed)
@@ -188,6 +191,9 @@ pub fn materialize_all(
 /// files are written before one `syncfs` would end, and a second journal commit only adds.
 const FLUSH_FROM: usize = 2000;
 
+/// How long [`flush_while`] waits between two `syncfs` calls.
+const FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Calls `syncfs` on the filesystem of `dir` again and again while `writing` holds, so that
 /// the kernel writes the files back while more are written. A failed `syncfs` fails the
 /// deploy: it reports a writeback error once, and a later `syncfs` would not see it again.
@@ -196,6 +202,9 @@ fn flush_while(writing: &AtomicBool, dir: &Path) -> Result<(), Error> {
     while writing.load(Ordering::Relaxed) {
         nix::unistd::syncfs(&file)
             .map_err(|errno| Error::Io { path: dir.to_owned(), source: errno.into() })?;
+        // Where `syncfs` has nothing to wait for (tmpfs) it returns at once: calling it again
+        // straight away would take a core from the writers. They unpark this thread when done.
+        std::thread::park_timeout(FLUSH_PAUSE);
     }
     Ok(())
 }
