@@ -467,3 +467,30 @@ fn submodule_warning(path: &Path, commit: CommitId) -> String {
         commit.short()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dirs: &[(&str, usize)]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (dir, count) in dirs {
+            let parent: Arc<Path> = Arc::from(Path::new(dir));
+            for n in 0..*count {
+                let name = format!("f{n}").into();
+                out.push(Entry { parent: parent.clone(), name, kind: EntryKind::Dir });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn runs_end_where_the_directory_changes_and_after_run_files() {
+        let entries = entries(&[("a", 3), ("b", RUN + 1), ("a", 2)]);
+        let files: Vec<&Entry> = entries.iter().collect();
+        let runs = directory_runs(&files);
+        let b = 3 + RUN;
+        assert_eq!(runs, [0..3, 3..b, b..b + 1, b + 1..b + 3]);
+        assert!(directory_runs(&[]).is_empty());
+    }
+}
