@@ -112,6 +112,10 @@ pub fn materialize_all(
         // starting after the last file.
         let flusher = (base.is_none() && to_write >= FLUSH_FROM)
             .then(|| scope.spawn(|| flush_while(&writing, dir)));
+        let stop = StopFlusher {
+            writing: &writing,
+            flusher: flusher.as_ref().map(|flusher| flusher.thread().clone()),
+        };
         let wrote = (|| {
             for tree in trees {
                 // Blob ids are content hashes in every repository, so linking by blob stays
@@ -133,10 +137,7 @@ pub fn materialize_all(
             }
             Ok(())
         })();
-        writing.store(false, Ordering::Relaxed);
-        if let Some(flusher) = &flusher {
-            flusher.thread().unpark();
-        }
+        drop(stop);
         let flushed =
             flusher.map_or(Ok(()), |flusher| flusher.join().unwrap_or(Err(Error::WriterPanicked)));
         wrote.and(flushed)
@@ -207,6 +208,22 @@ fn flush_while(writing: &AtomicBool, dir: &Path) -> Result<(), Error> {
         std::thread::park_timeout(FLUSH_PAUSE);
     }
     Ok(())
+}
+
+/// Ends [`flush_while`] when dropped, also when a writer panics: the scope that runs the
+/// flusher would otherwise wait for it forever instead of passing the panic on.
+struct StopFlusher<'a> {
+    writing: &'a AtomicBool,
+    flusher: Option<std::thread::Thread>,
+}
+
+impl Drop for StopFlusher<'_> {
+    fn drop(&mut self) {
+        self.writing.store(false, Ordering::Relaxed);
+        if let Some(flusher) = &self.flusher {
+            flusher.unpark();
+        }
+    }
 }
 
 /// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
