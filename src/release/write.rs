@@ -7,7 +7,8 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tracing::instrument;
 
@@ -103,16 +104,44 @@ pub fn materialize_all(
         let count = files.filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
         lock(&fresh).indexed.reserve(count);
     }
-    for tree in trees {
-        // Blob ids are content hashes in every repository, so linking by blob stays valid.
-        let sink = want_index.then_some(&fresh);
-        let part =
-            materialize(tree.repo, tree.entries, tree.converted, dir, base.as_ref(), umask, sink)?;
-        written.files += part.files;
-        written.linked += part.linked;
-        written.bytes += part.bytes;
-        written.warnings.extend(part.warnings);
-    }
+    let to_write = trees.iter().flat_map(|tree| tree.entries.iter()).count();
+    let writing = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        // The switch waits for every file to be on disk (`syncfs`). Started while the files
+        // are still being written, the writeback is mostly done by then, instead of all of it
+        // starting after the last file.
+        let flusher = (base.is_none() && to_write >= FLUSH_FROM)
+            .then(|| scope.spawn(|| flush_while(&writing, dir)));
+        let stop = StopFlusher {
+            writing: &writing,
+            flusher: flusher.as_ref().map(|flusher| flusher.thread().clone()),
+        };
+        let wrote = (|| {
+            for tree in trees {
+                // Blob ids are content hashes in every repository, so linking by blob stays
+                // valid.
+                let sink = want_index.then_some(&fresh);
+                let part = materialize(
+                    tree.repo,
+                    tree.entries,
+                    tree.converted,
+                    dir,
+                    base.as_ref(),
+                    umask,
+                    sink,
+                )?;
+                written.files += part.files;
+                written.linked += part.linked;
+                written.bytes += part.bytes;
+                written.warnings.extend(part.warnings);
+            }
+            Ok(())
+        })();
+        drop(stop);
+        let flushed =
+            flusher.map_or(Ok(()), |flusher| flusher.join().unwrap_or(Err(Error::WriterPanicked)));
+        wrote.and(flushed)
+    })?;
     if !want_index {
         return Ok((written, None));
     }
@@ -159,6 +188,44 @@ pub fn materialize_all(
     Ok((written, Some(index)))
 }
 
+/// How many entries a first deploy writes before [`flush_while`] pays for itself: below it the
+/// files are written before one `syncfs` would end, and a second journal commit only adds.
+const FLUSH_FROM: usize = 2000;
+
+/// How long [`flush_while`] waits between two `syncfs` calls.
+const FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Calls `syncfs` on the filesystem of `dir` again and again while `writing` holds, so that
+/// the kernel writes the files back while more are written. A failed `syncfs` fails the
+/// deploy: it reports a writeback error once, and a later `syncfs` would not see it again.
+fn flush_while(writing: &AtomicBool, dir: &Path) -> Result<(), Error> {
+    let file = fs::File::open(dir).map_err(Error::io(dir))?;
+    while writing.load(Ordering::Relaxed) {
+        nix::unistd::syncfs(&file)
+            .map_err(|errno| Error::Io { path: dir.to_owned(), source: errno.into() })?;
+        // Where `syncfs` has nothing to wait for (tmpfs) it returns at once: calling it again
+        // straight away would take a core from the writers. They unpark this thread when done.
+        std::thread::park_timeout(FLUSH_PAUSE);
+    }
+    Ok(())
+}
+
+/// Ends [`flush_while`] when dropped, also when a writer panics: the scope that runs the
+/// flusher would otherwise wait for it forever instead of passing the panic on.
+struct StopFlusher<'a> {
+    writing: &'a AtomicBool,
+    flusher: Option<std::thread::Thread>,
+}
+
+impl Drop for StopFlusher<'_> {
+    fn drop(&mut self) {
+        self.writing.store(false, Ordering::Relaxed);
+        if let Some(flusher) = &self.flusher {
+            flusher.unpark();
+        }
+    }
+}
+
 /// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
 /// written; each file written rather than linked goes into `fresh`, when given.
 ///
@@ -202,27 +269,44 @@ fn materialize(
 
     let mode_mask = !umask;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let runs = directory_runs(&files);
     let results: Vec<Result<FilesWritten, Error>> = if threads == 1 || files.len() < 64 {
         vec![write_files(repo, files.iter().copied(), converted, dir, base, mode_mask, fresh)]
     } else {
         let repo_path = repo.path();
+        let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
-                .map(|worker| {
-                    let files = &files;
+                .map(|_| {
+                    let (files, runs, next) = (&files, &runs, &next);
                     scope.spawn(move || {
                         // A libgit2 repository handle is not shared between threads.
                         let repo =
                             Repo::open(repo_path).map_err(|source| Error::Reopen { source })?;
-                        let mine = files.iter().copied().skip(worker).step_by(threads);
-                        write_files(&repo, mine, converted, dir, base, mode_mask, fresh)
+                        let mut mine = Vec::new();
+                        loop {
+                            let run = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(range) = runs.get(run) else { break };
+                            let entries = files[range.clone()].iter().copied();
+                            let part = write_files(
+                                &repo, entries, converted, dir, base, mode_mask, fresh,
+                            )?;
+                            mine.push((run, part));
+                        }
+                        Ok(mine)
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap_or(Err(Error::WriterPanicked)))
-                .collect()
+            let mut parts = Vec::new();
+            for handle in handles {
+                match handle.join().unwrap_or(Err(Error::WriterPanicked)) {
+                    Ok(mine) => parts.extend(mine),
+                    Err(err) => return vec![Err(err)],
+                }
+            }
+            // In tree order, so that warnings come in the same order on every run.
+            parts.sort_unstable_by_key(|(run, _)| *run);
+            parts.into_iter().map(|(_, part)| Ok(part)).collect()
         })
     };
     for result in results {
@@ -233,6 +317,29 @@ fn materialize(
         written.warnings.extend(part.warnings);
     }
     Ok(written)
+}
+
+/// The most files one writer takes at a time from one directory.
+const RUN: usize = 256;
+
+/// Splits `files`, in tree order, into runs of at most [`RUN`] files of one directory.
+///
+/// The writers take whole runs: two threads creating files in one directory serialize on its
+/// lock (ext4 takes the directory's inode lock for each create), and taking every other file,
+/// as they did, made them wait on each other for every file.
+fn directory_runs(files: &[&Entry]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for end in 1..=files.len() {
+        let split = end == files.len()
+            || end - start == RUN
+            || !Arc::ptr_eq(&files[end].parent, &files[start].parent);
+        if split {
+            runs.push(start..end);
+            start = end;
+        }
+    }
+    runs
 }
 
 /// How every Git LFS pointer file starts.
@@ -376,4 +483,31 @@ fn submodule_warning(path: &Path, commit: CommitId) -> String {
         escape_path(path),
         commit.short()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dirs: &[(&str, usize)]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (dir, count) in dirs {
+            let parent: Arc<Path> = Arc::from(Path::new(dir));
+            for n in 0..*count {
+                let name = format!("f{n}").into();
+                out.push(Entry { parent: parent.clone(), name, kind: EntryKind::Dir });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn runs_end_where_the_directory_changes_and_after_run_files() {
+        let entries = entries(&[("a", 3), ("b", RUN + 1), ("a", 2)]);
+        let files: Vec<&Entry> = entries.iter().collect();
+        let runs = directory_runs(&files);
+        let b = 3 + RUN;
+        assert_eq!(runs, [0..3, 3..b, b..b + 1, b + 1..b + 3]);
+        assert!(directory_runs(&[]).is_empty());
+    }
 }
