@@ -7,7 +7,7 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tracing::instrument;
@@ -104,44 +104,16 @@ pub fn materialize_all(
         let count = files.filter(|entry| matches!(entry.kind, EntryKind::File { .. })).count();
         lock(&fresh).indexed.reserve(count);
     }
-    let to_write = trees.iter().flat_map(|tree| tree.entries.iter()).count();
-    let writing = AtomicBool::new(true);
-    std::thread::scope(|scope| {
-        // The switch waits for every file to be on disk (`syncfs`). Started while the files
-        // are still being written, the writeback is mostly done by then, instead of all of it
-        // starting after the last file.
-        let flusher = (base.is_none() && to_write >= FLUSH_FROM)
-            .then(|| scope.spawn(|| flush_while(&writing, dir)));
-        let stop = StopFlusher {
-            writing: &writing,
-            flusher: flusher.as_ref().map(|flusher| flusher.thread().clone()),
-        };
-        let wrote = (|| {
-            for tree in trees {
-                // Blob ids are content hashes in every repository, so linking by blob stays
-                // valid.
-                let sink = want_index.then_some(&fresh);
-                let part = materialize(
-                    tree.repo,
-                    tree.entries,
-                    tree.converted,
-                    dir,
-                    base.as_ref(),
-                    umask,
-                    sink,
-                )?;
-                written.files += part.files;
-                written.linked += part.linked;
-                written.bytes += part.bytes;
-                written.warnings.extend(part.warnings);
-            }
-            Ok(())
-        })();
-        drop(stop);
-        let flushed =
-            flusher.map_or(Ok(()), |flusher| flusher.join().unwrap_or(Err(Error::WriterPanicked)));
-        wrote.and(flushed)
-    })?;
+    for tree in trees {
+        // Blob ids are content hashes in every repository, so linking by blob stays valid.
+        let sink = want_index.then_some(&fresh);
+        let part =
+            materialize(tree.repo, tree.entries, tree.converted, dir, base.as_ref(), umask, sink)?;
+        written.files += part.files;
+        written.linked += part.linked;
+        written.bytes += part.bytes;
+        written.warnings.extend(part.warnings);
+    }
     if !want_index {
         return Ok((written, None));
     }
@@ -186,44 +158,6 @@ pub fn materialize_all(
         index.others.insert(relative, FileStat::of(&meta));
     }
     Ok((written, Some(index)))
-}
-
-/// How many entries a first deploy writes before [`flush_while`] pays for itself: below it the
-/// files are written before one `syncfs` would end, and a second journal commit only adds.
-const FLUSH_FROM: usize = 2000;
-
-/// How long [`flush_while`] waits between two `syncfs` calls.
-const FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// Calls `syncfs` on the filesystem of `dir` again and again while `writing` holds, so that
-/// the kernel writes the files back while more are written. A failed `syncfs` fails the
-/// deploy: it reports a writeback error once, and a later `syncfs` would not see it again.
-fn flush_while(writing: &AtomicBool, dir: &Path) -> Result<(), Error> {
-    let file = fs::File::open(dir).map_err(Error::io(dir))?;
-    while writing.load(Ordering::Relaxed) {
-        nix::unistd::syncfs(&file)
-            .map_err(|errno| Error::Io { path: dir.to_owned(), source: errno.into() })?;
-        // Where `syncfs` has nothing to wait for (tmpfs) it returns at once: calling it again
-        // straight away would take a core from the writers. They unpark this thread when done.
-        std::thread::park_timeout(FLUSH_PAUSE);
-    }
-    Ok(())
-}
-
-/// Ends [`flush_while`] when dropped, also when a writer panics: the scope that runs the
-/// flusher would otherwise wait for it forever instead of passing the panic on.
-struct StopFlusher<'a> {
-    writing: &'a AtomicBool,
-    flusher: Option<std::thread::Thread>,
-}
-
-impl Drop for StopFlusher<'_> {
-    fn drop(&mut self) {
-        self.writing.store(false, Ordering::Relaxed);
-        if let Some(flusher) = &self.flusher {
-            flusher.unpark();
-        }
-    }
 }
 
 /// Writes a checked tree into `dir`, the empty directory `prepare` made. Returns what was
