@@ -6,7 +6,7 @@
 //! says each file, directory and symlink it lists is the one recorded, untouched since the
 //! seal (a directory's ctime moves when anything is added to it or removed from it, so nothing
 //! else is there either). The release then equals `git archive` of its commit, and after the
-//! changes libgit2's tree-to-tree diff lists are applied, of the new one. Neither commit's
+//! changes `Repo::tree_changes` lists are applied, of the new one. Neither commit's
 //! tree is walked here: the cost is the `lstat` of each entry and the changes themselves.
 //!
 //! The unchanged files may share inodes with the live release (it was hard-linked from this
