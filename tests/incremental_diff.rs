@@ -289,6 +289,29 @@ fn a_hand_edit_in_the_kept_release_forces_the_full_route() {
     assert!(push.pushdeploy_lines().contains(&line.to_owned()), "{push}");
 }
 
+/// Regression guard: the kept release's entries are looked up from their directory, opened
+/// once per directory, so a directory swapped for a symlink to a copy of itself (the same
+/// inodes under it) must still be caught, and never looked through.
+#[test]
+fn a_directory_of_the_kept_release_swapped_for_a_symlink_forces_the_full_route() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    keep_previous(&env);
+    write_pages(&env, 4, 30, "v1");
+    let _ = push_keeping(&env, "v1", None);
+    env.write("index.html", "<h1>v2</h1>\n");
+    let _ = push_keeping(&env, "v2", None);
+    // Blue keeps v1: its pages/001 moves aside, a symlink takes its place.
+    let pages = env.target.join("blue/pages");
+    fs::rename(pages.join("001"), pages.join(".moved-001")).unwrap();
+    std::os::unix::fs::symlink(".moved-001", pages.join("001")).unwrap();
+    env.write("index.html", "<h1>v3</h1>\n");
+    let (_, push) = push_keeping(&env, "v3", None);
+    let line = "pushdeploy: the release kept in blue is not reused: pages was changed since it \
+                was deployed; writing the whole tree";
+    assert!(push.pushdeploy_lines().contains(&line.to_owned()), "{push}");
+}
+
 #[test]
 fn sigkill_while_applying_a_diff_leaves_the_live_release_and_the_next_deploy_right() {
     let env = TestEnv::new();

@@ -159,7 +159,11 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
         });
         let new_tree = new_tree(run);
         // Nothing is sent when there is no usable release: the sender is gone with the thread.
-        let changes = commit_received.recv().ok().map(|old| repo.tree_changes(old, request.commit));
+        // The diff walks the new commit's trees recursively: only once they passed the checks.
+        let changes = match &new_tree {
+            Ok(_) => commit_received.recv().ok().map(|old| repo.tree_changes(old, request.commit)),
+            Err(_) => None,
+        };
         (found.join(), new_tree, changes)
     });
     let Ok(found) = found else {
@@ -180,7 +184,15 @@ fn update_kept(run: &mut Run<'_>) -> Result<Option<Prepared>, Failure> {
     };
     let changes = match changes {
         Some(Ok(changes)) => changes,
-        _ => return full_route("its commit is not in the repository", &kept),
+        Some(Err(err)) => {
+            return full_route(
+                &format!("the changes since its commit cannot be read: {err}"),
+                &kept,
+            );
+        }
+        None => {
+            return new_tree.and_then(|_| full_route("its commit is not in the repository", &kept));
+        }
     };
     if let Err(why) = diff::check_changes(&changes, &index, mode_mask) {
         return full_route(&why, &kept);

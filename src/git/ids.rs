@@ -60,6 +60,23 @@ impl<'de> serde::Deserialize<'de> for CommitId {
     }
 }
 
+/// Each byte's value as a hex digit, or 0xff for a byte that is not one.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        values[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        values[b'a' as usize + i] = 10 + i as u8;
+        values[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    values
+};
+
 /// A blob's id, to read it back with [`Repo::write_blob`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobId(pub(super) Oid);
@@ -68,6 +85,24 @@ impl BlobId {
     /// Parses a full hex object id.
     pub fn from_hex(hex: &str) -> Option<Self> {
         oid_from_hex(hex).map(BlobId)
+    }
+
+    /// Parses a full hex object id given as bytes (lower or upper case), as an index holds
+    /// it: decoded here, with no text check and no call into libgit2's parser, since an index
+    /// of 100,000 files holds 100,000 of them.
+    pub fn from_hex_bytes(hex: &[u8]) -> Option<Self> {
+        let hex: &[u8; 40] = hex.try_into().ok()?;
+        let mut raw = [0u8; 20];
+        let mut invalid = 0;
+        for (byte, pair) in raw.iter_mut().zip(hex.chunks_exact(2)) {
+            let (high, low) = (HEX_VALUES[usize::from(pair[0])], HEX_VALUES[usize::from(pair[1])]);
+            invalid |= high | low;
+            *byte = high << 4 | low;
+        }
+        if invalid & 0x80 != 0 {
+            return None;
+        }
+        Oid::from_bytes(&raw).ok().map(BlobId)
     }
 
     /// Returns the full hex id.

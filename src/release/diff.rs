@@ -6,7 +6,7 @@
 //! says each file, directory and symlink it lists is the one recorded, untouched since the
 //! seal (a directory's ctime moves when anything is added to it or removed from it, so nothing
 //! else is there either). The release then equals `git archive` of its commit, and after the
-//! changes libgit2's tree-to-tree diff lists are applied, of the new one. Neither commit's
+//! changes `Repo::tree_changes` lists are applied, of the new one. Neither commit's
 //! tree is walked here: the cost is the `lstat` of each entry and the changes themselves.
 //!
 //! The unchanged files may share inodes with the live release (it was hard-linked from this
@@ -14,16 +14,17 @@
 //! as a new inode under a temporary name and renamed over the old one, and a mode change is a
 //! new file too (a `chmod` would change the live file).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::fstatat;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, fstatat};
 use tracing::instrument;
 
 use super::Error;
@@ -63,56 +64,92 @@ pub fn vouch(dir: &Path, index: &Index, mode_mask: u32) -> Result<(), String> {
     if !root_trusted {
         return Err("its top directory was changed since it was deployed".to_owned());
     }
-    // Each entry is looked up from the release's directory (fstatat), not from `/`: at
-    // 100,000 entries the path walk and the joined paths were a good part of the cost.
     let root_dir = OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
         .open(dir)
         .map_err(|err| format!("its top directory cannot be opened: {err}"))?;
-    let trusted = |relative: &Path, stat: &FileStat| {
-        fstatat(&root_dir, relative, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|found| {
-            let found_stat = FileStat {
-                ino: found.st_ino,
-                size: u64::try_from(found.st_size).unwrap_or(u64::MAX),
-                mode: found.st_mode,
-                mtime: (found.st_mtime, found.st_mtime_nsec),
-            };
-            index.unchanged_as(stat, &found_stat, (found.st_ctime, found.st_ctime_nsec))
-        })
+    let matches = |found: nix::sys::stat::FileStat, stat: &FileStat| {
+        let found_stat = FileStat {
+            ino: found.st_ino,
+            size: u64::try_from(found.st_size).unwrap_or(u64::MAX),
+            mode: found.st_mode,
+            mtime: (found.st_mtime, found.st_mtime_nsec),
+        };
+        index.unchanged_as(stat, &found_stat, (found.st_ctime, found.st_ctime_nsec))
     };
     // A umask changed since the release was written would give its files other modes.
     let modes = [0o666 & mode_mask, 0o777 & mode_mask];
+    // Each entry is looked up by its name from its directory, opened once (fstatat), not by
+    // its path from `/` or from the release: at 100,000 entries the kernel's lookup of each
+    // path component was half the cost of the `lstat`s, the joined paths a good part of the
+    // rest. A directory is opened as its path from the release resolves, as `fstatat` of the
+    // whole path would resolve it; it is itself an entry, checked from its own parent.
+    let mut by_dir: HashMap<&[u8], Vec<Listed<'_>>> = HashMap::with_capacity(index.others.len());
     let files = index.files.iter().map(|(path, entry)| (path, &entry.stat, true));
     let others = index.others.iter().map(|(path, stat)| (path, stat, false));
-    let entries: Vec<(&Path, &FileStat, bool)> =
-        files.chain(others).filter(|(path, _, _)| !path.as_os_str().is_empty()).collect();
-    // Checks some entries; returns the first problem in byte order (a directory before what
-    // it holds), so that the one reported does not depend on the order of the index.
-    let check = |part: &[(&Path, &FileStat, bool)]| -> Option<(PathBuf, &'static str)> {
+    for (path, stat, file) in files.chain(others) {
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() {
+            continue;
+        }
+        let parent = bytes.iter().rposition(|&b| b == b'/').map_or(&b""[..], |at| &bytes[..at]);
+        by_dir.entry(parent).or_default().push((path, stat, file));
+    }
+    // A directory of many entries is shared out in pieces, so that a flat site keeps every
+    // thread busy too.
+    let pieces: Vec<(&[u8], &[Listed<'_>])> = by_dir
+        .iter()
+        .flat_map(|(parent, entries)| entries.chunks(1024).map(move |piece| (*parent, piece)))
+        .collect();
+    // Checks the entries of some directories; returns the first problem in byte order (a
+    // directory before what it holds), so that the one reported does not depend on the order
+    // of the index.
+    let check = |part: &[(&[u8], &[Listed<'_>])]| -> Option<(PathBuf, &'static str)> {
         let mut first: Option<(PathBuf, &'static str)> = None;
-        for (relative, stat, file) in part {
-            let problem = if *file && !modes.contains(&(stat.mode & 0o7777)) {
-                "has a mode the configured umask does not give"
-            } else if !trusted(relative, stat) {
-                "was changed since it was deployed"
+        for (parent, entries) in part {
+            // O_PATH: only to look up names from, so it needs no read permission, as the
+            // lookup through the path did not. O_NOFOLLOW: a directory that became a
+            // symlink is not looked through (it is reported from its own parent's piece).
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let opened = if parent.is_empty() {
+                None
             } else {
-                continue;
+                openat(&root_dir, OsStr::from_bytes(parent), flags, Mode::empty()).ok()
             };
-            if first.as_ref().is_none_or(|(path, _)| {
-                relative.as_os_str().as_bytes() < path.as_os_str().as_bytes()
-            }) {
-                first = Some((relative.to_path_buf(), problem));
+            let parent_dir = if parent.is_empty() {
+                Some(root_dir.as_fd())
+            } else {
+                opened.as_ref().map(|fd| fd.as_fd())
+            };
+            for (relative, stat, file) in *entries {
+                let name = relative.as_os_str().as_bytes();
+                let name = &name[parent.len() + usize::from(!parent.is_empty())..];
+                let problem = if *file && !modes.contains(&(stat.mode & 0o7777)) {
+                    "has a mode the configured umask does not give"
+                } else if !parent_dir.is_some_and(|parent_dir| {
+                    fstatat(parent_dir, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .is_ok_and(|found| matches(found, stat))
+                }) {
+                    "was changed since it was deployed"
+                } else {
+                    continue;
+                };
+                if first.as_ref().is_none_or(|(path, _)| {
+                    relative.as_os_str().as_bytes() < path.as_os_str().as_bytes()
+                }) {
+                    first = Some((relative.to_path_buf(), problem));
+                }
             }
         }
         first
     };
     // lstat is most of the cost at 100,000 files: a few threads share it.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let chunk = entries.len().div_ceil(threads).max(1);
+    let chunk = pieces.len().div_ceil(threads).max(1);
     let problems: Vec<Option<(PathBuf, &str)>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            entries.chunks(chunk).map(|part| scope.spawn(move || check(part))).collect();
+            pieces.chunks(chunk).map(|part| scope.spawn(move || check(part))).collect();
         handles
             .into_iter()
             .map(|handle| {
@@ -160,6 +197,9 @@ pub fn check_changes(changes: &[Change], index: &Index, mode_mask: u32) -> Resul
     }
     Ok(())
 }
+
+/// An entry the index lists, for [`vouch`]: its path, what was recorded, whether a file.
+type Listed<'a> = (&'a Path, &'a FileStat, bool);
 
 const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;

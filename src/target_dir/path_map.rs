@@ -81,7 +81,13 @@ impl<V> PathMap<V> {
 
     /// Inserts `value` at `path`, returning the value it replaces.
     pub fn insert(&mut self, path: PathBuf, value: V) -> Option<V> {
-        let key = path.as_os_str().as_bytes();
+        self.insert_bytes(path.as_os_str().as_bytes(), value)
+    }
+
+    /// Inserts `value` at the path whose bytes are `key` (copied into the map), returning the
+    /// value it replaces: for a reader that has the path in a buffer of its own, with no
+    /// `PathBuf` to make for each entry.
+    pub fn insert_bytes(&mut self, key: &[u8], value: V) -> Option<V> {
         let (bytes, hasher) = (&self.bytes, &self.hasher);
         let entry = self.table.entry(
             hasher.hash_one(key),
