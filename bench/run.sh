@@ -363,14 +363,16 @@ run_checkout() { # run_checkout KEY REV
     say "  $key $(short_rev "$2"): $total s"
 }
 
-# The floor of the default route: a hard-linked copy of the live release (what the default route
-# does for every unchanged file, with nothing else: no tree to read, no check, no index), then
-# the same sync pushdeploy does before it switches. Removed untimed.
+# The floor of the default route: a hard-linked copy of a release (what the default route does
+# for every unchanged file, with nothing else: no tree to read, no check, no index), then the
+# same sync pushdeploy does before it switches. Removed untimed. The release is the bash flow's
+# (the same tree): linking to pushdeploy's own would move its files' ctimes, and its index
+# would rightly distrust all of them at the next deploy.
 run_link_floor() { # run_link_floor KEY
     local key=$1 t0 t1 total
     settle
     t0=$EPOCHREALTIME
-    cp -al "$pd_target/public_html/" "$work/floor"
+    cp -al "$bash_target/public_html/" "$work/floor"
     sync -f "$work/floor"
     t1=$EPOCHREALTIME
     rm -rf -- "$work/floor"

@@ -159,6 +159,19 @@ fn push_keeping(env: &TestEnv, message: &str, kept: Option<&str>) -> (String, Ou
     (commit, push)
 }
 
+/// A site of `dirs` directories of `files` pages with `keep_previous`, pushed as v1 then v2
+/// (a new index page): green serves v2, blue keeps v1. Returns the two commits.
+fn kept_v1_live_v2(dirs: usize, files: usize) -> (TestEnv, String, String) {
+    let env = TestEnv::new();
+    env.init(&[]);
+    keep_previous(&env);
+    write_pages(&env, dirs, files, "v1");
+    let (v1, _) = push_keeping(&env, "v1", None);
+    env.write("index.html", "<h1>v2</h1>\n");
+    let (v2, _) = push_keeping(&env, "v2", None);
+    (env, v1, v2)
+}
+
 #[test]
 fn every_kind_of_change_takes_the_diff_route_and_equals_git_archive() {
     let env = TestEnv::new();
@@ -249,13 +262,7 @@ fn every_kind_of_change_takes_the_diff_route_and_equals_git_archive() {
 
 #[test]
 fn a_hand_edit_in_the_kept_release_forces_the_full_route() {
-    let env = TestEnv::new();
-    env.init(&[]);
-    keep_previous(&env);
-    write_pages(&env, 4, 30, "v1");
-    let (v1, _) = push_keeping(&env, "v1", None);
-    env.write("index.html", "<h1>v2</h1>\n");
-    let _ = push_keeping(&env, "v2", None);
+    let (env, v1, _) = kept_v1_live_v2(4, 30);
     env.write("index.html", "<h1>v3</h1>\n");
     let _ = push_keeping(&env, "v3", Some(&v1));
 
@@ -294,13 +301,7 @@ fn a_hand_edit_in_the_kept_release_forces_the_full_route() {
 /// inodes under it) must still be caught, and never looked through.
 #[test]
 fn a_directory_of_the_kept_release_swapped_for_a_symlink_forces_the_full_route() {
-    let env = TestEnv::new();
-    env.init(&[]);
-    keep_previous(&env);
-    write_pages(&env, 4, 30, "v1");
-    let _ = push_keeping(&env, "v1", None);
-    env.write("index.html", "<h1>v2</h1>\n");
-    let _ = push_keeping(&env, "v2", None);
+    let (env, _, _) = kept_v1_live_v2(4, 30);
     // Blue keeps v1: its pages/001 moves aside, a symlink takes its place.
     let pages = env.target.join("blue/pages");
     fs::rename(pages.join("001"), pages.join(".moved-001")).unwrap();
@@ -314,13 +315,7 @@ fn a_directory_of_the_kept_release_swapped_for_a_symlink_forces_the_full_route()
 
 #[test]
 fn sigkill_while_applying_a_diff_leaves_the_live_release_and_the_next_deploy_right() {
-    let env = TestEnv::new();
-    env.init(&[]);
-    keep_previous(&env);
-    write_pages(&env, 40, 50, "v1");
-    let (_, _) = push_keeping(&env, "v1", None);
-    env.write("index.html", "<h1>v2</h1>\n");
-    let _ = push_keeping(&env, "v2", None);
+    let (env, _, _) = kept_v1_live_v2(40, 50);
     let live = env.live_site();
 
     // v3 changes every page: blue (which keeps v1) gets 2,001 files rewritten.
@@ -362,13 +357,7 @@ fn sigkill_while_applying_a_diff_leaves_the_live_release_and_the_next_deploy_rig
 
 #[test]
 fn after_a_rollback_with_keep_previous_the_next_deploy_takes_the_diff_route() {
-    let env = TestEnv::new();
-    env.init(&[]);
-    keep_previous(&env);
-    write_pages(&env, 4, 30, "v1");
-    let _ = push_keeping(&env, "v1", None);
-    env.write("index.html", "<h1>v2</h1>\n");
-    let (v2, _) = push_keeping(&env, "v2", None);
+    let (env, _, v2) = kept_v1_live_v2(4, 30);
     env.write("index.html", "<h1>v3</h1>\n");
     let (v3, _) = push_keeping(&env, "v3", None);
 
