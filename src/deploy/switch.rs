@@ -67,7 +67,7 @@ fn switch_and_retire(run: &mut Run<'_>, prepared: Prepared) -> Result<Switched, 
         let window = (start, index::seal_time());
         index::add_window(layout, old.slot, window);
         // The releases in `.pushdeploy/kept/` share those inodes too.
-        kept::add_window(layout, window);
+        index::add_kept_window(layout, window);
     }
     self::record(run, &record, index.filter(|_| retired), time_to_live);
     Ok(Switched { record, time_to_live, kept })

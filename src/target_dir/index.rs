@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::time::{ClockId, clock_gettime};
 
@@ -141,6 +141,54 @@ pub fn seal_time() -> Timestamp {
         now = coarse_now();
     }
     now
+}
+
+/// The most windows kept for the releases in `.pushdeploy/kept/`; a release kept longer than
+/// they reach back loses its index's trust (a full write later), never more.
+const MAX_KEPT_WINDOWS: usize = 256;
+
+/// Returns the file of windows of ctimes pushdeploy moved in kept releases.
+fn kept_windows_path(layout: &Layout) -> PathBuf {
+    layout.state.join("kept-windows")
+}
+
+/// Records a window of ctimes pushdeploy itself moved (linking to or unlinking from inodes the
+/// releases share, renaming a release's tree) for the releases kept in `.pushdeploy/kept/`
+/// and parked: their indexes are not rewritten at every deploy, they take the windows when a
+/// release comes back into a slot (`kept::restore`, `kept::recyclable`).
+pub fn add_kept_window(layout: &Layout, window: (Timestamp, Timestamp)) {
+    let mut windows = kept_windows(layout);
+    windows.push(window);
+    let excess = windows.len().saturating_sub(MAX_KEPT_WINDOWS);
+    windows.drain(..excess);
+    let text: String =
+        windows.iter().map(|((s0, n0), (s1, n1))| format!("{s0}.{n0}-{s1}.{n1}\n")).collect();
+    let path = kept_windows_path(layout);
+    let written = tempfile::NamedTempFile::new_in(&layout.state).and_then(|mut temp| {
+        use std::io::Write;
+        temp.write_all(text.as_bytes())?;
+        temp.persist(&path).map(drop).map_err(|err| err.error)
+    });
+    if written.is_err() {
+        // Without the window, a kept release's index would take pushdeploy's own change for a
+        // hand edit: a full write later, never a wrong release. Without the file, the same.
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Returns the windows recorded for kept releases, oldest first.
+pub fn kept_windows(layout: &Layout) -> Vec<(Timestamp, Timestamp)> {
+    let text = fs::read_to_string(kept_windows_path(layout)).unwrap_or_default();
+    let time = |text: &str| -> Option<Timestamp> {
+        let (secs, nanos) = text.split_once('.')?;
+        Some((secs.parse().ok()?, nanos.parse().ok()?))
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (start, end) = line.split_once('-')?;
+            Some((time(start)?, time(end)?))
+        })
+        .collect()
 }
 
 /// Adds a window of pushdeploy's own ctime changes to the index of `slot`, if it has one.

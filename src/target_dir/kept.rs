@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::index::{self, Index, Timestamp};
+use super::index::{self, Index};
 use super::layout::{Error, Layout, Live, Slot, make_state_dir};
 use super::record::{self, ReleaseRecord};
 use super::slots;
@@ -103,7 +103,7 @@ pub fn retire_parked(layout: &Layout, slot: Slot, keep: usize) -> Result<(), Err
             // The rename moves the tree's ctime: a window keeps its index trusted.
             let start = index::coarse_now();
             fs::rename(&parked, &to).map_err(Error::io(&parked))?;
-            add_window(layout, (start, index::window_end()));
+            index::add_kept_window(layout, (start, index::window_end()));
         }
         _ => {
             slots::move_to_trash(layout, &parked, "parked")?;
@@ -129,7 +129,7 @@ pub fn keep_slot(layout: &Layout, slot: Slot) -> Result<(), Error> {
     rename_if_present(&layout.index_path(slot), &to.join("index"))?;
     let start = index::coarse_now();
     fs::rename(&from, to.join("release")).map_err(Error::io(&from))?;
-    add_window(layout, (start, index::window_end()));
+    index::add_kept_window(layout, (start, index::window_end()));
     fs::rename(layout.record_path(slot), to.join("record.json"))
         .map_err(Error::io(&layout.record_path(slot)))?;
     slots::remove_path(&layout.slot_marker(slot))
@@ -155,11 +155,11 @@ pub fn restore(layout: &Layout, kept: &KeptRelease, slot: Slot) -> Result<Releas
     slots::write_slot_marker(layout, slot, "pending")?;
     let start = index::coarse_now();
     fs::rename(&tree, &to).map_err(Error::io(&tree))?;
-    add_window(layout, (start, index::window_end()));
+    index::add_kept_window(layout, (start, index::window_end()));
     slots::mark_slot(layout, slot)?;
     rename_if_present(&kept.dir.join("index"), &layout.index_path(slot))?;
     // What pushdeploy did to the shared inodes while it was kept is not a change to it.
-    index::add_windows_at(&layout.index_path(slot), &windows(layout));
+    index::add_windows_at(&layout.index_path(slot), &index::kept_windows(layout));
     record::write(layout, &record).map_err(|err| match err {
         super::history::Error::Write { path, source }
         | super::history::Error::Read { path, source } => Error::Io { path, source },
@@ -181,54 +181,6 @@ pub fn prune(layout: &Layout, keep: usize) -> Result<(), Error> {
     kept[..excess]
         .iter()
         .try_for_each(|old| slots::move_to_trash(layout, &old.dir, "kept").map(drop))
-}
-
-/// The most windows kept for the releases in `.pushdeploy/kept/`; a release kept longer than
-/// they reach back loses its index's trust (a full write later), never more.
-const MAX_WINDOWS: usize = 256;
-
-/// Returns the file of windows of ctimes pushdeploy moved in kept releases.
-fn windows_path(layout: &Layout) -> PathBuf {
-    layout.state.join("kept-windows")
-}
-
-/// Records a window of ctimes pushdeploy itself moved (linking to or unlinking from inodes the
-/// releases share, renaming a release's tree) for the releases kept in `.pushdeploy/kept/`
-/// and parked: their indexes are not rewritten at every deploy, they take the windows when a
-/// release comes back into a slot ([`restore`], [`recyclable`]).
-pub fn add_window(layout: &Layout, window: (Timestamp, Timestamp)) {
-    let mut windows = windows(layout);
-    windows.push(window);
-    let excess = windows.len().saturating_sub(MAX_WINDOWS);
-    windows.drain(..excess);
-    let text: String =
-        windows.iter().map(|((s0, n0), (s1, n1))| format!("{s0}.{n0}-{s1}.{n1}\n")).collect();
-    let path = windows_path(layout);
-    let written = tempfile::NamedTempFile::new_in(&layout.state).and_then(|mut temp| {
-        use std::io::Write;
-        temp.write_all(text.as_bytes())?;
-        temp.persist(&path).map(drop).map_err(|err| err.error)
-    });
-    if written.is_err() {
-        // Without the window, a kept release's index would take pushdeploy's own change for a
-        // hand edit: a full write later, never a wrong release. Without the file, the same.
-        let _ = fs::remove_file(&path);
-    }
-}
-
-/// Returns the windows recorded for kept releases, oldest first.
-pub fn windows(layout: &Layout) -> Vec<(Timestamp, Timestamp)> {
-    let text = fs::read_to_string(windows_path(layout)).unwrap_or_default();
-    let time = |text: &str| -> Option<Timestamp> {
-        let (secs, nanos) = text.split_once('.')?;
-        Some((secs.parse().ok()?, nanos.parse().ok()?))
-    };
-    text.lines()
-        .filter_map(|line| {
-            let (start, end) = line.split_once('-')?;
-            Some((time(start)?, time(end)?))
-        })
-        .collect()
 }
 
 /// The oldest kept release, when a deploy into `slot` would discard it: the slot holds a
@@ -264,19 +216,8 @@ pub fn recyclable(layout: &Layout, slot: Slot, keep: usize) -> Recyclable {
         return unusable("it holds files kept for `retire.grace`");
     }
     let sealed = index.sealed;
-    index.windows.extend(windows(layout).into_iter().filter(|(_, end)| *end >= sealed));
+    index.windows.extend(index::kept_windows(layout).into_iter().filter(|(_, end)| *end >= sealed));
     Recyclable::Usable(Box::new((oldest.clone(), index)))
-}
-
-/// Removes what a deploy killed while recycling a kept release left between `kept/` and its
-/// slot (that release is lost, as it would have been).
-pub fn clear_recycled(layout: &Layout) -> Result<(), Error> {
-    slots::remove_path(&recycled_dir(layout))
-}
-
-/// Where a recycled release waits between `.pushdeploy/kept/` and its slot.
-fn recycled_dir(layout: &Layout) -> PathBuf {
-    layout.state.join("recycled")
 }
 
 /// Moves the kept release `oldest` into `slot` to be brought to a new commit (the diff
@@ -294,7 +235,7 @@ pub fn recycle(
     slots::vacate(layout, slot, live, true)?;
     // Out of `kept/` whole (tree, record and index) in one rename, so it is never listed
     // half there; what a killed deploy leaves in `recycled/` is removed by the next one.
-    let staging = recycled_dir(layout);
+    let staging = layout.recycled_dir();
     slots::remove_path(&staging)?;
     fs::rename(&oldest.dir, &staging).map_err(Error::io(&oldest.dir))?;
     slots::clear_new_link(layout)?;

@@ -283,6 +283,11 @@ impl Layout {
         self.records_dir().join(format!("{}.index", slot.name()))
     }
 
+    /// Returns where a recycled release waits between `.pushdeploy/kept/` and its slot.
+    pub fn recycled_dir(&self) -> PathBuf {
+        self.state.join("recycled")
+    }
+
     /// Returns where the release kept in `slot` waits while a deploy builds there.
     pub fn parked_dir(&self, slot: Slot) -> PathBuf {
         self.state.join("parked").join(slot.name())

@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::layout::{Error, Layout, Live, Slot, make_state_dir};
 use super::record::ReleaseRecord;
-use super::{index, kept, record};
+use super::{index, record};
 use crate::report::escape_path;
 
 /// Empties `slot` (the one that is not live) and what interrupted deploys left behind, then
@@ -215,7 +215,7 @@ pub fn empty_trash(
         index::add_window(layout, *slot, window);
     }
     // Kept releases share inodes with what was removed too.
-    kept::add_window(layout, window);
+    index::add_kept_window(layout, window);
     Ok(Some(window))
 }
 
@@ -271,7 +271,7 @@ pub fn vacate(
         remove_path(&layout.parked_dir(live.slot))?;
     }
     restore_parked(layout, slot)?;
-    kept::clear_recycled(layout)?;
+    clear_recycled(layout)?;
     if keep_previous {
         park_kept(layout, slot)?;
     }
@@ -319,7 +319,7 @@ pub fn settle_idle(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(
         remove_path(&layout.parked_dir(live.slot))?;
     }
     restore_parked(layout, slot)?;
-    kept::clear_recycled(layout)?;
+    clear_recycled(layout)?;
     set_aside_foreign_slot(layout, slot)
 }
 
@@ -361,7 +361,7 @@ fn remove_tree(layout: &Layout, slot: Slot, live: Option<&Live>) -> Result<(), E
         if let Some(live) = live.filter(|live| live.slot != slot) {
             index::add_window(layout, live.slot, window);
         }
-        kept::add_window(layout, window);
+        index::add_kept_window(layout, window);
     }
     Ok(())
 }
@@ -382,7 +382,7 @@ fn park_kept(layout: &Layout, slot: Slot) -> Result<(), Error> {
     // kept, it takes the windows recorded for kept releases when it is back in a slot).
     let start = index::coarse_now();
     rename(&layout.slot_dir(slot), &tree)?;
-    kept::add_window(layout, (start, index::window_end()));
+    index::add_kept_window(layout, (start, index::window_end()));
     rename(&layout.record_path(slot), &record)?;
     rename_if_present(&layout.index_path(slot), &index)
 }
@@ -398,7 +398,7 @@ fn restore_parked(layout: &Layout, slot: Slot) -> Result<(), Error> {
     mark_slot(layout, slot)?;
     rename_if_present(&record, &layout.record_path(slot))?;
     rename_if_present(&index, &layout.index_path(slot))?;
-    index::add_windows_at(&layout.index_path(slot), &kept::windows(layout));
+    index::add_windows_at(&layout.index_path(slot), &index::kept_windows(layout));
     remove_path(&layout.parked_dir(slot))
 }
 
@@ -413,4 +413,10 @@ fn rename_if_present(from: &Path, to: &Path) -> Result<(), Error> {
         }
         _ => Ok(()),
     }
+}
+
+/// Removes what a deploy killed while recycling a kept release left between `kept/` and its
+/// slot (that release is lost, as it would have been).
+pub fn clear_recycled(layout: &Layout) -> Result<(), Error> {
+    remove_path(&layout.recycled_dir())
 }
