@@ -54,7 +54,7 @@ fn keep_ten_keeps_ten_releases_and_rolls_back_seven_without_a_build() {
     let commits: Vec<String> = (1..=12)
         .map(|n| {
             let commit = commit_version(&env, &format!("v{n}"));
-            let slot = if n % 2 == 1 { "blue" } else { "green" };
+            let slot = slot_of(n);
             push(&env, &[]).assert_live(&commit, "refs/heads/main", slot);
             commit
         })
@@ -350,6 +350,21 @@ fn push_version(env: &TestEnv, n: usize, slot: &str, from: Option<&str>) -> Stri
     commit
 }
 
+/// The slot the `n`th deploy of a fresh target goes live in: blue first, then alternating.
+fn slot_of(n: usize) -> &'static str {
+    if n % 2 == 1 { "blue" } else { "green" }
+}
+
+/// Deploys versions 1 to `count` with [`push_version`], each writing a tree; returns their
+/// commits, 1-based (index 0 is empty).
+fn push_versions(env: &TestEnv, count: usize) -> Vec<String> {
+    let mut commits = vec![String::new()];
+    for n in 1..=count {
+        commits.push(push_version(env, n, slot_of(n), None));
+    }
+    commits
+}
+
 /// Asserts `pushdeploy releases` lists `count` releases, `keep` as configured.
 #[track_caller]
 fn assert_release_count(env: &TestEnv, count: usize) {
@@ -362,15 +377,11 @@ fn assert_release_count(env: &TestEnv, count: usize) {
 #[test]
 fn once_kept_is_full_a_deploy_recycles_the_oldest_kept_release_by_the_diff_route() {
     let env = keeping(4);
-    let mut commits = vec![String::new()]; // 1-based
     // Until kept/ holds 2 (keep - 2), each deploy writes a tree.
-    for n in 1..=4 {
-        let slot = if n % 2 == 1 { "blue" } else { "green" };
-        commits.push(push_version(&env, n, slot, None));
-    }
+    let mut commits = push_versions(&env, 4);
     // From then on the release kept/ would drop (n - 4) is brought to the new commit.
     for n in 5..=8 {
-        let slot = if n % 2 == 1 { "blue" } else { "green" };
+        let slot = slot_of(n);
         let from = commits[n - 4].clone();
         commits.push(push_version(&env, n, slot, Some(&from)));
         assert_release_count(&env, 4);
@@ -380,7 +391,7 @@ fn once_kept_is_full_a_deploy_recycles_the_oldest_kept_release_by_the_diff_route
 
     // Every kept release still equals its commit: roll back to each, newest first.
     for n in (5..=7).rev() {
-        let slot = if n % 2 == 1 { "blue" } else { "green" };
+        let slot = slot_of(n);
         let back = rollback_cmd(&env, &[&commits[n]]).success();
         back.assert_live(&commits[n], "refs/heads/main", slot);
         env.assert_live_equals_archive(&commits[n]);
@@ -391,11 +402,7 @@ fn once_kept_is_full_a_deploy_recycles_the_oldest_kept_release_by_the_diff_route
 #[test]
 fn after_a_rollback_to_a_kept_release_later_deploys_still_take_the_diff_route() {
     let env = keeping(4);
-    let mut commits = vec![String::new()];
-    for n in 1..=6 {
-        let slot = if n % 2 == 1 { "blue" } else { "green" };
-        commits.push(push_version(&env, n, slot, None));
-    }
+    let mut commits = push_versions(&env, 6);
     // Live 6 (green), previous 5 (blue), kept 3 and 4. Back to 3: into blue, 5 kept.
     let back = rollback_cmd(&env, &[&commits[3]]).success();
     back.assert_live(&commits[3], "refs/heads/main", "blue");
@@ -415,11 +422,7 @@ fn after_a_rollback_to_a_kept_release_later_deploys_still_take_the_diff_route() 
 #[test]
 fn a_hand_edit_in_the_oldest_kept_release_forces_the_full_route() {
     let env = keeping(4);
-    let mut commits = vec![String::new()];
-    for n in 1..=4 {
-        let slot = if n % 2 == 1 { "blue" } else { "green" };
-        commits.push(push_version(&env, n, slot, None));
-    }
+    let commits = push_versions(&env, 4);
     // kept/ holds 1 and 2; 1 is the next to be recycled. An editor writes a new file and
     // renames it over the old one (in place would change the releases sharing the inode).
     let tree = env.target.join(format!(".pushdeploy/kept/000001-{}/release", short(&commits[1])));
