@@ -281,22 +281,13 @@ impl Repo {
             let parent =
                 parents.get(Path::new(OsStr::from_bytes(root.strip_suffix(b"/").unwrap_or(root))));
             let name = OsString::from_vec(entry.name_bytes().to_vec());
-            let kind = match (entry.kind(), entry.filemode()) {
-                (Some(ObjectType::Tree), _) => EntryKind::Dir,
-                (Some(ObjectType::Commit), _) => {
-                    EntryKind::Submodule { commit: CommitId(entry.id()) }
+            let kind = match self.kind_of(entry) {
+                Ok(Some(kind)) => kind,
+                Ok(None) => return TreeWalkResult::Ok,
+                Err(err) => {
+                    failure = Some(err);
+                    return TreeWalkResult::Abort;
                 }
-                (Some(ObjectType::Blob), 0o120000) => match self.inner.find_blob(entry.id()) {
-                    Ok(blob) => EntryKind::Symlink { target: blob.content().to_vec() },
-                    Err(source) => {
-                        failure = Some(self.read_error("a symlink", source));
-                        return TreeWalkResult::Abort;
-                    }
-                },
-                (Some(ObjectType::Blob), mode) => {
-                    EntryKind::File { executable: mode & 0o111 != 0, blob: BlobId(entry.id()) }
-                }
-                _ => return TreeWalkResult::Ok,
             };
             entries.push(Entry { parent, name, kind });
             TreeWalkResult::Ok
@@ -425,8 +416,13 @@ impl Repo {
     /// Returns what a file, symlink or submodule entry is, as [`Repo::tree_entries`] sees it;
     /// `None` for none, or an entry it leaves out.
     fn change_side(&self, entry: Option<&git2::TreeEntry<'_>>) -> Result<Option<EntryKind>, Error> {
-        let Some(entry) = entry else { return Ok(None) };
+        entry.map_or(Ok(None), |entry| self.kind_of(entry))
+    }
+
+    /// Returns what a tree entry is; `None` for an entry pushdeploy leaves out (a tag, say).
+    fn kind_of(&self, entry: &git2::TreeEntry<'_>) -> Result<Option<EntryKind>, Error> {
         Ok(match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Tree), _) => Some(EntryKind::Dir),
             (Some(ObjectType::Commit), _) => {
                 Some(EntryKind::Submodule { commit: CommitId(entry.id()) })
             }

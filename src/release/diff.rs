@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, fstatat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
 use tracing::instrument;
 
 use super::Error;
@@ -201,9 +201,10 @@ pub fn check_changes(changes: &[Change], index: &Index, mode_mask: u32) -> Resul
 /// An entry the index lists, for [`vouch`]: its path, what was recorded, whether a file.
 type Listed<'a> = (&'a Path, &'a FileStat, bool);
 
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFLNK: u32 = 0o120000;
+// The file type bits of `st_mode`, as the index keeps it.
+const S_IFMT: u32 = SFlag::S_IFMT.bits();
+const S_IFDIR: u32 = SFlag::S_IFDIR.bits();
+const S_IFLNK: u32 = SFlag::S_IFLNK.bits();
 
 /// Tells whether two entries are of the same kind (a file stays a file, and so on).
 fn same_kind(a: &EntryKind, b: &EntryKind) -> bool {
