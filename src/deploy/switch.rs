@@ -3,7 +3,7 @@
 //! **record**: its index sealed, the grace's reaper started, the deploy refs and the history.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::app;
@@ -163,7 +163,7 @@ static REAPERS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Asks for `pushdeploy reap` to start once the run has ended.
 fn request_reaper(repo: &Path) {
-    let Ok(mut reapers) = REAPERS.lock() else { return spawn_reaper(repo) };
+    let mut reapers = REAPERS.lock().unwrap_or_else(PoisonError::into_inner);
     if !reapers.iter().any(|known| known == repo) {
         reapers.push(repo.to_owned());
     }
@@ -173,8 +173,8 @@ fn request_reaper(repo: &Path) {
 /// log are on disk: the removal of a whole old release, started earlier, lands in the journal
 /// commit that the run's last sync waits for (tens of milliseconds at 1,000 files on ext4).
 pub fn start_reapers() {
-    let reapers = REAPERS.lock().map(|mut reapers| std::mem::take(&mut *reapers));
-    for repo in reapers.unwrap_or_default() {
+    let reapers = std::mem::take(&mut *REAPERS.lock().unwrap_or_else(PoisonError::into_inner));
+    for repo in reapers {
         spawn_reaper(&repo);
     }
 }

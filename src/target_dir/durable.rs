@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use tracing::instrument;
 
@@ -21,7 +21,8 @@ static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Notes that `dir`'s filesystem holds writes that the next [`flush`] makes durable.
 pub fn defer(dir: &Path) {
-    let Ok(mut pending) = PENDING.lock() else { return };
+    // A panic elsewhere while the list was held leaves it as it was: still the list to sync.
+    let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
     if !pending.iter().any(|known| known == dir) {
         pending.push(dir.to_owned());
     }
@@ -31,10 +32,7 @@ pub fn defer(dir: &Path) {
 /// state directory share a filesystem, so this is one `syncfs` for a deploy).
 #[instrument(skip_all)]
 pub fn flush() -> Result<(), Error> {
-    let pending = match PENDING.lock() {
-        Ok(mut pending) => std::mem::take(&mut *pending),
-        Err(_) => return Ok(()),
-    };
+    let pending = std::mem::take(&mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner));
     let mut synced: Vec<u64> = Vec::new();
     let mut result = Ok(());
     for dir in pending {
